@@ -1,0 +1,105 @@
+//! The stored shape of an event and the shape a command submits.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// `prev_hash` of the event at position 1: 64 zeros (SHA-256 width in hex).
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Who caused an event and through which request. Every field is optional; absent fields are
+/// encoded as `null` in the canonical encoding, so the hashed shape never varies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    pub request_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    /// The acting principal, e.g. a user id, `system` or `admin:<id>`.
+    pub actor: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// An event as a command produces it, before the store gives it a place in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// UUID v7, chosen by the caller so that a retry of the same append is recognised.
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    /// Truncated to whole milliseconds (the precision MongoDB stores), so the hash computed at
+    /// append time equals the hash recomputed from the stored document.
+    pub occurred_at: DateTime<Utc>,
+    pub metadata: EventMetadata,
+    /// A JSON object. Money inside it travels as decimal strings, never as JSON numbers.
+    pub payload: serde_json::Value,
+}
+
+impl NewEvent {
+    /// A new event with a fresh v7 id, stamped `occurred_at` (millisecond precision).
+    pub fn new(
+        event_type: impl Into<String>,
+        schema_version: u32,
+        occurred_at: DateTime<Utc>,
+        metadata: EventMetadata,
+        payload: serde_json::Value,
+    ) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema_version,
+            occurred_at: occurred_at.trunc_subsecs(3),
+            metadata,
+            payload,
+        }
+    }
+}
+
+/// An event as stored in the global log.
+///
+/// Invariants (enforced by the store, checked by [`crate::ChainVerifier`]):
+/// `position` is gapless and strictly increasing from 1; `stream_version` is gapless per stream
+/// from 1; `prev_hash` equals the `hash` of the event at `position - 1` (or [`GENESIS_HASH`]);
+/// `hash` equals [`crate::canonical::event_hash`] of this envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    pub event_id: Uuid,
+    pub stream_id: String,
+    pub stream_version: u64,
+    pub position: u64,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub occurred_at: DateTime<Utc>,
+    pub metadata: EventMetadata,
+    pub payload: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl EventEnvelope {
+    /// Places `event` in the log at `position` / `stream_version` after the event whose hash is
+    /// `prev_hash`, computing this event's hash.
+    pub fn seal(
+        event: NewEvent,
+        stream_id: String,
+        stream_version: u64,
+        position: u64,
+        prev_hash: String,
+    ) -> Self {
+        let mut envelope = Self {
+            event_id: event.event_id,
+            stream_id,
+            stream_version,
+            position,
+            event_type: event.event_type,
+            schema_version: event.schema_version,
+            occurred_at: event.occurred_at.trunc_subsecs(3),
+            metadata: event.metadata,
+            payload: event.payload,
+            prev_hash,
+            hash: String::new(),
+        };
+        envelope.hash = crate::canonical::event_hash(&envelope);
+        envelope
+    }
+}

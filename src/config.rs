@@ -1,0 +1,290 @@
+//! Configuration from the environment (PRODUCT.md §7). Every problem names its variable.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+/// Where the event store lives; all commands need it.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// `MONGO_URL`, a MongoDB connection string (a replica set: transactions need one).
+    pub mongo_url: String,
+    /// `DB_NAME`, default `cryptovault`.
+    pub db_name: String,
+}
+
+/// `ENVIRONMENT`: `development` (default), `test` or `production`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Test,
+    Production,
+}
+
+/// A secret that never appears in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub store: StoreSettings,
+    pub environment: Environment,
+    /// `HOST` (default 0.0.0.0) and `PORT` (default 8000).
+    pub host: IpAddr,
+    pub port: u16,
+    /// `JWT_SECRET`: HMAC key for access tokens. At least 32 bytes in production.
+    pub jwt_secret: Secret,
+    /// `JWT_ALGORITHM`: HS256 (default), HS384 or HS512.
+    pub jwt_algorithm: String,
+    /// `CSRF_SECRET`: HMAC key for CSRF tokens. At least 32 bytes in production.
+    pub csrf_secret: Secret,
+    /// `CORS_ORIGINS`: JSON array or comma-separated list of allowed origins.
+    pub cors_origins: Vec<String>,
+    /// `USE_CROSS_SITE_COOKIES`: `true` gives `Secure; SameSite=None` cookies.
+    pub use_cross_site_cookies: bool,
+    /// `APP_URL`, `PUBLIC_API_URL`: where the UI and this API are reachable (informational).
+    pub app_url: Option<String>,
+    pub public_api_url: Option<String>,
+    /// `REQUEST_TIMEOUT_SECS` (default 30): longest time a request may take.
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("missing required environment variable {0}")]
+    Missing(&'static str),
+    #[error("invalid value for {var}: {reason}")]
+    Invalid { var: &'static str, reason: String },
+    #[error("{0} is too weak for ENVIRONMENT=production: use at least 32 random bytes")]
+    WeakSecret(&'static str),
+}
+
+/// Reads variables through `lookup`, so tests can configure without touching the process env.
+pub trait Lookup: Fn(&str) -> Option<String> {}
+impl<F: Fn(&str) -> Option<String>> Lookup for F {}
+
+/// The process environment, with empty values treated as unset.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl StoreSettings {
+    pub fn from_lookup(lookup: impl Lookup) -> Result<Self, ConfigError> {
+        let mongo_url = lookup("MONGO_URL").ok_or(ConfigError::Missing("MONGO_URL"))?;
+        if !(mongo_url.starts_with("mongodb://") || mongo_url.starts_with("mongodb+srv://")) {
+            return Err(ConfigError::Invalid {
+                var: "MONGO_URL",
+                reason: "must start with mongodb:// or mongodb+srv://".into(),
+            });
+        }
+        let db_name = lookup("DB_NAME").unwrap_or_else(|| "cryptovault".into());
+        if db_name.is_empty()
+            || db_name.len() > 38
+            || db_name.contains(['/', '\\', '.', ' ', '"', '$'])
+        {
+            return Err(ConfigError::Invalid {
+                var: "DB_NAME",
+                reason: "1-38 characters, none of / \\ . space \" $".into(),
+            });
+        }
+        Ok(Self { mongo_url, db_name })
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(process_env)
+    }
+
+    pub fn from_lookup(lookup: impl Lookup) -> Result<Self, ConfigError> {
+        let store = StoreSettings::from_lookup(&lookup)?;
+        let environment = match lookup("ENVIRONMENT").as_deref() {
+            None | Some("development") => Environment::Development,
+            Some("test") => Environment::Test,
+            Some("production") => Environment::Production,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    var: "ENVIRONMENT",
+                    reason: format!("{other:?} is not one of development, test, production"),
+                })
+            }
+        };
+        let port = parse(&lookup, "PORT", 8000u16)?;
+        let host = parse(&lookup, "HOST", IpAddr::V4(Ipv4Addr::UNSPECIFIED))?;
+        let jwt_algorithm = lookup("JWT_ALGORITHM").unwrap_or_else(|| "HS256".into());
+        if !matches!(jwt_algorithm.as_str(), "HS256" | "HS384" | "HS512") {
+            return Err(ConfigError::Invalid {
+                var: "JWT_ALGORITHM",
+                reason: format!("{jwt_algorithm:?} is not one of HS256, HS384, HS512"),
+            });
+        }
+        let jwt_secret = secret(&lookup, "JWT_SECRET", environment)?;
+        let csrf_secret = secret(&lookup, "CSRF_SECRET", environment)?;
+        let cors_origins = match lookup("CORS_ORIGINS") {
+            None => Vec::new(),
+            Some(raw) => parse_origins(&raw).map_err(|reason| ConfigError::Invalid {
+                var: "CORS_ORIGINS",
+                reason,
+            })?,
+        };
+        let use_cross_site_cookies = parse(&lookup, "USE_CROSS_SITE_COOKIES", false)?;
+        let request_timeout = Duration::from_secs(parse(&lookup, "REQUEST_TIMEOUT_SECS", 30u64)?);
+        Ok(Self {
+            store,
+            environment,
+            host,
+            port,
+            jwt_secret,
+            jwt_algorithm,
+            csrf_secret,
+            cors_origins,
+            use_cross_site_cookies,
+            app_url: lookup("APP_URL"),
+            public_api_url: lookup("PUBLIC_API_URL"),
+            request_timeout,
+        })
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    lookup: &impl Lookup,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match lookup(var) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e: T::Err| ConfigError::Invalid {
+                var,
+                reason: format!("{raw:?}: {e}"),
+            }),
+    }
+}
+
+/// Known placeholder values that must never protect real money.
+const PLACEHOLDER_SECRETS: [&str; 4] = ["secret", "changeme", "change-me", "your-secret-key"];
+
+fn secret(
+    lookup: &impl Lookup,
+    var: &'static str,
+    environment: Environment,
+) -> Result<Secret, ConfigError> {
+    let value = lookup(var).ok_or(ConfigError::Missing(var))?;
+    let weak = value.len() < 32
+        || PLACEHOLDER_SECRETS
+            .iter()
+            .any(|p| value.to_ascii_lowercase().contains(p));
+    if environment == Environment::Production && weak {
+        return Err(ConfigError::WeakSecret(var));
+    }
+    Ok(Secret(value))
+}
+
+/// Accepts `["https://a","https://b"]` (the predecessor's form) or `https://a,https://b`.
+fn parse_origins(raw: &str) -> Result<Vec<String>, String> {
+    let origins: Vec<String> = if raw.trim_start().starts_with('[') {
+        serde_json::from_str(raw).map_err(|e| format!("not a JSON array of strings: {e}"))?
+    } else {
+        raw.split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    for origin in &origins {
+        if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            return Err(format!("{origin:?} is not an http(s) origin"));
+        }
+    }
+    Ok(origins)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    const BASE: [(&str, &str); 3] = [
+        ("MONGO_URL", "mongodb://127.0.0.1:27017/?replicaSet=rs0"),
+        ("JWT_SECRET", "a-long-random-jwt-key-0123456789abcdef"),
+        ("CSRF_SECRET", "a-long-random-csrf-key-0123456789abcdef"),
+    ];
+
+    #[test]
+    fn defaults_apply_when_optional_variables_are_unset() {
+        let config = Config::from_lookup(lookup(&BASE)).unwrap();
+        assert_eq!(config.port, 8000);
+        assert_eq!(config.store.db_name, "cryptovault");
+        assert_eq!(config.jwt_algorithm, "HS256");
+        assert_eq!(config.environment, Environment::Development);
+    }
+
+    #[test]
+    fn a_missing_variable_is_named() {
+        let err = Config::from_lookup(lookup(&BASE[..2])).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("CSRF_SECRET"));
+        assert!(err.to_string().contains("CSRF_SECRET"));
+    }
+
+    #[test]
+    fn an_invalid_variable_is_named() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("PORT", "eighty"));
+        let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { var: "PORT", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn production_refuses_weak_secrets() {
+        let pairs = [
+            BASE[0],
+            ("JWT_SECRET", "secret"),
+            ("CSRF_SECRET", BASE[2].1),
+            ("ENVIRONMENT", "production"),
+        ];
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs)).unwrap_err(),
+            ConfigError::WeakSecret("JWT_SECRET")
+        );
+    }
+
+    #[test]
+    fn cors_origins_accept_json_and_comma_lists() {
+        assert_eq!(
+            parse_origins(r#"["https://a.example","https://b.example"]"#).unwrap(),
+            vec!["https://a.example", "https://b.example"]
+        );
+        assert_eq!(
+            parse_origins("https://a.example, https://b.example").unwrap(),
+            vec!["https://a.example", "https://b.example"]
+        );
+        assert!(parse_origins("ftp://x").is_err());
+    }
+}

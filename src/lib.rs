@@ -1,0 +1,15 @@
+//! CryptoVault Ledger service: the only crate that knows MongoDB, HTTP, clocks and
+//! configuration. See ARCHITECTURE.md for the map.
+
+/// Command-line interface (`serve`, `verify`).
+pub mod cli;
+/// Configuration from the environment.
+pub mod config;
+/// HTTP routers, middleware and the HTTP error type.
+pub mod http;
+/// Connecting, building and serving the application.
+pub mod startup;
+/// The MongoDB event store.
+pub mod store;
+/// Logging and metrics set-up.
+pub mod telemetry;

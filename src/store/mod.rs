@@ -1,0 +1,213 @@
+//! The event store: an append-only, hash-chained global log in MongoDB.
+//!
+//! **Architecture invariant:** this module is the only code that writes to the `events`,
+//! `event_streams` and `event_store_meta` collections, and it has no update or delete path for
+//! an event document. Appends go through one group-commit writer task per store instance
+//! ([`writer`]); positions are claimed and events inserted in one transaction, so the log is
+//! gapless and a reader that sees position N has seen every position below N, whatever the
+//! number of writer processes.
+//!
+//! **API boundary:** [`EventStore::append`], [`EventStore::read_stream`],
+//! [`EventStore::read_all`], [`EventStore::subscribe`], [`EventStore::verify`].
+
+pub mod append;
+pub mod document;
+pub mod error;
+pub mod plan;
+pub mod schema;
+pub mod subscription;
+pub mod verify;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::{doc, Document};
+use futures::TryStreamExt;
+use mongodb::options::ReadConcern;
+use mongodb::{Client, Collection, Database};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use cryptovault_events::EventEnvelope;
+
+pub use append::{AppendBatch, AppendResult, AppendedEvent, ExpectedVersion, StreamAppend};
+pub use error::{AppendError, StoreError};
+pub use verify::VerifyReport;
+
+use document::{from_document, to_i64};
+use writer::{durable_write_concern, PendingAppend, Writer};
+
+/// Tuning knobs of a store instance.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Most events one group-commit transaction takes (MongoDB caps a transaction's oplog
+    /// entry at 16 MB; 1,000 small events stay far below).
+    pub max_group_events: usize,
+    /// Events fetched per read by `read_all` users such as subscriptions.
+    pub read_batch: usize,
+    /// How long an idle subscription waits before polling for events of other processes
+    /// (appends through this instance wake it at once).
+    pub poll_interval: Duration,
+    /// How long an append keeps retrying transient failures before giving up.
+    pub append_timeout: Duration,
+    /// Capacity of the queue in front of the writer; callers wait when it is full.
+    pub queue_capacity: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            max_group_events: 1000,
+            read_batch: 1000,
+            poll_interval: Duration::from_millis(50),
+            append_timeout: Duration::from_secs(10),
+            queue_capacity: 10_000,
+        }
+    }
+}
+
+/// A handle to the event store. Cheap to clone; all clones share one writer task.
+#[derive(Clone)]
+pub struct EventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    events: Collection<Document>,
+    meta: Collection<Document>,
+    writer: mpsc::Sender<PendingAppend>,
+    head: watch::Receiver<u64>,
+    config: StoreConfig,
+}
+
+impl EventStore {
+    /// Opens the store in `db_name`: ensures collections, validator and indexes, then starts the
+    /// writer task. Must be called inside a tokio runtime.
+    pub async fn open(
+        client: &Client,
+        db_name: &str,
+        config: StoreConfig,
+    ) -> Result<Self, StoreError> {
+        let db = client.database_with_options(
+            db_name,
+            mongodb::options::DatabaseOptions::builder()
+                .read_concern(ReadConcern::majority())
+                .write_concern(durable_write_concern())
+                .build(),
+        );
+        schema::ensure(&db).await?;
+        let initial_head = read_head(&db).await?.0;
+        let (head_tx, head_rx) = watch::channel(initial_head);
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        tokio::spawn(Writer::new(client.clone(), db.clone(), config.clone(), head_tx).run(rx));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                events: db.collection(schema::EVENTS),
+                meta: db.collection(schema::META),
+                writer: tx,
+                head: head_rx,
+                config,
+            }),
+        })
+    }
+
+    /// Appends a batch atomically and durably (majority, journaled) and returns where each event
+    /// landed. Re-appending a batch whose event ids all exist returns their original placement
+    /// and writes nothing. On [`AppendError::Conflict`] nothing is written.
+    pub async fn append(&self, batch: AppendBatch) -> Result<AppendResult, AppendError> {
+        batch.validate().map_err(AppendError::Invalid)?;
+        let (reply, outcome) = oneshot::channel();
+        self.inner
+            .writer
+            .send(PendingAppend { batch, reply })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        outcome.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Events of one stream with `stream_version >= from_version`, in version order, at most
+    /// `limit`.
+    pub async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let cursor = self
+            .inner
+            .events
+            .find(
+                doc! { "stream_id": stream_id, "stream_version": { "$gte": to_i64(from_version) } },
+            )
+            .sort(doc! { "stream_version": 1 })
+            .limit(to_i64(limit as u64))
+            .await?;
+        decode_all(cursor).await
+    }
+
+    /// Events with `position >= from_position`, in position order, at most `limit`. Reads at
+    /// majority, so everything returned is durable.
+    pub async fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let cursor = self
+            .inner
+            .events
+            .find(doc! { "position": { "$gte": to_i64(from_position) } })
+            .sort(doc! { "position": 1 })
+            .limit(to_i64(limit as u64))
+            .batch_size(u32::try_from(limit.min(10_000)).unwrap_or(10_000))
+            .await?;
+        decode_all(cursor).await
+    }
+
+    /// The position of the last committed event (0 for an empty log) and its hash.
+    pub async fn head(&self) -> Result<(u64, String), StoreError> {
+        read_head_from(&self.inner.meta).await
+    }
+
+    /// Highest position this instance knows to be committed (its own appends, and what its
+    /// subscriptions have seen); cheap, never touches MongoDB.
+    pub fn known_head(&self) -> u64 {
+        *self.inner.head.borrow()
+    }
+
+    pub(crate) fn head_watch(&self) -> watch::Receiver<u64> {
+        self.inner.head.clone()
+    }
+
+    pub(crate) fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn events(&self) -> &Collection<Document> {
+        &self.inner.events
+    }
+}
+
+async fn decode_all(cursor: mongodb::Cursor<Document>) -> Result<Vec<EventEnvelope>, StoreError> {
+    let documents: Vec<Document> = cursor.try_collect().await?;
+    documents.into_iter().map(from_document).collect()
+}
+
+async fn read_head(db: &Database) -> Result<(u64, String), StoreError> {
+    read_head_from(&db.collection(schema::META)).await
+}
+
+async fn read_head_from(meta: &Collection<Document>) -> Result<(u64, String), StoreError> {
+    let head = meta
+        .find_one(doc! { "_id": schema::HEAD_ID })
+        .await?
+        .ok_or_else(|| StoreError::Corrupt {
+            id: schema::HEAD_ID.into(),
+            reason: "head document missing".into(),
+        })?;
+    let position = u64::try_from(head.get_i64("position").unwrap_or(0)).unwrap_or(0);
+    let hash = head
+        .get_str("hash")
+        .unwrap_or(cryptovault_events::GENESIS_HASH)
+        .to_owned();
+    Ok((position, hash))
+}

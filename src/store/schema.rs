@@ -1,0 +1,146 @@
+//! Collections, indexes and the `events` validator, created idempotently at start-up.
+
+use bson::{doc, Document};
+use mongodb::{options::IndexOptions, Database, IndexModel};
+
+use super::error::StoreError;
+
+/// The global log: one document per event.
+pub const EVENTS: &str = "events";
+/// Current version of each stream, written in the same transaction as its events.
+pub const STREAMS: &str = "event_streams";
+/// The `head` document: last position and last hash of the log.
+pub const META: &str = "event_store_meta";
+/// `_id` of the head document in [`META`].
+pub const HEAD_ID: &str = "head";
+
+/// Creates the store's collections (with the validator), indexes and the head document, if they
+/// do not exist. Safe to run concurrently from several processes and on every start.
+pub async fn ensure(db: &Database) -> Result<(), StoreError> {
+    let existing = db.list_collection_names().await?;
+    for name in [EVENTS, STREAMS, META] {
+        if !existing.iter().any(|n| n == name) {
+            let created = if name == EVENTS {
+                db.create_collection(name)
+                    .validator(event_validator())
+                    .await
+            } else {
+                db.create_collection(name).await
+            };
+            // Another process may have created it between the listing and now.
+            if let Err(e) = created {
+                if !is_namespace_exists(&e) {
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    // Re-apply the validator so databases created by an older version get the current one.
+    db.run_command(doc! {
+        "collMod": EVENTS,
+        "validator": event_validator(),
+        "validationLevel": "strict",
+        "validationAction": "error",
+    })
+    .await?;
+
+    let events = db.collection::<Document>(EVENTS);
+    events
+        .create_indexes([
+            unique(doc! { "position": 1 }, "position_unique"),
+            unique(
+                doc! { "stream_id": 1, "stream_version": 1 },
+                "stream_version_unique",
+            ),
+        ])
+        .await?;
+
+    db.collection::<Document>(META)
+        .update_one(
+            doc! { "_id": HEAD_ID },
+            doc! { "$setOnInsert": {
+                "position": 0_i64,
+                "hash": cryptovault_events::GENESIS_HASH,
+                "txn": 0_i64,
+            }},
+        )
+        .upsert(true)
+        .await
+        .or_else(|e| {
+            if is_duplicate_key(&e) {
+                Ok(Default::default())
+            } else {
+                Err(e)
+            }
+        })?;
+    Ok(())
+}
+
+fn unique(keys: Document, name: &str) -> IndexModel {
+    IndexModel::builder()
+        .keys(keys)
+        .options(
+            IndexOptions::builder()
+                .unique(true)
+                .name(name.to_owned())
+                .build(),
+        )
+        .build()
+}
+
+/// `$jsonSchema` that rejects any event document not shaped as the store writes it.
+pub fn event_validator() -> Document {
+    let nullable_string = doc! { "bsonType": ["string", "null"] };
+    let hash = doc! { "bsonType": "string", "pattern": "^[0-9a-f]{64}$" };
+    doc! { "$jsonSchema": {
+        "bsonType": "object",
+        "required": [
+            "_id", "stream_id", "stream_version", "position", "event_type", "schema_version",
+            "occurred_at", "metadata", "payload", "prev_hash", "hash",
+        ],
+        "additionalProperties": false,
+        "properties": {
+            "_id": { "bsonType": "string", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$" },
+            "stream_id": { "bsonType": "string", "minLength": 1 },
+            "stream_version": { "bsonType": "long", "minimum": 1 },
+            "position": { "bsonType": "long", "minimum": 1 },
+            "event_type": { "bsonType": "string", "minLength": 1 },
+            "schema_version": { "bsonType": "long", "minimum": 1 },
+            "occurred_at": { "bsonType": "date" },
+            "metadata": {
+                "bsonType": "object",
+                "required": ["request_id", "correlation_id", "causation_id", "actor", "ip", "user_agent"],
+                "additionalProperties": false,
+                "properties": {
+                    "request_id": nullable_string.clone(),
+                    "correlation_id": nullable_string.clone(),
+                    "causation_id": nullable_string.clone(),
+                    "actor": nullable_string.clone(),
+                    "ip": nullable_string.clone(),
+                    "user_agent": nullable_string,
+                },
+            },
+            "payload": { "bsonType": "object" },
+            "prev_hash": hash.clone(),
+            "hash": hash,
+        },
+    }}
+}
+
+fn is_namespace_exists(error: &mongodb::error::Error) -> bool {
+    matches!(error.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 48)
+}
+
+/// E11000: a unique index refused the write.
+pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match error.kind.as_ref() {
+        ErrorKind::Command(c) => c.code == 11000,
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::InsertMany(m) => m
+            .write_errors
+            .as_ref()
+            .is_some_and(|errors| errors.iter().any(|w| w.code == 11000)),
+        _ => false,
+    }
+}

@@ -1,0 +1,346 @@
+//! The group-commit writer: one task per store instance that turns many concurrent appends into
+//! few MongoDB transactions.
+//!
+//! Callers send their batch over a channel and wait on a oneshot. The task takes the first
+//! waiting batch plus everything queued behind it (up to [`StoreConfig::max_group_events`]) and
+//! commits them in one transaction:
+//!
+//! 1. `findOneAndUpdate` on the head document. This claims the log: a concurrent transaction of
+//!    another process touching the head fails with a `WriteConflict` and retries, so positions
+//!    are assigned in commit order and never interleave.
+//! 2. Read which submitted event ids exist and the versions of the touched streams.
+//! 3. [`plan_group`] decides every batch (pure).
+//! 4. Insert the sealed events, bump the stream versions, move the head, commit with
+//!    `w: majority, j: true`. Nothing is acknowledged before the commit returns.
+//!
+//! A group that accepts nothing is aborted, so refused batches write nothing at all.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bson::{doc, Bson, Document};
+use mongodb::error::{ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
+use mongodb::options::{Acknowledgment, ReadConcern, ReturnDocument, WriteConcern};
+use mongodb::{Client, ClientSession, Collection, Database};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use super::append::{AppendBatch, AppendResult, AppendedEvent};
+use super::document::{to_document, to_i64};
+use super::error::{AppendError, StoreError};
+use super::plan::{plan_group, GroupPlan, Head, StoredState};
+use super::schema::{EVENTS, HEAD_ID, META, STREAMS};
+use super::StoreConfig;
+
+/// A batch waiting for the writer, with the channel its outcome goes back on.
+pub struct PendingAppend {
+    pub batch: AppendBatch,
+    pub reply: oneshot::Sender<Result<AppendResult, AppendError>>,
+}
+
+/// Durable write concern for every acknowledged write: majority, journaled.
+pub fn durable_write_concern() -> WriteConcern {
+    WriteConcern::builder()
+        .w(Acknowledgment::Majority)
+        .journal(true)
+        .build()
+}
+
+pub struct Writer {
+    client: Client,
+    events: Collection<Document>,
+    meta: Collection<Document>,
+    db: Database,
+    config: StoreConfig,
+    head_tx: watch::Sender<u64>,
+}
+
+impl Writer {
+    pub fn new(
+        client: Client,
+        db: Database,
+        config: StoreConfig,
+        head_tx: watch::Sender<u64>,
+    ) -> Self {
+        Self {
+            client,
+            events: db.collection(EVENTS),
+            meta: db.collection(META),
+            db,
+            config,
+            head_tx,
+        }
+    }
+
+    /// Runs until every sender of `rx` is dropped.
+    pub async fn run(self, mut rx: mpsc::Receiver<PendingAppend>) {
+        let mut session: Option<ClientSession> = None;
+        while let Some(first) = rx.recv().await {
+            let mut events = first.batch.event_count();
+            let mut group = vec![first];
+            while events < self.config.max_group_events {
+                match rx.try_recv() {
+                    Ok(next) => {
+                        events += next.batch.event_count();
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let batches: Vec<AppendBatch> = group.iter().map(|p| p.batch.clone()).collect();
+            let started = Instant::now();
+            let outcome = self.commit_with_retries(&mut session, &batches).await;
+            metrics::histogram!("event_store_group_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("event_store_group_batches").record(batches.len() as f64);
+            match outcome {
+                Ok(outcomes) => {
+                    for (pending, result) in group.into_iter().zip(outcomes) {
+                        let _ = pending.reply.send(result);
+                    }
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    tracing::error!(error = %message, batches = group.len(), "group commit failed");
+                    for pending in group {
+                        let _ =
+                            pending
+                                .reply
+                                .send(Err(AppendError::Store(StoreError::Unavailable(
+                                    message.clone(),
+                                ))));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn commit_with_retries(
+        &self,
+        session: &mut Option<ClientSession>,
+        batches: &[AppendBatch],
+    ) -> Result<Vec<Result<AppendResult, AppendError>>, StoreError> {
+        let deadline = Instant::now() + self.config.append_timeout;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            if session.is_none() {
+                *session = Some(self.client.start_session().await?);
+            }
+            let s = session.as_mut().expect("session was just created");
+            match self.commit_group(s, batches).await {
+                Ok(plan) => {
+                    if let Some(position) = plan.envelopes.last().map(|e| e.position) {
+                        self.head_tx.send_if_modified(|head| {
+                            let advanced = position > *head;
+                            if advanced {
+                                *head = position;
+                            }
+                            advanced
+                        });
+                        metrics::counter!("event_store_events_appended_total")
+                            .increment(plan.envelopes.len() as u64);
+                    }
+                    return Ok(plan.outcomes);
+                }
+                Err(error) => {
+                    // Dropping the session aborts any transaction it still has open.
+                    *session = None;
+                    let retryable = is_retryable(&error);
+                    metrics::counter!("event_store_transaction_retries_total").increment(1);
+                    if !retryable || Instant::now() >= deadline {
+                        return Err(match error {
+                            StoreError::Mongo(e) if retryable => StoreError::RetriesExhausted {
+                                attempts: attempt,
+                                last: e.to_string(),
+                            },
+                            other => other,
+                        });
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+    }
+
+    /// One attempt: the whole transaction. On success the outcomes are final.
+    async fn commit_group(
+        &self,
+        s: &mut ClientSession,
+        batches: &[AppendBatch],
+    ) -> Result<GroupPlan, StoreError> {
+        s.start_transaction()
+            .read_concern(ReadConcern::snapshot())
+            .write_concern(durable_write_concern())
+            .await?;
+
+        let head_doc = self
+            .meta
+            .find_one_and_update(doc! { "_id": HEAD_ID }, doc! { "$inc": { "txn": 1_i64 } })
+            .return_document(ReturnDocument::After)
+            .session(&mut *s)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt {
+                id: HEAD_ID.into(),
+                reason: "head document missing; run schema::ensure first".into(),
+            })?;
+        let head = Head {
+            position: u64::try_from(head_doc.get_i64("position").unwrap_or(0)).unwrap_or(0),
+            hash: head_doc
+                .get_str("hash")
+                .unwrap_or(cryptovault_events::GENESIS_HASH)
+                .to_owned(),
+        };
+
+        let stored = self.read_stored_state(s, batches).await?;
+        let plan = plan_group(head, stored, batches);
+        if plan.envelopes.is_empty() {
+            s.abort_transaction().await?;
+            return Ok(plan);
+        }
+
+        let documents = plan
+            .envelopes
+            .iter()
+            .map(to_document)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.events.insert_many(documents).session(&mut *s).await?;
+
+        let updates: Vec<Document> = plan
+            .stream_versions
+            .iter()
+            .map(|(stream, version)| {
+                doc! {
+                    "q": { "_id": stream },
+                    "u": { "$set": { "version": to_i64(*version) } },
+                    "upsert": true,
+                }
+            })
+            .collect();
+        self.db
+            .run_command(doc! { "update": STREAMS, "updates": updates, "ordered": true })
+            .session(&mut *s)
+            .await?;
+
+        self.meta
+            .update_one(
+                doc! { "_id": HEAD_ID },
+                doc! { "$set": { "position": to_i64(plan.head.position), "hash": &plan.head.hash } },
+            )
+            .session(&mut *s)
+            .await?;
+
+        commit(s).await?;
+        Ok(plan)
+    }
+
+    async fn read_stored_state(
+        &self,
+        s: &mut ClientSession,
+        batches: &[AppendBatch],
+    ) -> Result<StoredState, StoreError> {
+        let ids: Vec<Bson> = batches
+            .iter()
+            .flat_map(|b| b.streams.iter())
+            .flat_map(|st| st.events.iter())
+            .map(|e| Bson::String(e.event_id.to_string()))
+            .collect();
+        let mut existing = HashMap::new();
+        let mut cursor = self
+            .events
+            .find(doc! { "_id": { "$in": ids } })
+            .projection(doc! { "stream_id": 1, "stream_version": 1, "position": 1 })
+            .session(&mut *s)
+            .await?;
+        while let Some(found) = cursor.next(&mut *s).await {
+            let found = found?;
+            let placed = placed_event(&found)?;
+            existing.insert(placed.event_id, placed);
+        }
+
+        let streams: Vec<Bson> = batches
+            .iter()
+            .flat_map(|b| b.streams.iter())
+            .map(|st| Bson::String(st.stream_id.clone()))
+            .collect();
+        let mut versions = HashMap::new();
+        let mut cursor = self
+            .db
+            .collection::<Document>(STREAMS)
+            .find(doc! { "_id": { "$in": streams } })
+            .session(&mut *s)
+            .await?;
+        while let Some(found) = cursor.next(&mut *s).await {
+            let found = found?;
+            if let (Ok(id), Ok(version)) = (found.get_str("_id"), found.get_i64("version")) {
+                versions.insert(id.to_owned(), u64::try_from(version).unwrap_or(0));
+            }
+        }
+        Ok(StoredState { existing, versions })
+    }
+}
+
+fn placed_event(found: &Document) -> Result<AppendedEvent, StoreError> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        id: found.get("_id").map(|v| v.to_string()).unwrap_or_default(),
+        reason: reason.into(),
+    };
+    let event_id = found
+        .get_str("_id")
+        .ok()
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| corrupt("_id is not a UUID string"))?;
+    Ok(AppendedEvent {
+        event_id,
+        stream_id: found
+            .get_str("stream_id")
+            .map_err(|_| corrupt("stream_id"))?
+            .to_owned(),
+        stream_version: found
+            .get_i64("stream_version")
+            .map_err(|_| corrupt("stream_version"))? as u64,
+        position: found.get_i64("position").map_err(|_| corrupt("position"))? as u64,
+    })
+}
+
+/// Commits, retrying the commit itself while its outcome is unknown (the driver's rule: a
+/// commit with `UnknownTransactionCommitResult` may be retried and is idempotent).
+async fn commit(s: &mut ClientSession) -> Result<(), StoreError> {
+    let mut attempts = 0;
+    loop {
+        match s.commit_transaction().await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) && attempts < 5 => {
+                attempts += 1;
+                tokio::time::sleep(backoff(attempts)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Write conflicts, elections, dropped connections and duplicate keys from a concurrent retry
+/// are all resolved by running the whole transaction again: the plan is re-derived from what is
+/// then stored, so a retry never applies anything twice.
+fn is_retryable(error: &StoreError) -> bool {
+    match error {
+        StoreError::Mongo(e) => {
+            e.contains_label(TRANSIENT_TRANSACTION_ERROR)
+                || e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+                || super::schema::is_duplicate_key(e)
+                || matches!(
+                    e.kind.as_ref(),
+                    ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } | ErrorKind::ServerSelection { .. }
+                )
+                // WriteConflict, NoSuchTransaction outside a label.
+                || matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 112 || c.code == 251)
+        }
+        _ => false,
+    }
+}
+
+/// Exponential backoff with full jitter: up to 1 ms, 2 ms, 4 ms … capped at 100 ms.
+fn backoff(attempt: u32) -> Duration {
+    let cap_us = (1000u64 << attempt.min(7)).min(100_000);
+    Duration::from_micros(rand::random_range(0..=cap_us))
+}
