@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 MONGO_URL="$(scripts/mongo.sh start)"
 export MONGO_URL
 export CRYPTOVAULT_TEST_MONGO_URL="$MONGO_URL"
-cargo test --workspace --all-targets "$@"
+cargo test --workspace "$@"

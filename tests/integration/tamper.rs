@@ -1,0 +1,157 @@
+//! Tampering directly in MongoDB is caught by `verify`, which names the position.
+
+use bson::{doc, Document};
+use cryptovault::store::{AppendBatch, ExpectedVersion};
+use cryptovault_events::ChainBreakKind;
+use mongodb::Collection;
+
+use crate::helpers::{event, TestDb};
+
+/// A database holding a valid chain of 20 events.
+async fn log_of_twenty(prefix: &str) -> (TestDb, cryptovault::store::EventStore) {
+    let t = TestDb::new(prefix).await;
+    let store = t.store().await;
+    for n in 0..20 {
+        store
+            .append(AppendBatch::single(
+                format!("s{}", n % 3),
+                ExpectedVersion::Any,
+                vec![event("t", n)],
+            ))
+            .await
+            .unwrap();
+    }
+    assert!(store.verify().await.unwrap().is_intact());
+    (t, store)
+}
+
+fn events(t: &TestDb) -> Collection<Document> {
+    t.db().collection("events")
+}
+
+#[tokio::test]
+async fn a_changed_payload_is_named() {
+    let (t, store) = log_of_twenty("tamper_payload").await;
+    events(&t)
+        .update_one(
+            doc! { "position": 7_i64 },
+            doc! { "$set": { "payload.amount": "1000000.00" } },
+        )
+        .await
+        .unwrap();
+    let report = store.verify().await.unwrap();
+    let broken = report.first_break.expect("tampering detected");
+    assert_eq!(broken.position, 7);
+    assert!(matches!(broken.kind, ChainBreakKind::HashMismatch { .. }));
+    assert_eq!(report.events_verified, 6);
+    t.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_deleted_event_is_named() {
+    let (t, store) = log_of_twenty("tamper_delete").await;
+    events(&t)
+        .delete_one(doc! { "position": 9_i64 })
+        .await
+        .unwrap();
+    let broken = store
+        .verify()
+        .await
+        .unwrap()
+        .first_break
+        .expect("deletion detected");
+    assert_eq!(broken.position, 9);
+    assert_eq!(broken.kind, ChainBreakKind::MissingPosition);
+    t.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_deleted_last_event_is_named() {
+    let (t, store) = log_of_twenty("tamper_tail").await;
+    events(&t)
+        .delete_one(doc! { "position": 20_i64 })
+        .await
+        .unwrap();
+    let broken = store
+        .verify()
+        .await
+        .unwrap()
+        .first_break
+        .expect("truncation detected");
+    assert_eq!(broken.position, 20);
+    assert_eq!(broken.kind, ChainBreakKind::MissingPosition);
+    t.drop_database().await;
+}
+
+#[tokio::test]
+async fn two_swapped_events_are_named() {
+    let (t, store) = log_of_twenty("tamper_swap").await;
+    let coll = events(&t);
+    // Exchange the positions of events 5 and 6 (through a free slot, the index is unique).
+    coll.update_one(
+        doc! { "position": 5_i64 },
+        doc! { "$set": { "position": 1_000_000_i64 } },
+    )
+    .await
+    .unwrap();
+    coll.update_one(
+        doc! { "position": 6_i64 },
+        doc! { "$set": { "position": 5_i64 } },
+    )
+    .await
+    .unwrap();
+    coll.update_one(
+        doc! { "position": 1_000_000_i64 },
+        doc! { "$set": { "position": 6_i64 } },
+    )
+    .await
+    .unwrap();
+    let broken = store
+        .verify()
+        .await
+        .unwrap()
+        .first_break
+        .expect("swap detected");
+    assert_eq!(broken.position, 5);
+    t.drop_database().await;
+}
+
+#[tokio::test]
+async fn the_verify_command_exits_non_zero_and_names_the_position() {
+    let (t, store) = log_of_twenty("tamper_cli").await;
+    let run = |db: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cryptovault"))
+            .arg("verify")
+            .env("MONGO_URL", crate::helpers::mongo_url())
+            .env("DB_NAME", db)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run cryptovault verify")
+    };
+    let name = t.name.clone();
+    let intact = tokio::task::spawn_blocking(move || run(name))
+        .await
+        .unwrap();
+    assert!(
+        intact.status.success(),
+        "{}",
+        String::from_utf8_lossy(&intact.stderr)
+    );
+    assert!(String::from_utf8_lossy(&intact.stdout).contains("OK: 20 events"));
+
+    events(&t)
+        .update_one(
+            doc! { "position": 12_i64 },
+            doc! { "$set": { "metadata.actor": "mallory" } },
+        )
+        .await
+        .unwrap();
+    let name = t.name.clone();
+    let broken = tokio::task::spawn_blocking(move || run(name))
+        .await
+        .unwrap();
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&broken.stdout).contains("position 12"));
+    drop(store);
+    t.drop_database().await;
+}
