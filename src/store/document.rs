@@ -121,3 +121,46 @@ fn opt(value: &Option<String>) -> Bson {
         .as_ref()
         .map_or(Bson::Null, |s| Bson::String(s.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptovault_events::{canonical::event_hash, NewEvent, GENESIS_HASH};
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// Payload values as the service writes them: keys without NUL (BSON keys are C strings),
+    /// no floats.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec(("[^\0]{0,12}", inner), 0..6)
+                    .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn bson_round_trip_preserves_the_envelope_and_its_hash(
+            pairs in prop::collection::vec(("[^\0]{0,12}", json_value()), 0..6),
+            actor in proptest::option::of(any::<String>()),
+            position in 1u64..1_000_000_000,
+        ) {
+            let payload = Value::Object(pairs.into_iter().collect());
+            let metadata = EventMetadata { actor, ..EventMetadata::default() };
+            let event = NewEvent::new("Tested", 1, chrono::Utc::now(), metadata, payload);
+            let sealed = EventEnvelope::seal(event, "s-1".into(), 1, position, GENESIS_HASH.into());
+            let back = from_document(to_document(&sealed).unwrap()).unwrap();
+            prop_assert_eq!(event_hash(&back), sealed.hash.clone());
+            prop_assert_eq!(back, sealed);
+        }
+    }
+}
