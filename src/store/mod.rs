@@ -1,7 +1,7 @@
 //! The event store: an append-only, hash-chained global log in MongoDB.
 //!
-//! **Architecture invariant:** this module is the only code that writes to the `events`,
-//! `event_streams` and `event_store_meta` collections, and it has no update or delete path for
+//! **Architecture invariant:** this module is the only code that writes to the `events` and
+//! `event_store_meta` collections, and it has no update or delete path for
 //! an event document. Appends go through one group-commit writer task per store instance
 //! ([`writer`]); positions are claimed and events inserted in one transaction, so the log is
 //! gapless and a reader that sees position N has seen every position below N, whatever the
@@ -99,7 +99,14 @@ impl EventStore {
         let initial_head = read_head(&db).await?.0;
         let (head_tx, head_rx) = watch::channel(initial_head);
         let (tx, rx) = mpsc::channel(config.queue_capacity);
-        tokio::spawn(Writer::new(client.clone(), db.clone(), config.clone(), head_tx).run(rx));
+        let writer = Writer::new(
+            client.clone(),
+            db.collection(schema::EVENTS),
+            db.collection(schema::META),
+            config.clone(),
+            head_tx,
+        );
+        tokio::spawn(writer.run(rx));
         Ok(Self {
             inner: Arc::new(Inner {
                 events: db.collection(schema::EVENTS),

@@ -7,8 +7,6 @@ use super::error::StoreError;
 
 /// The global log: one document per event.
 pub const EVENTS: &str = "events";
-/// Current version of each stream, written in the same transaction as its events.
-pub const STREAMS: &str = "event_streams";
 /// The `head` document: last position and last hash of the log.
 pub const META: &str = "event_store_meta";
 /// `_id` of the head document in [`META`].
@@ -18,7 +16,7 @@ pub const HEAD_ID: &str = "head";
 /// do not exist. Safe to run concurrently from several processes and on every start.
 pub async fn ensure(db: &Database) -> Result<(), StoreError> {
     let existing = db.list_collection_names().await?;
-    for name in [EVENTS, STREAMS, META] {
+    for name in [EVENTS, META] {
         if !existing.iter().any(|n| n == name) {
             let created = if name == EVENTS {
                 db.create_collection(name)

@@ -8,12 +8,17 @@
 //! 1. `findOneAndUpdate` on the head document. This claims the log: a concurrent transaction of
 //!    another process touching the head fails with a `WriteConflict` and retries, so positions
 //!    are assigned in commit order and never interleave.
-//! 2. Read which submitted event ids exist and the versions of the touched streams.
-//! 3. [`plan_group`] decides every batch (pure).
-//! 4. Insert the sealed events, bump the stream versions, move the head, commit with
-//!    `w: majority, j: true`. Nothing is acknowledged before the commit returns.
+//! 2. Take the touched streams' versions from the writer's cache, reading misses from `events`.
+//! 3. [`plan_group`] decides every batch (pure). If it refuses a batch, the refusal is confirmed
+//!    against the database first (the cache may be stale, the batch may be a retry): the
+//!    submitted ids and the versions are read afresh and the group is planned again.
+//! 4. Insert the sealed events, move the head, commit with `w: majority, j: true`. Nothing is
+//!    acknowledged before the commit returns.
 //!
-//! A group that accepts nothing is aborted, so refused batches write nothing at all.
+//! The cache and the skipped id lookup are safe because the unique indexes back them: an event
+//! id that exists, or a stream version another process took, fails the insert with a duplicate
+//! key; the transaction is then rerun in *thorough* mode, which reads everything from the
+//! database. A group that accepts nothing is aborted, so refused batches write nothing at all.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 use bson::{doc, Bson, Document};
 use mongodb::error::{ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 use mongodb::options::{Acknowledgment, ReadConcern, ReturnDocument, WriteConcern};
-use mongodb::{Client, ClientSession, Collection, Database};
+use mongodb::{Client, ClientSession, Collection};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
@@ -29,7 +34,7 @@ use super::append::{AppendBatch, AppendResult, AppendedEvent};
 use super::document::{to_document, to_i64};
 use super::error::{AppendError, StoreError};
 use super::plan::{plan_group, GroupPlan, Head, StoredState};
-use super::schema::{EVENTS, HEAD_ID, META, STREAMS};
+use super::schema::{is_duplicate_key, HEAD_ID};
 use super::StoreConfig;
 
 /// A batch waiting for the writer, with the channel its outcome goes back on.
@@ -46,34 +51,40 @@ pub fn durable_write_concern() -> WriteConcern {
         .build()
 }
 
+/// Most stream versions the writer remembers; beyond it the cache starts afresh.
+const VERSION_CACHE_LIMIT: usize = 200_000;
+
 pub struct Writer {
     client: Client,
     events: Collection<Document>,
     meta: Collection<Document>,
-    db: Database,
     config: StoreConfig,
     head_tx: watch::Sender<u64>,
+    /// Last committed version of streams this writer has seen. Possibly stale when other
+    /// processes append to the same streams; see the module docs for why that is safe.
+    versions: HashMap<String, u64>,
 }
 
 impl Writer {
     pub fn new(
         client: Client,
-        db: Database,
+        events: Collection<Document>,
+        meta: Collection<Document>,
         config: StoreConfig,
         head_tx: watch::Sender<u64>,
     ) -> Self {
         Self {
             client,
-            events: db.collection(EVENTS),
-            meta: db.collection(META),
-            db,
+            events,
+            meta,
             config,
             head_tx,
+            versions: HashMap::new(),
         }
     }
 
     /// Runs until every sender of `rx` is dropped.
-    pub async fn run(self, mut rx: mpsc::Receiver<PendingAppend>) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<PendingAppend>) {
         let mut session: Option<ClientSession> = None;
         while let Some(first) = rx.recv().await {
             let mut events = first.batch.event_count();
@@ -87,28 +98,26 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let batches: Vec<AppendBatch> = group.iter().map(|p| p.batch.clone()).collect();
+            let (batches, replies): (Vec<_>, Vec<_>) =
+                group.into_iter().map(|p| (p.batch, p.reply)).unzip();
             let started = Instant::now();
             let outcome = self.commit_with_retries(&mut session, &batches).await;
             metrics::histogram!("event_store_group_commit_seconds")
                 .record(started.elapsed().as_secs_f64());
-            metrics::histogram!("event_store_group_batches").record(batches.len() as f64);
+            metrics::histogram!("event_store_group_events").record(events as f64);
             match outcome {
                 Ok(outcomes) => {
-                    for (pending, result) in group.into_iter().zip(outcomes) {
-                        let _ = pending.reply.send(result);
+                    for (reply, result) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(result);
                     }
                 }
                 Err(error) => {
                     let message = error.to_string();
-                    tracing::error!(error = %message, batches = group.len(), "group commit failed");
-                    for pending in group {
-                        let _ =
-                            pending
-                                .reply
-                                .send(Err(AppendError::Store(StoreError::Unavailable(
-                                    message.clone(),
-                                ))));
+                    tracing::error!(error = %message, batches = batches.len(), "group commit failed");
+                    for reply in replies {
+                        let _ = reply.send(Err(AppendError::Store(StoreError::Unavailable(
+                            message.clone(),
+                        ))));
                     }
                 }
             }
@@ -116,38 +125,38 @@ impl Writer {
     }
 
     async fn commit_with_retries(
-        &self,
+        &mut self,
         session: &mut Option<ClientSession>,
         batches: &[AppendBatch],
     ) -> Result<Vec<Result<AppendResult, AppendError>>, StoreError> {
         let deadline = Instant::now() + self.config.append_timeout;
         let mut attempt: u32 = 0;
+        let mut thorough = false;
         loop {
             attempt += 1;
             if session.is_none() {
                 *session = Some(self.client.start_session().await?);
             }
             let s = session.as_mut().expect("session was just created");
-            match self.commit_group(s, batches).await {
+            match self.commit_group(s, batches, thorough).await {
                 Ok(plan) => {
-                    if let Some(position) = plan.envelopes.last().map(|e| e.position) {
-                        self.head_tx.send_if_modified(|head| {
-                            let advanced = position > *head;
-                            if advanced {
-                                *head = position;
-                            }
-                            advanced
-                        });
-                        metrics::counter!("event_store_events_appended_total")
-                            .increment(plan.envelopes.len() as u64);
-                    }
+                    self.remember(&plan);
                     return Ok(plan.outcomes);
                 }
                 Err(error) => {
                     // Dropping the session aborts any transaction it still has open.
                     *session = None;
-                    let retryable = is_retryable(&error);
                     metrics::counter!("event_store_transaction_retries_total").increment(1);
+                    if matches!(&error, StoreError::Mongo(e) if is_duplicate_key(e)) {
+                        // An id exists or a cached version is stale: read everything next time.
+                        thorough = true;
+                        for batch in batches {
+                            for stream in &batch.streams {
+                                self.versions.remove(&stream.stream_id);
+                            }
+                        }
+                    }
+                    let retryable = is_retryable(&error);
                     if !retryable || Instant::now() >= deadline {
                         return Err(match error {
                             StoreError::Mongo(e) if retryable => StoreError::RetriesExhausted {
@@ -163,37 +172,48 @@ impl Writer {
         }
     }
 
+    /// After a commit: publish the new head and cache the new stream versions.
+    fn remember(&mut self, plan: &GroupPlan) {
+        let Some(position) = plan.envelopes.last().map(|e| e.position) else {
+            return;
+        };
+        self.head_tx.send_if_modified(|head| {
+            let advanced = position > *head;
+            if advanced {
+                *head = position;
+            }
+            advanced
+        });
+        metrics::counter!("event_store_events_appended_total")
+            .increment(plan.envelopes.len() as u64);
+        if self.versions.len() + plan.stream_versions.len() > VERSION_CACHE_LIMIT {
+            self.versions.clear();
+        }
+        for (stream, version) in &plan.stream_versions {
+            self.versions.insert(stream.clone(), *version);
+        }
+    }
+
     /// One attempt: the whole transaction. On success the outcomes are final.
     async fn commit_group(
         &self,
         s: &mut ClientSession,
         batches: &[AppendBatch],
+        thorough: bool,
     ) -> Result<GroupPlan, StoreError> {
         s.start_transaction()
             .read_concern(ReadConcern::snapshot())
             .write_concern(durable_write_concern())
             .await?;
+        let head = self.claim_head(s).await?;
 
-        let head_doc = self
-            .meta
-            .find_one_and_update(doc! { "_id": HEAD_ID }, doc! { "$inc": { "txn": 1_i64 } })
-            .return_document(ReturnDocument::After)
-            .session(&mut *s)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt {
-                id: HEAD_ID.into(),
-                reason: "head document missing; run schema::ensure first".into(),
-            })?;
-        let head = Head {
-            position: u64::try_from(head_doc.get_i64("position").unwrap_or(0)).unwrap_or(0),
-            hash: head_doc
-                .get_str("hash")
-                .unwrap_or(cryptovault_events::GENESIS_HASH)
-                .to_owned(),
-        };
-
-        let stored = self.read_stored_state(s, batches).await?;
-        let plan = plan_group(head, stored, batches);
+        let stored = self.read_stored_state(s, batches, thorough).await?;
+        let mut plan = plan_group(head.clone(), stored, batches);
+        if !thorough && plan.outcomes.iter().any(Result::is_err) {
+            // Confirm refusals against the database before reporting them.
+            let stored = self.read_stored_state(s, batches, true).await?;
+            plan = plan_group(head, stored, batches);
+        }
         if plan.envelopes.is_empty() {
             s.abort_transaction().await?;
             return Ok(plan);
@@ -205,23 +225,6 @@ impl Writer {
             .map(to_document)
             .collect::<Result<Vec<_>, _>>()?;
         self.events.insert_many(documents).session(&mut *s).await?;
-
-        let updates: Vec<Document> = plan
-            .stream_versions
-            .iter()
-            .map(|(stream, version)| {
-                doc! {
-                    "q": { "_id": stream },
-                    "u": { "$set": { "version": to_i64(*version) } },
-                    "upsert": true,
-                }
-            })
-            .collect();
-        self.db
-            .run_command(doc! { "update": STREAMS, "updates": updates, "ordered": true })
-            .session(&mut *s)
-            .await?;
-
         self.meta
             .update_one(
                 doc! { "_id": HEAD_ID },
@@ -229,54 +232,90 @@ impl Writer {
             )
             .session(&mut *s)
             .await?;
-
         commit(s).await?;
         Ok(plan)
     }
 
+    /// Reads the head inside the transaction and writes to it, so that a concurrent writer's
+    /// transaction conflicts at once instead of after doing all its work.
+    async fn claim_head(&self, s: &mut ClientSession) -> Result<Head, StoreError> {
+        let head_doc = self
+            .meta
+            .find_one_and_update(doc! { "_id": HEAD_ID }, doc! { "$inc": { "txn": 1_i64 } })
+            .return_document(ReturnDocument::After)
+            .session(&mut *s)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt {
+                id: HEAD_ID.into(),
+                reason: "head document missing; run schema::ensure first".into(),
+            })?;
+        Ok(Head {
+            position: u64::try_from(head_doc.get_i64("position").unwrap_or(0)).unwrap_or(0),
+            hash: head_doc
+                .get_str("hash")
+                .unwrap_or(cryptovault_events::GENESIS_HASH)
+                .to_owned(),
+        })
+    }
+
+    /// Stream versions (cached unless `from_database`) and, when `from_database`, the stored
+    /// events among the submitted ids.
     async fn read_stored_state(
         &self,
         s: &mut ClientSession,
         batches: &[AppendBatch],
+        from_database: bool,
     ) -> Result<StoredState, StoreError> {
-        let ids: Vec<Bson> = batches
-            .iter()
-            .flat_map(|b| b.streams.iter())
-            .flat_map(|st| st.events.iter())
-            .map(|e| Bson::String(e.event_id.to_string()))
-            .collect();
-        let mut existing = HashMap::new();
-        let mut cursor = self
-            .events
-            .find(doc! { "_id": { "$in": ids } })
-            .projection(doc! { "stream_id": 1, "stream_version": 1, "position": 1 })
-            .session(&mut *s)
-            .await?;
-        while let Some(found) = cursor.next(&mut *s).await {
-            let found = found?;
-            let placed = placed_event(&found)?;
-            existing.insert(placed.event_id, placed);
-        }
-
-        let streams: Vec<Bson> = batches
-            .iter()
-            .flat_map(|b| b.streams.iter())
-            .map(|st| Bson::String(st.stream_id.clone()))
-            .collect();
-        let mut versions = HashMap::new();
-        let mut cursor = self
-            .db
-            .collection::<Document>(STREAMS)
-            .find(doc! { "_id": { "$in": streams } })
-            .session(&mut *s)
-            .await?;
-        while let Some(found) = cursor.next(&mut *s).await {
-            let found = found?;
-            if let (Ok(id), Ok(version)) = (found.get_str("_id"), found.get_i64("version")) {
-                versions.insert(id.to_owned(), u64::try_from(version).unwrap_or(0));
+        let mut stored = StoredState::default();
+        let mut misses = Vec::new();
+        for stream in batches.iter().flat_map(|b| b.streams.iter()) {
+            match self.versions.get(&stream.stream_id) {
+                Some(version) if !from_database => {
+                    stored.versions.insert(stream.stream_id.clone(), *version);
+                }
+                _ => misses.push(Bson::String(stream.stream_id.clone())),
             }
         }
-        Ok(StoredState { existing, versions })
+        if !misses.is_empty() {
+            // The index on (stream_id, stream_version) turns sort + $first into a scan of one
+            // index key per stream.
+            let mut cursor = self
+                .events
+                .aggregate([
+                    doc! { "$match": { "stream_id": { "$in": misses } } },
+                    doc! { "$sort": { "stream_id": 1, "stream_version": -1 } },
+                    doc! { "$group": { "_id": "$stream_id", "version": { "$first": "$stream_version" } } },
+                ])
+                .session(&mut *s)
+                .await?;
+            while let Some(found) = cursor.next(&mut *s).await {
+                let found = found?;
+                if let (Ok(id), Ok(version)) = (found.get_str("_id"), found.get_i64("version")) {
+                    stored
+                        .versions
+                        .insert(id.to_owned(), u64::try_from(version).unwrap_or(0));
+                }
+            }
+        }
+        if from_database {
+            let ids: Vec<Bson> = batches
+                .iter()
+                .flat_map(|b| b.streams.iter())
+                .flat_map(|st| st.events.iter())
+                .map(|e| Bson::String(e.event_id.to_string()))
+                .collect();
+            let mut cursor = self
+                .events
+                .find(doc! { "_id": { "$in": ids } })
+                .projection(doc! { "stream_id": 1, "stream_version": 1, "position": 1 })
+                .session(&mut *s)
+                .await?;
+            while let Some(found) = cursor.next(&mut *s).await {
+                let placed = placed_event(&found?)?;
+                stored.existing.insert(placed.event_id, placed);
+            }
+        }
+        Ok(stored)
     }
 }
 
@@ -290,16 +329,21 @@ fn placed_event(found: &Document) -> Result<AppendedEvent, StoreError> {
         .ok()
         .and_then(|id| Uuid::parse_str(id).ok())
         .ok_or_else(|| corrupt("_id is not a UUID string"))?;
+    let number = |name: &str| {
+        found
+            .get_i64(name)
+            .ok()
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| corrupt(name))
+    };
     Ok(AppendedEvent {
         event_id,
         stream_id: found
             .get_str("stream_id")
             .map_err(|_| corrupt("stream_id"))?
             .to_owned(),
-        stream_version: found
-            .get_i64("stream_version")
-            .map_err(|_| corrupt("stream_version"))? as u64,
-        position: found.get_i64("position").map_err(|_| corrupt("position"))? as u64,
+        stream_version: number("stream_version")?,
+        position: number("position")?,
     })
 }
 
@@ -319,7 +363,7 @@ async fn commit(s: &mut ClientSession) -> Result<(), StoreError> {
     }
 }
 
-/// Write conflicts, elections, dropped connections and duplicate keys from a concurrent retry
+/// Write conflicts, elections, dropped connections and duplicate keys from a concurrent writer
 /// are all resolved by running the whole transaction again: the plan is re-derived from what is
 /// then stored, so a retry never applies anything twice.
 fn is_retryable(error: &StoreError) -> bool {
@@ -327,12 +371,14 @@ fn is_retryable(error: &StoreError) -> bool {
         StoreError::Mongo(e) => {
             e.contains_label(TRANSIENT_TRANSACTION_ERROR)
                 || e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
-                || super::schema::is_duplicate_key(e)
+                || is_duplicate_key(e)
                 || matches!(
                     e.kind.as_ref(),
-                    ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } | ErrorKind::ServerSelection { .. }
+                    ErrorKind::Io(_)
+                        | ErrorKind::ConnectionPoolCleared { .. }
+                        | ErrorKind::ServerSelection { .. }
                 )
-                // WriteConflict, NoSuchTransaction outside a label.
+                // WriteConflict and NoSuchTransaction, should they arrive without the label.
                 || matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 112 || c.code == 251)
         }
         _ => false,

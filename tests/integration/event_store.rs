@@ -304,3 +304,34 @@ async fn stored_events_round_trip_with_their_envelope() {
     );
     t.drop_database().await;
 }
+
+#[tokio::test]
+async fn two_instances_appending_any_to_one_stream_keep_its_versions_gapless() {
+    // Each instance caches stream versions; the other's appends make that cache stale, which the
+    // unique (stream_id, stream_version) index must catch and the retry must repair.
+    let t = TestDb::new("stale_cache").await;
+    let (a, b) = (t.store().await, t.store().await);
+    let run = |store: cryptovault::store::EventStore, name: &'static str| async move {
+        for n in 0..60 {
+            store
+                .append(AppendBatch::single(
+                    "shared",
+                    ExpectedVersion::Any,
+                    vec![event(name, n)],
+                ))
+                .await
+                .expect("an Any append never fails on a stale cache");
+        }
+    };
+    tokio::join!(run(a.clone(), "a"), run(b.clone(), "b"));
+    let versions: Vec<u64> = a
+        .read_stream("shared", 1, 500)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.stream_version)
+        .collect();
+    assert_eq!(versions, (1..=120).collect::<Vec<_>>());
+    assert!(b.verify().await.unwrap().is_intact());
+    t.drop_database().await;
+}
