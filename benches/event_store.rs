@@ -52,9 +52,9 @@ fn mongo_url() -> String {
 }
 
 /// Sequential `insert_many` of sealed event documents, as the store would store them.
-async fn raw_insert_many(client: &Client, db: &str) -> f64 {
+async fn raw_insert_many(client: &Client, db: &str, collection: &str) -> f64 {
     let coll = client.database(db).collection_with_options::<Document>(
-        "raw_events",
+        collection,
         mongodb::options::CollectionOptions::builder()
             .write_concern(durable_write_concern())
             .build(),
@@ -138,11 +138,15 @@ fn main() {
         let client = Client::with_uri_str(mongo_url()).await.unwrap();
         let db = format!("bench_store_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
         let store = EventStore::open(&client, &db, StoreConfig::default()).await.unwrap();
-
         // Warm-up: connections, collections, WiredTiger cache.
         store_appends(&store, 16, 20).await;
-        let raw = raw_insert_many(&client, &db).await;
+        let raw = raw_insert_many(&client, &db, "raw_events").await;
         println!("raw insert_many (batches of {RAW_BATCH}, w:majority j:true, sequential): {raw:>9.0} docs/s");
+        let schema_db = format!("{db}_schema");
+        EventStore::open(&client, &schema_db, StoreConfig::default()).await.unwrap();
+        let raw_schema = raw_insert_many(&client, &schema_db, "events").await;
+        client.database(&schema_db).drop().await.unwrap();
+        println!("raw insert_many into a collection with the store's indexes and validator: {raw_schema:>9.0} docs/s");
 
         let mut at_256 = 0.0;
         for (callers, per_caller) in [(1usize, 300usize), (16, 300), (256, 80)] {

@@ -80,43 +80,91 @@ fn opt(value: &Option<String>) -> Value {
 /// Sorting is done here explicitly, so the result does not depend on whether some dependency
 /// turned on `serde_json`'s `preserve_order` feature.
 pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write_canonical(value, &mut out);
-    out
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
             entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
+            out.push(b'{');
             for (i, (key, item)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::from(key.as_str()).to_string());
-                out.push(':');
+                write_string(key, out);
+                out.push(b':');
                 write_canonical(item, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("writing to a Vec cannot fail"),
     }
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+fn write_optional(s: Option<&str>, out: &mut Vec<u8>) {
+    match s {
+        Some(s) => write_string(s, out),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// The canonical bytes of [`hashed_fields`], written directly in sorted key order without
+/// building the intermediate JSON tree (this runs once per appended event).
+pub fn canonical_envelope_bytes(envelope: &EventEnvelope) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    let m = &envelope.metadata;
+    out.extend_from_slice(b"{\"event_id\":");
+    write_string(&envelope.event_id.to_string(), &mut out);
+    out.extend_from_slice(b",\"event_type\":");
+    write_string(&envelope.event_type, &mut out);
+    out.extend_from_slice(b",\"metadata\":{\"actor\":");
+    write_optional(m.actor.as_deref(), &mut out);
+    out.extend_from_slice(b",\"causation_id\":");
+    write_optional(m.causation_id.as_deref(), &mut out);
+    out.extend_from_slice(b",\"correlation_id\":");
+    write_optional(m.correlation_id.as_deref(), &mut out);
+    out.extend_from_slice(b",\"ip\":");
+    write_optional(m.ip.as_deref(), &mut out);
+    out.extend_from_slice(b",\"request_id\":");
+    write_optional(m.request_id.as_deref(), &mut out);
+    out.extend_from_slice(b",\"user_agent\":");
+    write_optional(m.user_agent.as_deref(), &mut out);
+    out.extend_from_slice(b"},\"occurred_at\":");
+    write_string(
+        &envelope.occurred_at.format(TIMESTAMP_FORMAT).to_string(),
+        &mut out,
+    );
+    out.extend_from_slice(b",\"payload\":");
+    write_canonical(&envelope.payload, &mut out);
+    out.extend_from_slice(format!(",\"position\":{}", envelope.position).as_bytes());
+    out.extend_from_slice(b",\"prev_hash\":");
+    write_string(&envelope.prev_hash, &mut out);
+    out.extend_from_slice(format!(",\"schema_version\":{}", envelope.schema_version).as_bytes());
+    out.extend_from_slice(b",\"stream_id\":");
+    write_string(&envelope.stream_id, &mut out);
+    out.extend_from_slice(format!(",\"stream_version\":{}}}", envelope.stream_version).as_bytes());
+    out
 }
 
 /// `hex(sha256(canonical_json(hashed_fields(envelope))))`, lowercase.
 pub fn event_hash(envelope: &EventEnvelope) -> String {
-    let bytes = canonical_json(&hashed_fields(envelope));
-    hex::encode(Sha256::digest(bytes.as_bytes()))
+    hex::encode(Sha256::digest(canonical_envelope_bytes(envelope)))
 }

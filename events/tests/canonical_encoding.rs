@@ -156,3 +156,12 @@ fn known_answer_matches_the_documented_recipe() {
 
 const KNOWN_CANONICAL: &str = r#"{"event_id":"0190f5b2-7c1e-7abc-8def-0123456789ab","event_type":"FundsDeposited","metadata":{"actor":"user:42","causation_id":null,"correlation_id":null,"ip":null,"request_id":"req-1","user_agent":null},"occurred_at":"2025-11-28T03:45:31.123Z","payload":{"amount":"0.00150000","asset":"BTC","note":"café \"quoted\""},"position":17,"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","schema_version":1,"stream_id":"account-42","stream_version":3}"#;
 const KNOWN_HASH: &str = "402f43f570c889301c4a96d024ff5b649564287d423a248f78c335835bf59774";
+
+proptest! {
+    /// The fast writer used for hashing and the documented JSON-tree definition agree.
+    #[test]
+    fn the_direct_writer_equals_the_documented_encoding(e in envelope()) {
+        let direct = String::from_utf8(cryptovault_events::canonical::canonical_envelope_bytes(&e)).unwrap();
+        prop_assert_eq!(direct, canonical_json(&cryptovault_events::canonical::hashed_fields(&e)));
+    }
+}

@@ -51,6 +51,9 @@ pub fn durable_write_concern() -> WriteConcern {
         .build()
 }
 
+/// Scheduler turns the writer waits for more callers when its group is smaller than the last.
+const LINGER_YIELDS: u32 = 8;
+
 /// Most stream versions the writer remembers; beyond it the cache starts afresh.
 const VERSION_CACHE_LIMIT: usize = 200_000;
 
@@ -86,18 +89,27 @@ impl Writer {
     /// Runs until every sender of `rx` is dropped.
     pub async fn run(mut self, mut rx: mpsc::Receiver<PendingAppend>) {
         let mut session: Option<ClientSession> = None;
+        let mut last_group_len = 0;
         while let Some(first) = rx.recv().await {
             let mut events = first.batch.event_count();
             let mut group = vec![first];
+            let mut lingered = 0;
             while events < self.config.max_group_events {
                 match rx.try_recv() {
                     Ok(next) => {
                         events += next.batch.event_count();
                         group.push(next);
                     }
+                    // Callers answered by the previous group are usually about to send again:
+                    // give them a few scheduler turns, so the group does not split in halves.
+                    Err(_) if group.len() < last_group_len && lingered < LINGER_YIELDS => {
+                        lingered += 1;
+                        tokio::task::yield_now().await;
+                    }
                     Err(_) => break,
                 }
             }
+            last_group_len = group.len();
             let (batches, replies): (Vec<_>, Vec<_>) =
                 group.into_iter().map(|p| (p.batch, p.reply)).unzip();
             let started = Instant::now();
@@ -206,7 +218,6 @@ impl Writer {
             .write_concern(durable_write_concern())
             .await?;
         let head = self.claim_head(s).await?;
-
         let stored = self.read_stored_state(s, batches, thorough).await?;
         let mut plan = plan_group(head.clone(), stored, batches);
         if !thorough && plan.outcomes.iter().any(Result::is_err) {
@@ -218,7 +229,6 @@ impl Writer {
             s.abort_transaction().await?;
             return Ok(plan);
         }
-
         let documents = plan
             .envelopes
             .iter()
