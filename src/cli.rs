@@ -4,6 +4,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::{process_env, Config, StoreSettings};
+use crate::identity::domain::Email;
+use crate::identity::{RequestMeta, Role};
 use crate::startup::{connect, shutdown_signal, Application};
 use crate::store::{EventStore, StoreConfig};
 
@@ -27,6 +29,21 @@ pub enum Command {
         /// Print the report as JSON instead of a sentence.
         #[arg(long)]
         json: bool,
+    },
+    /// Administration: bootstrap roles.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Grant a role (user, auditor, admin) to the user with this email; records a RoleGranted
+    /// event with `granted_by: cli`.
+    Grant {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        role: String,
     },
 }
 
@@ -60,6 +77,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 );
             }
             Ok(if report.is_intact() { 0 } else { 1 })
+        }
+        Command::Admin(AdminCommand::Grant { email, role }) => {
+            let config = Config::from_env()?;
+            let client = connect(&config.store).await?;
+            let store =
+                EventStore::open(&client, &config.store.db_name, StoreConfig::default()).await?;
+            let db = client.database(&config.store.db_name);
+            let identity = crate::startup::identity(&config, store, &db).await?;
+            let role = Role::parse(&role, "--role").map_err(|e| anyhow::anyhow!("{e}"))?;
+            let email = Email::parse(&email, "--email").map_err(|e| anyhow::anyhow!("{e}"))?;
+            let Some(user_id) = identity.user_id_by_email(&email).await? else {
+                anyhow::bail!("no user with email {}", email.as_str());
+            };
+            let meta = RequestMeta::default();
+            let user = identity.grant_role(user_id, role, "cli", &meta).await?;
+            let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
+            println!("{} now has roles: {}", user.email, roles.join(", "));
+            Ok(0)
         }
     }
 }

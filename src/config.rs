@@ -1,6 +1,7 @@
 //! Configuration from the environment (PRODUCT.md §7). Every problem names its variable.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 /// Where the event store lives; all commands need it.
@@ -59,6 +60,37 @@ pub struct Config {
     pub public_api_url: Option<String>,
     /// `REQUEST_TIMEOUT_SECS` (default 30): longest time a request may take.
     pub request_timeout: Duration,
+    /// `MAX_BODY_BYTES` (default 65536): larger request bodies get 413.
+    pub max_body_bytes: usize,
+    /// `TRUST_PROXY_HEADERS` (default false): take the client IP from `X-Forwarded-For`
+    /// (only behind a proxy that sets it).
+    pub trust_proxy_headers: bool,
+    pub auth: AuthConfig,
+    pub rate_limits: RateLimits,
+}
+
+/// Token lifetimes and the lockout rule.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `ACCESS_TOKEN_TTL_SECS` (default 900).
+    pub access_token_ttl: Duration,
+    /// `REFRESH_TOKEN_TTL_SECS` (default 604800, 7 days).
+    pub refresh_token_ttl: Duration,
+    /// `LOGIN_MAX_FAILURES` (default 5): consecutive failures that lock an account.
+    pub login_max_failures: u32,
+    /// `LOGIN_LOCKOUT_SECS` (default 900): how long the lock lasts.
+    pub login_lockout: Duration,
+}
+
+/// Requests per minute (PRODUCT.md §4), each at least 1.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimits {
+    /// `RATE_LIMIT_PER_IP_PER_MIN` (default 60): every request, per client IP.
+    pub per_ip: NonZeroU32,
+    /// `RATE_LIMIT_PER_USER_PER_MIN` (default 100): `/api/wallet` and `/api/transactions`, per user.
+    pub per_user: NonZeroU32,
+    /// `RATE_LIMIT_LOGIN_PER_MIN` (default 10): `/api/auth/login` and `signup`, per client IP.
+    pub login: NonZeroU32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -141,6 +173,28 @@ impl Config {
         };
         let use_cross_site_cookies = parse(&lookup, "USE_CROSS_SITE_COOKIES", false)?;
         let request_timeout = Duration::from_secs(parse(&lookup, "REQUEST_TIMEOUT_SECS", 30u64)?);
+        let auth = AuthConfig {
+            access_token_ttl: Duration::from_secs(parse(&lookup, "ACCESS_TOKEN_TTL_SECS", 900u64)?),
+            refresh_token_ttl: Duration::from_secs(parse(
+                &lookup,
+                "REFRESH_TOKEN_TTL_SECS",
+                604_800u64,
+            )?),
+            login_max_failures: parse(&lookup, "LOGIN_MAX_FAILURES", 5u32)?,
+            login_lockout: Duration::from_secs(parse(&lookup, "LOGIN_LOCKOUT_SECS", 900u64)?),
+        };
+        let per_minute = |var, default: u32| {
+            parse(
+                &lookup,
+                var,
+                NonZeroU32::new(default).expect("defaults are positive"),
+            )
+        };
+        let rate_limits = RateLimits {
+            per_ip: per_minute("RATE_LIMIT_PER_IP_PER_MIN", 60)?,
+            per_user: per_minute("RATE_LIMIT_PER_USER_PER_MIN", 100)?,
+            login: per_minute("RATE_LIMIT_LOGIN_PER_MIN", 10)?,
+        };
         Ok(Self {
             store,
             environment,
@@ -154,6 +208,10 @@ impl Config {
             app_url: lookup("APP_URL"),
             public_api_url: lookup("PUBLIC_API_URL"),
             request_timeout,
+            max_body_bytes: parse(&lookup, "MAX_BODY_BYTES", 65_536usize)?,
+            trust_proxy_headers: parse(&lookup, "TRUST_PROXY_HEADERS", false)?,
+            auth,
+            rate_limits,
         })
     }
 }
@@ -208,7 +266,10 @@ fn parse_origins(raw: &str) -> Result<Vec<String>, String> {
             .collect()
     };
     for origin in &origins {
-        if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+        if origin == "*" {
+            return Err("\"*\" cannot be combined with credentials; list the origins".into());
+        }
+        if !(origin.starts_with("http://") || origin.starts_with("https://")) {
             return Err(format!("{origin:?} is not an http(s) origin"));
         }
     }

@@ -7,6 +7,8 @@ pub mod cli;
 pub mod config;
 /// HTTP routers, middleware and the HTTP error type.
 pub mod http;
+/// Users, sessions, CSRF, TOTP, roles.
+pub mod identity;
 /// Connecting, building and serving the application.
 pub mod startup;
 /// The MongoDB event store.

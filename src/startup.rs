@@ -9,6 +9,12 @@ use mongodb::{Client, Database};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, StoreSettings};
+use crate::http::rate_limit::{spawn_cleanup, RateLimiters};
+use crate::identity::csrf::CsrfTokens;
+use crate::identity::domain::LockoutPolicy;
+use crate::identity::sessions::Sessions;
+use crate::identity::tokens::AccessTokens;
+use crate::identity::{Identity, IdentitySettings};
 use crate::store::{EventStore, StoreConfig};
 use crate::telemetry;
 
@@ -19,6 +25,38 @@ pub struct AppState {
     pub store: EventStore,
     pub db: Database,
     pub metrics: PrometheusHandle,
+    pub identity: Identity,
+    pub csrf: CsrfTokens,
+    pub limiters: Arc<RateLimiters>,
+}
+
+/// The identity service for `config` on `store`'s database.
+pub async fn identity(
+    config: &Config,
+    store: EventStore,
+    db: &Database,
+) -> anyhow::Result<Identity> {
+    let sessions = Sessions::open(db)
+        .await
+        .context("creating session collections")?;
+    let issuer = config
+        .public_api_url
+        .clone()
+        .unwrap_or_else(|| "cryptovault".to_owned());
+    let tokens = AccessTokens::new(
+        config.jwt_secret.expose(),
+        &config.jwt_algorithm,
+        issuer,
+        config.auth.access_token_ttl,
+    )?;
+    let settings = IdentitySettings {
+        lockout: LockoutPolicy {
+            max_failures: config.auth.login_max_failures,
+            duration: config.auth.login_lockout,
+        },
+        refresh_ttl: config.auth.refresh_token_ttl,
+    };
+    Ok(Identity::new(store, sessions, tokens, settings))
 }
 
 /// Connects to MongoDB with the settings' URL. Fails fast (5 s) if no server answers.
@@ -46,8 +84,14 @@ impl Application {
         let store = EventStore::open(&client, &config.store.db_name, StoreConfig::default())
             .await
             .context("opening the event store (is MongoDB running as a replica set?)")?;
+        let db = client.database(&config.store.db_name);
+        let limiters = RateLimiters::new(config.rate_limits);
+        spawn_cleanup(limiters.clone());
         let state = AppState {
-            db: client.database(&config.store.db_name),
+            identity: identity(&config, store.clone(), &db).await?,
+            csrf: CsrfTokens::new(config.csrf_secret.expose()),
+            limiters,
+            db,
             store,
             metrics: telemetry::metrics_handle(),
             config: Arc::new(config),
@@ -56,7 +100,7 @@ impl Application {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("binding {}:{}", address.0, address.1))?;
-        let router = crate::http::router(state.clone());
+        let router = crate::http::router(state.clone())?;
         Ok(Self {
             listener,
             router,

@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod chain;
 pub mod domain;
 pub mod envelope;
+pub mod identity;
 pub mod ledger;
 
 pub use chain::{ChainBreak, ChainBreakKind, ChainVerifier};

@@ -1,19 +1,60 @@
 //! The one error type of the HTTP layer and its mapping to status codes and the error shape
-//! `{"error":{"code","message","request_id"}}` (PRODUCT.md §4). Internal causes are logged,
-//! never shown to clients.
+//! `{"error":{"code","message","request_id"}}` (PRODUCT.md §4). Each variant documents its
+//! status and code. Internal causes are logged, never shown to clients.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
 use super::request_context::current_request_id;
+use crate::identity::domain::InvalidInput;
+use crate::identity::IdentityError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// 400 `malformed_json`: the body is not JSON, or not an object of the expected shape.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// 422 `validation_error`: a field breaks a rule; the message starts with the field name.
+    #[error("{field}: {message}")]
+    Validation { field: String, message: String },
+    /// 413 `payload_too_large`.
+    #[error("request body exceeds the size limit")]
+    PayloadTooLarge,
+    /// 401 `unauthorized`: missing, invalid, expired or revoked credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 401 `totp_required`: the password was right but 2FA is on and no code was sent.
+    #[error("{0}")]
+    TotpRequired(String),
+    /// 401 `invalid_totp`.
+    #[error("{0}")]
+    InvalidTotp(String),
+    /// 403 `forbidden`: authenticated, but the role does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 403 `csrf_failed`: cookie-authenticated unsafe request without a matching CSRF token.
+    #[error("{0}")]
+    CsrfFailed(String),
     /// 404 `not_found`.
     #[error("{0}")]
     NotFound(String),
+    /// 409 `conflict`: the request clashes with existing state (an email already registered).
+    #[error("{0}")]
+    Conflict(String),
+    /// 409 `invalid_state`: the operation makes no sense in the current state.
+    #[error("{0}")]
+    InvalidState(String),
+    /// 423 `account_locked`, with `Retry-After`.
+    #[error("{message}")]
+    AccountLocked {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// 429 `rate_limited`, with `Retry-After`.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     /// 503 `unavailable`: a dependency (MongoDB) does not answer.
     #[error("{0}")]
     Unavailable(String),
@@ -25,9 +66,56 @@ pub enum ApiError {
 impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
+            Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            Self::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::TotpRequired(_) => (StatusCode::UNAUTHORIZED, "totp_required"),
+            Self::InvalidTotp(_) => (StatusCode::UNAUTHORIZED, "invalid_totp"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::CsrfFailed(_) => (StatusCode::FORBIDDEN, "csrf_failed"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::InvalidState(_) => (StatusCode::CONFLICT, "invalid_state"),
+            Self::AccountLocked { .. } => (StatusCode::LOCKED, "account_locked"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::Unauthorized("authentication required".into())
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(e: InvalidInput) -> Self {
+        Self::Validation {
+            field: e.field.to_owned(),
+            message: e.message,
+        }
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        let message = e.to_string();
+        match e {
+            IdentityError::Invalid(invalid) => invalid.into(),
+            IdentityError::EmailTaken => Self::Conflict(message),
+            IdentityError::InvalidCredentials
+            | IdentityError::InvalidRefresh
+            | IdentityError::RefreshReused => Self::Unauthorized(message),
+            IdentityError::TotpRequired => Self::TotpRequired(message),
+            IdentityError::InvalidTotp => Self::InvalidTotp(message),
+            IdentityError::Locked { retry_after_secs } => Self::AccountLocked {
+                message,
+                retry_after_secs,
+            },
+            IdentityError::InvalidState(_) => Self::InvalidState(message),
+            IdentityError::UnknownUser => Self::NotFound(message),
+            IdentityError::Internal(cause) => Self::Internal(cause),
         }
     }
 }
@@ -42,7 +130,18 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        error_response(status, code, &message)
+        let mut response = error_response(status, code, &message);
+        if let Self::AccountLocked {
+            retry_after_secs, ..
+        }
+        | Self::RateLimited { retry_after_secs } = self
+        {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs.max(1)),
+            );
+        }
+        response
     }
 }
 

@@ -218,3 +218,21 @@ async fn read_head_from(meta: &Collection<Document>) -> Result<(u64, String), St
         .to_owned();
     Ok((position, hash))
 }
+
+impl EventStore {
+    /// The last `limit` events of a stream, newest first.
+    pub async fn read_stream_tail(
+        &self,
+        stream_id: &str,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let cursor = self
+            .inner
+            .events
+            .find(doc! { "stream_id": stream_id })
+            .sort(doc! { "stream_version": -1 })
+            .limit(to_i64(limit as u64))
+            .await?;
+        decode_all(cursor).await
+    }
+}

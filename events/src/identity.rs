@@ -1,0 +1,124 @@
+//! Events of the identity stream families:
+//!
+//! - `email-<normalised email>`: one `EmailClaimed`, appended with "no stream" so that two
+//!   concurrent signups for one address cannot both succeed;
+//! - `user-<user id>`: the user's registration and every change to it;
+//! - `logins-<user id>` (and `logins-unknown` for unknown addresses): every login attempt, kept
+//!   apart so that the user stream stays short.
+//!
+//! Secrets never enter the log: passwords appear only as argon2id PHC hashes and TOTP secrets
+//! live outside the log (see ARCHITECTURE.md).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::DomainEvent;
+
+/// An address is taken by a user. The only event of an `email-…` stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailClaimed {
+    pub user_id: Uuid,
+    pub email: String,
+}
+
+/// A user signed up. `password_hash` is an argon2id PHC string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileUpdated {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordChanged {
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwoFactorEnabled {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwoFactorDisabled {}
+
+/// A role was added to a user (`granted_by` is a user id, or `cli` for the bootstrap command).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleGranted {
+    pub role: String,
+    pub granted_by: String,
+}
+
+/// A login attempt that issued a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginSucceeded {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A login attempt that was refused; `reason` is one of [`LoginFailed::COUNTED_REASONS`] or
+/// `account_locked` / `unknown_email`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginFailed {
+    pub user_id: Option<Uuid>,
+    pub email: String,
+    pub reason: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl LoginFailed {
+    /// Failures that count towards locking the account: a wrong secret was presented.
+    pub const COUNTED_REASONS: [&'static str; 3] =
+        ["invalid_password", "invalid_totp", "totp_missing"];
+
+    pub fn counts_towards_lockout(&self) -> bool {
+        Self::COUNTED_REASONS.contains(&self.reason.as_str())
+    }
+}
+
+macro_rules! domain_event {
+    ($($ty:ident = $name:literal),* $(,)?) => {$(
+        impl DomainEvent for $ty {
+            const EVENT_TYPE: &'static str = $name;
+            const SCHEMA_VERSION: u32 = 1;
+        }
+    )*};
+}
+
+domain_event! {
+    EmailClaimed = "EmailClaimed",
+    UserRegistered = "UserRegistered",
+    ProfileUpdated = "ProfileUpdated",
+    PasswordChanged = "PasswordChanged",
+    TwoFactorEnabled = "TwoFactorEnabled",
+    TwoFactorDisabled = "TwoFactorDisabled",
+    RoleGranted = "RoleGranted",
+    LoginSucceeded = "LoginSucceeded",
+    LoginFailed = "LoginFailed",
+}
+
+/// Stream of one user's registration and profile.
+pub fn user_stream(user_id: Uuid) -> String {
+    format!("user-{user_id}")
+}
+
+/// Stream that reserves a normalised email address.
+pub fn email_stream(normalised_email: &str) -> String {
+    format!("email-{normalised_email}")
+}
+
+/// Stream of one user's login attempts; `None` for attempts on unknown addresses.
+pub fn logins_stream(user_id: Option<Uuid>) -> String {
+    match user_id {
+        Some(id) => format!("logins-{id}"),
+        None => "logins-unknown".to_owned(),
+    }
+}

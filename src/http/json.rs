@@ -1,0 +1,91 @@
+//! `ApiJson<T>`: axum's JSON extractor with rejections in the shared error shape — unparseable
+//! bodies are 400 `malformed_json`, well-formed JSON of the wrong shape is 422
+//! `validation_error` naming the field, oversized bodies 413 `payload_too_large`.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(map_rejection(rejection)),
+        }
+    }
+}
+
+fn map_rejection(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::PayloadTooLarge;
+    }
+    match rejection {
+        JsonRejection::JsonDataError(e) => {
+            // serde's message names the field: "missing field `email`", or
+            // "email: invalid type: integer `3`, expected a string".
+            let detail = e.body_text();
+            let detail = detail
+                .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+                .unwrap_or(&detail)
+                .to_owned();
+            let field = field_of(&detail);
+            ApiError::Validation {
+                field,
+                message: detail,
+            }
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::MalformedJson(
+            "expected a JSON body with Content-Type: application/json".into(),
+        ),
+        other => ApiError::MalformedJson(format!(
+            "request body is not valid JSON: {}",
+            other.body_text()
+        )),
+    }
+}
+
+/// The field a serde error message is about: the path before `: `, or the name in
+/// "missing field `x`" / "unknown field `x`".
+fn field_of(detail: &str) -> String {
+    for marker in ["missing field `", "unknown field `"] {
+        if let Some(rest) = detail.split(marker).nth(1) {
+            return rest.split('`').next().unwrap_or("body").to_owned();
+        }
+    }
+    match detail.split_once(": ") {
+        Some((path, _)) if !path.contains(' ') => path.to_owned(),
+        _ => "body".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_of;
+
+    #[test]
+    fn the_field_is_found_in_serde_messages() {
+        assert_eq!(
+            field_of("missing field `email` at line 1 column 2"),
+            "email"
+        );
+        assert_eq!(
+            field_of("email: invalid type: integer `3`, expected a string at line 1"),
+            "email"
+        );
+        assert_eq!(
+            field_of("invalid type: sequence, expected struct Body"),
+            "body"
+        );
+    }
+}

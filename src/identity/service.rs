@@ -1,0 +1,581 @@
+//! Identity commands: load the streams a decision needs, decide (pure rules in `domain`),
+//! append, and manage sessions. HTTP handlers and the CLI call these; nothing here knows HTTP.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use cryptovault_events::identity::{
+    email_stream, logins_stream, user_stream, EmailClaimed, LoginFailed, LoginSucceeded,
+    PasswordChanged, ProfileUpdated, RoleGranted, TwoFactorDisabled, TwoFactorEnabled,
+    UserRegistered,
+};
+use cryptovault_events::{DomainEvent, EventMetadata, NewEvent};
+use uuid::Uuid;
+
+use super::domain::{
+    locked_until, Attempt, DisplayName, Email, InvalidInput, LockoutPolicy, Password, Role,
+    UserState,
+};
+use super::sessions::{RefreshGrant, RefreshRefusal, Sessions};
+use super::tokens::{AccessTokens, Claims};
+use super::{password, totp};
+use crate::store::{AppendBatch, AppendError, EventStore, ExpectedVersion};
+
+/// Why an identity command was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    #[error("this email address is already registered")]
+    EmailTaken,
+    /// Same answer for an unknown address and a wrong password.
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("two-factor authentication is enabled: totp_code is required")]
+    TotpRequired,
+    #[error("totp_code is not valid")]
+    InvalidTotp,
+    #[error("account locked after repeated failed logins; retry in {retry_after_secs} s")]
+    Locked { retry_after_secs: u64 },
+    #[error("refresh token is invalid or expired")]
+    InvalidRefresh,
+    #[error("refresh token was already used; the session has been revoked")]
+    RefreshReused,
+    #[error("{0}")]
+    InvalidState(&'static str),
+    #[error("user not found")]
+    UnknownUser,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<crate::store::StoreError> for IdentityError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<mongodb::error::Error> for IdentityError {
+    fn from(e: mongodb::error::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+/// Who is asking, for event metadata and login records.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub request_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl RequestMeta {
+    fn metadata(&self, actor: Option<String>) -> EventMetadata {
+        EventMetadata {
+            request_id: self.request_id.clone(),
+            correlation_id: self.request_id.clone(),
+            causation_id: None,
+            actor,
+            ip: self.ip.clone(),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+/// An issued session: access token (with its claims) and refresh token.
+pub struct Session {
+    pub access_token: String,
+    pub claims: Claims,
+    pub refresh: RefreshGrant,
+}
+
+#[derive(Clone)]
+pub struct IdentitySettings {
+    pub lockout: LockoutPolicy,
+    pub refresh_ttl: Duration,
+}
+
+#[derive(Clone)]
+pub struct Identity {
+    store: EventStore,
+    pub sessions: Sessions,
+    pub tokens: AccessTokens,
+    settings: IdentitySettings,
+}
+
+/// Login attempts read to decide a lockout.
+const LOGIN_HISTORY: usize = 64;
+/// Retries of a user-stream update that lost an optimistic-concurrency race.
+const CONFLICT_RETRIES: usize = 8;
+
+fn event<E: DomainEvent>(e: E, metadata: EventMetadata) -> NewEvent {
+    e.into_new_event(Utc::now(), metadata)
+}
+
+impl Identity {
+    pub fn new(
+        store: EventStore,
+        sessions: Sessions,
+        tokens: AccessTokens,
+        settings: IdentitySettings,
+    ) -> Self {
+        Self {
+            store,
+            sessions,
+            tokens,
+            settings,
+        }
+    }
+
+    /// Registers a user. The address is claimed in the same atomic append as the registration,
+    /// with "stream must not exist": of two concurrent signups for one address exactly one wins.
+    pub async fn signup(
+        &self,
+        email: &str,
+        password: &str,
+        name: &str,
+        meta: &RequestMeta,
+    ) -> Result<UserState, IdentityError> {
+        let email = Email::parse(email, "email")?;
+        let password = Password::parse(password, "password")?;
+        let name = DisplayName::parse(name, "name")?;
+        if self.user_id_by_email(&email).await?.is_some() {
+            return Err(IdentityError::EmailTaken);
+        }
+        let password_hash = password::hash(password.expose().to_owned()).await?;
+        let user_id = Uuid::now_v7();
+        let metadata = meta.metadata(Some(user_id.to_string()));
+        let batch = AppendBatch::single(
+            email_stream(email.as_str()),
+            ExpectedVersion::NoStream,
+            vec![event(
+                EmailClaimed {
+                    user_id,
+                    email: email.as_str().to_owned(),
+                },
+                metadata.clone(),
+            )],
+        )
+        .with(
+            user_stream(user_id),
+            ExpectedVersion::NoStream,
+            vec![event(
+                UserRegistered {
+                    user_id,
+                    email: email.as_str().to_owned(),
+                    name: name.as_str().to_owned(),
+                    password_hash,
+                    roles: vec![Role::User.as_str().to_owned()],
+                },
+                metadata,
+            )],
+        );
+        match self.store.append(batch).await {
+            Ok(_) => self.user(user_id).await,
+            Err(AppendError::Conflict { .. }) => Err(IdentityError::EmailTaken),
+            Err(other) => Err(IdentityError::Internal(other.into())),
+        }
+    }
+
+    /// Checks credentials (and the TOTP code when 2FA is on), records the attempt, and issues a
+    /// session. Unknown addresses and wrong passwords get the same error after the same work.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        totp_code: Option<&str>,
+        meta: &RequestMeta,
+    ) -> Result<(UserState, Session), IdentityError> {
+        let email = Email::parse(email, "email")?;
+        if password.is_empty() || password.len() > 1024 {
+            return Err(InvalidInput {
+                field: "password",
+                message: "must be 1 to 1024 bytes".into(),
+            }
+            .into());
+        }
+        let user = match self.user_id_by_email(&email).await? {
+            Some(id) => Some(self.user(id).await?),
+            None => None,
+        };
+        let Some(user) = user else {
+            // Same cost as a real check, then the same answer.
+            let _ =
+                password::verify(password.to_owned(), password::decoy_hash().to_owned()).await?;
+            self.record_failure(None, &email, "unknown_email", meta)
+                .await?;
+            return Err(IdentityError::InvalidCredentials);
+        };
+
+        if let Some(until) = self.locked_until(user.user_id).await? {
+            self.record_failure(Some(user.user_id), &email, "account_locked", meta)
+                .await?;
+            let retry = (until - Utc::now()).num_seconds().max(1) as u64;
+            return Err(IdentityError::Locked {
+                retry_after_secs: retry,
+            });
+        }
+        if !password::verify(password.to_owned(), user.password_hash.clone()).await? {
+            self.record_failure(Some(user.user_id), &email, "invalid_password", meta)
+                .await?;
+            return Err(IdentityError::InvalidCredentials);
+        }
+        if user.totp_enabled {
+            let Some(code) = totp_code.filter(|c| !c.trim().is_empty()) else {
+                self.record_failure(Some(user.user_id), &email, "totp_missing", meta)
+                    .await?;
+                return Err(IdentityError::TotpRequired);
+            };
+            let secret = self.sessions.totp_secret(user.user_id).await?;
+            let valid =
+                secret.is_some_and(|(s, confirmed)| confirmed && totp::check(&s, code, unix_now()));
+            if !valid {
+                self.record_failure(Some(user.user_id), &email, "invalid_totp", meta)
+                    .await?;
+                return Err(IdentityError::InvalidTotp);
+            }
+        }
+
+        let session_id = Uuid::now_v7();
+        let succeeded = LoginSucceeded {
+            user_id: user.user_id,
+            session_id,
+            ip: meta.ip.clone(),
+            user_agent: meta.user_agent.clone(),
+        };
+        self.store
+            .append(AppendBatch::single(
+                logins_stream(Some(user.user_id)),
+                ExpectedVersion::Any,
+                vec![event(
+                    succeeded,
+                    meta.metadata(Some(user.user_id.to_string())),
+                )],
+            ))
+            .await
+            .map_err(|e| IdentityError::Internal(e.into()))?;
+        let session = self.issue_session(&user, session_id).await?;
+        Ok((user, session))
+    }
+
+    /// Rotates a refresh token into a new session pair (same family).
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+    ) -> Result<(UserState, Session), IdentityError> {
+        let now = Utc::now();
+        let expires = now
+            + chrono::Duration::from_std(self.settings.refresh_ttl).map_err(anyhow::Error::from)?;
+        let grant = match self
+            .sessions
+            .rotate_refresh(refresh_token, now, expires)
+            .await?
+        {
+            Ok(grant) => grant,
+            Err(RefreshRefusal::Invalid) => return Err(IdentityError::InvalidRefresh),
+            Err(RefreshRefusal::Reused) => return Err(IdentityError::RefreshReused),
+        };
+        let user = self.user(grant.user_id).await?;
+        let (access_token, claims) = self.tokens.issue(
+            user.user_id,
+            user.roles.iter().copied().collect(),
+            grant.family_id,
+            now.timestamp(),
+        )?;
+        Ok((
+            user,
+            Session {
+                access_token,
+                claims,
+                refresh: grant,
+            },
+        ))
+    }
+
+    /// Revokes the access token and the refresh family of the session (either may be absent).
+    pub async fn logout(
+        &self,
+        claims: Option<&Claims>,
+        refresh_token: Option<&str>,
+    ) -> Result<(), IdentityError> {
+        if let Some(claims) = claims {
+            let expires = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now);
+            self.sessions.revoke_access(claims.jti, expires).await?;
+            self.sessions.revoke_family(claims.sid).await?;
+        }
+        if let Some(token) = refresh_token {
+            if let Some(family) = self.sessions.family_of(token).await? {
+                self.sessions.revoke_family(family).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The current state of a user, folded from the user stream.
+    pub async fn user(&self, user_id: Uuid) -> Result<UserState, IdentityError> {
+        let events = self
+            .store
+            .read_stream(&user_stream(user_id), 1, 10_000)
+            .await?;
+        UserState::fold(&events).ok_or(IdentityError::UnknownUser)
+    }
+
+    pub async fn user_id_by_email(&self, email: &Email) -> Result<Option<Uuid>, IdentityError> {
+        let events = self
+            .store
+            .read_stream(&email_stream(email.as_str()), 1, 1)
+            .await?;
+        Ok(events
+            .first()
+            .and_then(|e| EmailClaimed::from_envelope(e).ok())
+            .map(|claimed| claimed.user_id))
+    }
+
+    pub async fn update_profile(
+        &self,
+        user_id: Uuid,
+        name: &str,
+        meta: &RequestMeta,
+    ) -> Result<UserState, IdentityError> {
+        let name = DisplayName::parse(name, "name")?;
+        self.change_user(user_id, meta, |_| {
+            Ok(vec![event(
+                ProfileUpdated {
+                    name: name.as_str().to_owned(),
+                },
+                meta.metadata(Some(user_id.to_string())),
+            )])
+        })
+        .await
+    }
+
+    /// Changes the password after checking the current one, and ends every other session.
+    pub async fn change_password(
+        &self,
+        user_id: Uuid,
+        current: &str,
+        new: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), IdentityError> {
+        let new = Password::parse(new, "new_password")?;
+        let user = self.user(user_id).await?;
+        if !password::verify(current.to_owned(), user.password_hash.clone()).await? {
+            return Err(InvalidInput {
+                field: "current_password",
+                message: "is not the current password".into(),
+            }
+            .into());
+        }
+        let password_hash = password::hash(new.expose().to_owned()).await?;
+        self.change_user(user_id, meta, |_| {
+            Ok(vec![event(
+                PasswordChanged {
+                    password_hash: password_hash.clone(),
+                },
+                meta.metadata(Some(user_id.to_string())),
+            )])
+        })
+        .await?;
+        self.sessions.revoke_user(user_id).await?;
+        Ok(())
+    }
+
+    /// Starts 2FA enrolment: a new secret, pending until confirmed by [`Self::totp_verify`].
+    pub async fn totp_setup(&self, user_id: Uuid) -> Result<(String, String), IdentityError> {
+        let user = self.user(user_id).await?;
+        if user.totp_enabled {
+            return Err(IdentityError::InvalidState(
+                "two-factor authentication is already enabled",
+            ));
+        }
+        let secret = totp::new_secret();
+        let url = totp::otpauth_url(&secret, &user.email)
+            .ok_or_else(|| anyhow::anyhow!("could not build the otpauth URL"))?;
+        self.sessions.put_pending_totp(user_id, &secret).await?;
+        Ok((secret, url))
+    }
+
+    /// Confirms enrolment with a valid code; from then on login needs a code.
+    pub async fn totp_verify(
+        &self,
+        user_id: Uuid,
+        code: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), IdentityError> {
+        let Some((secret, _)) = self.sessions.totp_secret(user_id).await? else {
+            return Err(IdentityError::InvalidState("call 2fa/setup first"));
+        };
+        if !totp::check(&secret, code, unix_now()) {
+            return Err(IdentityError::InvalidTotp);
+        }
+        self.change_user(user_id, meta, |user| {
+            if user.totp_enabled {
+                return Err(IdentityError::InvalidState(
+                    "two-factor authentication is already enabled",
+                ));
+            }
+            Ok(vec![event(
+                TwoFactorEnabled {},
+                meta.metadata(Some(user_id.to_string())),
+            )])
+        })
+        .await?;
+        self.sessions.confirm_totp(user_id).await?;
+        Ok(())
+    }
+
+    /// Turns 2FA off; needs a valid current code.
+    pub async fn totp_disable(
+        &self,
+        user_id: Uuid,
+        code: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), IdentityError> {
+        let user = self.user(user_id).await?;
+        if !user.totp_enabled {
+            return Err(IdentityError::InvalidState(
+                "two-factor authentication is not enabled",
+            ));
+        }
+        let secret = self.sessions.totp_secret(user_id).await?;
+        if !secret.is_some_and(|(s, _)| totp::check(&s, code, unix_now())) {
+            return Err(IdentityError::InvalidTotp);
+        }
+        self.change_user(user_id, meta, |user| {
+            if !user.totp_enabled {
+                return Err(IdentityError::InvalidState(
+                    "two-factor authentication is not enabled",
+                ));
+            }
+            Ok(vec![event(
+                TwoFactorDisabled {},
+                meta.metadata(Some(user_id.to_string())),
+            )])
+        })
+        .await?;
+        self.sessions.delete_totp(user_id).await?;
+        Ok(())
+    }
+
+    /// Adds a role (idempotent: granting a role the user has writes nothing).
+    pub async fn grant_role(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        granted_by: &str,
+        meta: &RequestMeta,
+    ) -> Result<UserState, IdentityError> {
+        self.change_user(user_id, meta, |user| {
+            if user.has_role(role) {
+                return Ok(Vec::new());
+            }
+            Ok(vec![event(
+                RoleGranted {
+                    role: role.as_str().to_owned(),
+                    granted_by: granted_by.to_owned(),
+                },
+                meta.metadata(Some(granted_by.to_owned())),
+            )])
+        })
+        .await
+    }
+
+    /// Decides on the current user state and appends with that state's version as the expected
+    /// version, retrying when a concurrent change won the race.
+    async fn change_user(
+        &self,
+        user_id: Uuid,
+        _meta: &RequestMeta,
+        decide: impl Fn(&UserState) -> Result<Vec<NewEvent>, IdentityError>,
+    ) -> Result<UserState, IdentityError> {
+        for _ in 0..CONFLICT_RETRIES {
+            let user = self.user(user_id).await?;
+            let events = decide(&user)?;
+            if events.is_empty() {
+                return Ok(user);
+            }
+            let batch = AppendBatch::single(
+                user_stream(user_id),
+                ExpectedVersion::Exact(user.version),
+                events,
+            );
+            match self.store.append(batch).await {
+                Ok(_) => return self.user(user_id).await,
+                Err(AppendError::Conflict { .. }) => continue,
+                Err(other) => return Err(IdentityError::Internal(other.into())),
+            }
+        }
+        Err(IdentityError::Internal(anyhow::anyhow!(
+            "user {user_id} kept changing concurrently; gave up after {CONFLICT_RETRIES} attempts"
+        )))
+    }
+
+    async fn issue_session(
+        &self,
+        user: &UserState,
+        session_id: Uuid,
+    ) -> Result<Session, IdentityError> {
+        let now = Utc::now();
+        let (access_token, claims) = self.tokens.issue(
+            user.user_id,
+            user.roles.iter().copied().collect(),
+            session_id,
+            now.timestamp(),
+        )?;
+        let expires = now
+            + chrono::Duration::from_std(self.settings.refresh_ttl).map_err(anyhow::Error::from)?;
+        let refresh = self
+            .sessions
+            .issue_refresh(user.user_id, session_id, expires)
+            .await?;
+        Ok(Session {
+            access_token,
+            claims,
+            refresh,
+        })
+    }
+
+    async fn locked_until(
+        &self,
+        user_id: Uuid,
+    ) -> Result<Option<chrono::DateTime<Utc>>, IdentityError> {
+        let recent = self
+            .store
+            .read_stream_tail(&logins_stream(Some(user_id)), LOGIN_HISTORY)
+            .await?;
+        let attempts: Vec<_> = recent
+            .iter()
+            .map(|e| (Attempt::of(e), e.occurred_at))
+            .collect();
+        Ok(locked_until(&attempts, self.settings.lockout, Utc::now()))
+    }
+
+    async fn record_failure(
+        &self,
+        user_id: Option<Uuid>,
+        email: &Email,
+        reason: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), IdentityError> {
+        let failed = LoginFailed {
+            user_id,
+            email: email.as_str().to_owned(),
+            reason: reason.to_owned(),
+            ip: meta.ip.clone(),
+            user_agent: meta.user_agent.clone(),
+        };
+        self.store
+            .append(AppendBatch::single(
+                logins_stream(user_id),
+                ExpectedVersion::Any,
+                vec![event(failed, meta.metadata(user_id.map(|u| u.to_string())))],
+            ))
+            .await
+            .map_err(|e| IdentityError::Internal(e.into()))?;
+        Ok(())
+    }
+}
+
+fn unix_now() -> u64 {
+    u64::try_from(Utc::now().timestamp()).unwrap_or(0)
+}
