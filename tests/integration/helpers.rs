@@ -69,3 +69,38 @@ pub fn event(writer: &str, n: u64) -> NewEvent {
         json!({ "writer": writer, "n": n, "amount": "10.50" }),
     )
 }
+
+/// Secrets of every test app (tests sign their own forged tokens with the JWT one).
+pub const TEST_JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
+pub const TEST_CSRF_SECRET: &str = "test-csrf-secret-0123456789abcdef012345678";
+
+/// Starts the application on an ephemeral loopback port with `overrides` on top of the test
+/// configuration (generous rate limits unless overridden); returns its base URL.
+pub async fn spawn_app(t: &TestDb, overrides: &[(&str, &str)]) -> String {
+    use cryptovault::config::Config;
+    use cryptovault::startup::Application;
+    let mut vars: std::collections::HashMap<String, String> = [
+        ("MONGO_URL", mongo_url()),
+        ("DB_NAME", t.name.clone()),
+        ("HOST", "127.0.0.1".into()),
+        ("PORT", "0".into()),
+        ("JWT_SECRET", TEST_JWT_SECRET.into()),
+        ("CSRF_SECRET", TEST_CSRF_SECRET.into()),
+        ("ENVIRONMENT", "test".into()),
+        ("RATE_LIMIT_PER_IP_PER_MIN", "100000".into()),
+        ("RATE_LIMIT_LOGIN_PER_MIN", "100000".into()),
+        ("RATE_LIMIT_PER_USER_PER_MIN", "100000".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in overrides {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let config =
+        Config::from_lookup(move |name: &str| vars.get(name).cloned()).expect("test config");
+    let app = Application::build(config).await.expect("app builds");
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until(std::future::pending()));
+    base
+}

@@ -1,28 +1,9 @@
 //! The service skeleton over real HTTP: health, readiness, metrics, request ids, errors.
 
-use cryptovault::config::Config;
-use cryptovault::startup::Application;
+use crate::helpers::TestDb;
 
-use crate::helpers::{mongo_url, TestDb};
-
-/// Starts the application on an ephemeral loopback port; returns its base URL.
 async fn spawn_app(t: &TestDb) -> String {
-    let url = mongo_url();
-    let db = t.name.clone();
-    let config = Config::from_lookup(move |name: &str| match name {
-        "MONGO_URL" => Some(url.clone()),
-        "DB_NAME" => Some(db.clone()),
-        "HOST" => Some("127.0.0.1".into()),
-        "PORT" => Some("0".into()),
-        "JWT_SECRET" => Some("test-jwt-secret-0123456789abcdef0123456789".into()),
-        "CSRF_SECRET" => Some("test-csrf-secret-0123456789abcdef012345678".into()),
-        _ => None,
-    })
-    .unwrap();
-    let app = Application::build(config).await.unwrap();
-    let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until(std::future::pending()));
-    base
+    crate::helpers::spawn_app(t, &[]).await
 }
 
 /// A minimal HTTP/1.1 GET over a raw socket (keeps the test free of an HTTP client crate).

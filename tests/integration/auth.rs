@@ -1,0 +1,808 @@
+//! Identity and access over real HTTP against the real MongoDB.
+
+use std::time::Duration;
+
+use cryptovault::identity::totp;
+use cryptovault_events::identity::LoginFailed;
+use cryptovault_events::DomainEvent;
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, TestDb, TEST_JWT_SECRET};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn browser() -> Client {
+    Client::builder().cookie_store(true).build().unwrap()
+}
+
+fn cookie(response: &Response, name: &str) -> Option<String> {
+    response
+        .cookies()
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
+}
+
+async fn body(response: Response) -> Value {
+    response.json().await.unwrap_or(Value::Null)
+}
+
+async fn signup(client: &Client, base: &str, email: &str) -> Response {
+    client
+        .post(format!("{base}/api/auth/signup"))
+        .json(&json!({ "email": email, "password": PASSWORD, "name": "Test User" }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn login(client: &Client, base: &str, email: &str, password: &str) -> Response {
+    client
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Signs up and logs in with a fresh client; returns the Bearer access token and user id.
+async fn bearer_user(base: &str, email: &str) -> (String, String) {
+    let client = Client::new();
+    assert_eq!(
+        signup(&client, base, email).await.status(),
+        StatusCode::CREATED
+    );
+    let response = login(&client, base, email, PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = body(response).await;
+    (
+        body["access_token"].as_str().unwrap().to_owned(),
+        body["user"]["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cookie_flow_signup_login_me_refresh_reuse_logout() {
+    let t = TestDb::new("auth_cookie").await;
+    let base = spawn_app(&t, &[]).await;
+    let client = browser();
+
+    let response = signup(&client, &base, "Alice@Example.com").await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let user = body(response).await;
+    assert_eq!(user["user"]["email"], "alice@example.com");
+    assert_eq!(user["user"]["roles"], json!(["user"]));
+    assert!(user["user"].get("password_hash").is_none());
+
+    let response = login(&client, &base, "alice@example.com", PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let first_refresh = cookie(&response, "refresh_token").expect("refresh cookie");
+    assert!(cookie(&response, "access_token").is_some());
+    let session = body(response).await;
+    assert_eq!(session["token_type"], "Bearer");
+    let csrf = session["csrf_token"].as_str().unwrap().to_owned();
+
+    let me = client
+        .get(format!("{base}/api/auth/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    assert_eq!(body(me).await["user"]["email"], "alice@example.com");
+
+    // Refresh by cookie needs the CSRF header.
+    let refused = client
+        .post(format!("{base}/api/auth/refresh"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let refreshed = client
+        .post(format!("{base}/api/auth/refresh"))
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let second_refresh = cookie(&refreshed, "refresh_token").expect("rotated refresh cookie");
+    assert_ne!(first_refresh, second_refresh);
+    let csrf = body(refreshed).await["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The rotated-out token is refused, and presenting it revokes its successor too.
+    let reuse = Client::new()
+        .post(format!("{base}/api/auth/refresh"))
+        .json(&json!({ "refresh_token": first_refresh }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reuse.status(), StatusCode::UNAUTHORIZED);
+    let successor = Client::new()
+        .post(format!("{base}/api/auth/refresh"))
+        .json(&json!({ "refresh_token": second_refresh }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(successor.status(), StatusCode::UNAUTHORIZED);
+
+    let logout = client
+        .post(format!("{base}/api/auth/logout"))
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::OK);
+    let me = client
+        .get(format!("{base}/api/auth/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    t.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_logged_out_access_token_is_refused_even_as_bearer() {
+    let t = TestDb::new("auth_logout").await;
+    let base = spawn_app(&t, &[]).await;
+    let (token, _) = bearer_user(&base, "bob@example.com").await;
+    let client = Client::new();
+    let out = client
+        .post(format!("{base}/api/auth/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::OK);
+    let me = client
+        .get(format!("{base}/api/auth/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    t.drop_database().await;
+}
+
+fn forge(header: &jsonwebtoken::Header, claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn bearer_tokens_work_and_forged_ones_do_not() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let t = TestDb::new("auth_bearer").await;
+    let base = spawn_app(&t, &[]).await;
+    let (token, user_id) = bearer_user(&base, "carol@example.com").await;
+    let client = Client::new();
+    let me = |token: String| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            client
+                .get(format!("{base}/api/auth/me"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(me(token.clone()).await, StatusCode::OK);
+    // Bearer requests need no CSRF token, even for unsafe methods.
+    let put = client
+        .put(format!("{base}/api/auth/profile"))
+        .bearer_auth(&token)
+        .json(&json!({ "name": "Carol C." }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+
+    let now = chrono::Utc::now().timestamp();
+    let claims = |exp: i64, aud: &str| {
+        json!({ "sub": user_id, "roles": ["user", "admin"], "iss": "cryptovault", "aud": aud,
+                "exp": exp, "iat": now, "jti": uuid::Uuid::now_v7(), "sid": uuid::Uuid::now_v7() })
+    };
+    let hs256 = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    // Sanity: a token forged with the right secret and claims is accepted, so the refusals
+    // below are about the one thing each changes.
+    assert_eq!(
+        me(forge(
+            &hs256,
+            &claims(now + 600, "cryptovault-api"),
+            TEST_JWT_SECRET
+        ))
+        .await,
+        StatusCode::OK
+    );
+
+    let mut tampered = token.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(
+        me(tampered).await,
+        StatusCode::UNAUTHORIZED,
+        "tampered signature"
+    );
+
+    let hs512 = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512);
+    assert_eq!(
+        me(forge(
+            &hs512,
+            &claims(now + 600, "cryptovault-api"),
+            TEST_JWT_SECRET
+        ))
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "wrong algorithm"
+    );
+    let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let none_claims = URL_SAFE_NO_PAD.encode(claims(now + 600, "cryptovault-api").to_string());
+    assert_eq!(
+        me(format!("{none_header}.{none_claims}.")).await,
+        StatusCode::UNAUTHORIZED,
+        "alg none"
+    );
+    assert_eq!(
+        me(forge(
+            &hs256,
+            &claims(now - 5, "cryptovault-api"),
+            TEST_JWT_SECRET
+        ))
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "expired"
+    );
+    assert_eq!(
+        me(forge(
+            &hs256,
+            &claims(now + 600, "another-api"),
+            TEST_JWT_SECRET
+        ))
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "wrong audience"
+    );
+    assert_eq!(
+        me(forge(
+            &hs256,
+            &claims(now + 600, "cryptovault-api"),
+            "some-other-secret-0123456789abcdef"
+        ))
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "wrong key"
+    );
+    t.drop_database().await;
+}
+
+#[tokio::test]
+async fn cookie_authenticated_writes_need_the_csrf_token() {
+    let t = TestDb::new("auth_csrf").await;
+    let base = spawn_app(&t, &[]).await;
+    let client = browser();
+    signup(&client, &base, "dave@example.com").await;
+    let csrf = body(login(&client, &base, "dave@example.com", PASSWORD).await).await["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let put = |token: Option<&str>| {
+        let mut request = client
+            .put(format!("{base}/api/auth/profile"))
+            .json(&json!({ "name": "Dave" }));
+        if let Some(token) = token {
+            request = request.header("X-CSRF-Token", token);
+        }
+        request.send()
+    };
+    let missing = put(None).await.unwrap();
+    assert_eq!(missing.status(), StatusCode::FORBIDDEN);
+    assert_eq!(body(missing).await["error"]["code"], "csrf_failed");
+    let wrong = put(Some("forged.token")).await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    assert_eq!(put(Some(&csrf)).await.unwrap().status(), StatusCode::OK);
+    // Safe methods need none.
+    assert_eq!(
+        client
+            .get(format!("{base}/api/auth/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    t.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_signups_with_one_email_exactly_one_succeeds() {
+    let t = TestDb::new("auth_race").await;
+    let base = spawn_app(&t, &[]).await;
+    let attempts = (0..12).map(|i| {
+        let base = base.clone();
+        async move {
+            Client::new()
+                .post(format!("{base}/api/auth/signup"))
+                .json(&json!({ "email": "race@example.com", "password": PASSWORD, "name": format!("racer {i}") }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(statuses
+        .iter()
+        .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT));
+    let registered = t
+        .db()
+        .collection::<bson::Document>("events")
+        .count_documents(bson::doc! { "event_type": "UserRegistered" })
+        .await
+        .unwrap();
+    assert_eq!(registered, 1);
+    t.drop_database().await;
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account_until_the_window_passes() {
+    let t = TestDb::new("auth_lockout").await;
+    let base = spawn_app(
+        &t,
+        &[("LOGIN_MAX_FAILURES", "3"), ("LOGIN_LOCKOUT_SECS", "2")],
+    )
+    .await;
+    let client = Client::new();
+    signup(&client, &base, "erin@example.com").await;
+
+    // Unknown address and wrong password look the same.
+    let unknown = login(&client, &base, "nobody@example.com", PASSWORD).await;
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+    let unknown = body(unknown).await["error"]["message"].clone();
+    for _ in 0..3 {
+        let wrong = login(&client, &base, "erin@example.com", "not the password").await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(body(wrong).await["error"]["message"], unknown);
+    }
+    let locked = login(&client, &base, "erin@example.com", PASSWORD).await;
+    assert_eq!(locked.status(), StatusCode::LOCKED);
+    assert!(locked.headers().get("retry-after").is_some());
+    assert_eq!(body(locked).await["error"]["code"], "account_locked");
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        login(&client, &base, "erin@example.com", PASSWORD)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    // Every attempt is in the log, with the client's IP.
+    let store = t.store().await;
+    let user_id = store
+        .read_stream("email-erin@example.com", 1, 1)
+        .await
+        .unwrap()[0]
+        .payload["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let logins = store
+        .read_stream(&format!("logins-{user_id}"), 1, 100)
+        .await
+        .unwrap();
+    let failures: Vec<LoginFailed> = logins
+        .iter()
+        .filter_map(|e| LoginFailed::from_envelope(e).ok())
+        .collect();
+    assert_eq!(
+        failures
+            .iter()
+            .filter(|f| f.reason == "invalid_password")
+            .count(),
+        3
+    );
+    assert_eq!(
+        failures
+            .iter()
+            .filter(|f| f.reason == "account_locked")
+            .count(),
+        1
+    );
+    assert!(failures
+        .iter()
+        .all(|f| f.ip.as_deref() == Some("127.0.0.1")));
+    assert_eq!(logins.last().unwrap().event_type, "LoginSucceeded");
+    assert_eq!(
+        logins.last().unwrap().metadata.ip.as_deref(),
+        Some("127.0.0.1")
+    );
+    t.drop_database().await;
+}
+
+#[tokio::test]
+async fn two_factor_setup_verify_login_and_disable() {
+    let t = TestDb::new("auth_2fa").await;
+    let base = spawn_app(&t, &[]).await;
+    let (token, _) = bearer_user(&base, "frank@example.com").await;
+    let client = Client::new();
+    let now = || chrono::Utc::now().timestamp() as u64;
+
+    let setup = body(
+        client
+            .post(format!("{base}/api/auth/2fa/setup"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let secret = setup["secret"].as_str().unwrap().to_owned();
+    assert!(setup["otpauth_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("otpauth://totp/"));
+    let wrong = client
+        .post(format!("{base}/api/auth/2fa/verify"))
+        .bearer_auth(&token)
+        .json(&json!({ "code": "000000" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let code = totp::code_at(&secret, now()).unwrap();
+    let verified = client
+        .post(format!("{base}/api/auth/2fa/verify"))
+        .bearer_auth(&token)
+        .json(&json!({ "code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), StatusCode::OK);
+    let status = body(
+        client
+            .get(format!("{base}/api/auth/2fa/status"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status["enabled"], true);
+
+    let without = login(&client, &base, "frank@example.com", PASSWORD).await;
+    assert_eq!(without.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(body(without).await["error"]["code"], "totp_required");
+    let bad_code = client
+        .post(format!("{base}/api/auth/login"))
+        .json(
+            &json!({ "email": "frank@example.com", "password": PASSWORD, "totp_code": "123456x" }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(bad_code).await["error"]["code"], "invalid_totp");
+    let with = client
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({ "email": "frank@example.com", "password": PASSWORD, "totp_code": totp::code_at(&secret, now()).unwrap() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with.status(), StatusCode::OK);
+
+    let disabled = client
+        .post(format!("{base}/api/auth/2fa/disable"))
+        .bearer_auth(&token)
+        .json(&json!({ "code": totp::code_at(&secret, now()).unwrap() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), StatusCode::OK);
+    assert_eq!(
+        login(&client, &base, "frank@example.com", PASSWORD)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    t.drop_database().await;
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after_per_ip_per_user_and_on_login() {
+    let t = TestDb::new("auth_rate").await;
+    let base = spawn_app(
+        &t,
+        &[
+            ("RATE_LIMIT_PER_IP_PER_MIN", "8"),
+            ("RATE_LIMIT_LOGIN_PER_MIN", "3"),
+            ("RATE_LIMIT_PER_USER_PER_MIN", "2"),
+        ],
+    )
+    .await;
+    let from = |ip: [u8; 4]| {
+        Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    // Login: 3 per minute per IP (signup counts too).
+    let a = from([127, 0, 0, 1]);
+    assert_eq!(
+        signup(&a, &base, "gina@example.com").await.status(),
+        StatusCode::CREATED
+    );
+    let token = body(login(&a, &base, "gina@example.com", PASSWORD).await).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    login(&a, &base, "gina@example.com", "wrong password!").await;
+    let limited = login(&a, &base, "gina@example.com", PASSWORD).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        limited.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(body(limited).await["error"]["code"], "rate_limited");
+
+    // Per user on wallet routes (limited before routing, so even an unknown path counts).
+    let wallet = |client: &Client| {
+        client
+            .get(format!("{base}/api/wallet/balance"))
+            .bearer_auth(&token)
+            .send()
+    };
+    let second_ip = from([127, 0, 0, 2]);
+    assert_ne!(
+        wallet(&a).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_ne!(
+        wallet(&second_ip).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        wallet(&second_ip).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "per user, across IPs"
+    );
+
+    // Overall per IP: 8 per minute; this IP has used 5 (signup, three logins, one wallet call).
+    for _ in 0..3 {
+        assert_ne!(
+            a.get(format!("{base}/health"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+    assert_eq!(
+        a.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another IP is unaffected.
+    let c = from([127, 0, 0, 3]);
+    assert_eq!(
+        c.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    t.drop_database().await;
+}
+
+#[tokio::test]
+async fn users_see_only_their_own_data_and_admin_routes_need_the_admin_role() {
+    let t = TestDb::new("auth_roles").await;
+    let base = spawn_app(&t, &[]).await;
+    let (alice, alice_id) = bearer_user(&base, "hank@example.com").await;
+    let (_, bob_id) = bearer_user(&base, "ivy@example.com").await;
+    let client = Client::new();
+
+    let me = body(
+        client
+            .get(format!("{base}/api/auth/me"))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(me["user"]["id"], alice_id.as_str());
+    let other = client
+        .get(format!("{base}/api/admin/users/{bob_id}"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+    assert_eq!(body(other).await["error"]["code"], "forbidden");
+
+    // Bootstrap the first admin from the command line, then log in again for a token with it.
+    let url = crate::helpers::mongo_url();
+    let db = t.name.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cryptovault"))
+            .args([
+                "admin",
+                "grant",
+                "--email",
+                "hank@example.com",
+                "--role",
+                "admin",
+            ])
+            .env("MONGO_URL", url)
+            .env("DB_NAME", db)
+            .env("JWT_SECRET", TEST_JWT_SECRET)
+            .env("CSRF_SECRET", crate::helpers::TEST_CSRF_SECRET)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let admin = body(login(&client, &base, "hank@example.com", PASSWORD).await).await
+        ["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seen = client
+        .get(format!("{base}/api/admin/users/{bob_id}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seen.status(), StatusCode::OK);
+    assert_eq!(body(seen).await["user"]["email"], "ivy@example.com");
+    let granted = client
+        .post(format!("{base}/api/admin/users/{bob_id}/roles"))
+        .bearer_auth(&admin)
+        .json(&json!({ "role": "auditor" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        body(granted).await["user"]["roles"],
+        json!(["user", "auditor"])
+    );
+    t.drop_database().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_responses_carry_security_headers() {
+    let t = TestDb::new("auth_input").await;
+    let base = spawn_app(
+        &t,
+        &[
+            ("MAX_BODY_BYTES", "1024"),
+            ("CORS_ORIGINS", "https://app.example"),
+        ],
+    )
+    .await;
+    let client = Client::new();
+    let post = |raw: String| {
+        client
+            .post(format!("{base}/api/auth/signup"))
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+    };
+    let malformed = post("{\"email\": ".into()).await.unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body(malformed).await["error"]["code"], "malformed_json");
+    let wrong_type = post(json!({ "email": 3, "password": PASSWORD, "name": "x" }).to_string())
+        .await
+        .unwrap();
+    assert_eq!(wrong_type.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error = body(wrong_type).await;
+    assert_eq!(error["error"]["code"], "validation_error");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("email"),
+        "{error}"
+    );
+    let missing = body(
+        post(json!({ "email": "a@example.com", "password": PASSWORD }).to_string())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        missing["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("name"),
+        "{missing}"
+    );
+    let short = body(
+        post(json!({ "email": "a@example.com", "password": "short", "name": "A" }).to_string())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(short["error"]["code"], "validation_error");
+    assert!(
+        short["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("password"),
+        "{short}"
+    );
+    let huge = post(
+        json!({ "email": "a@example.com", "password": PASSWORD, "name": "x".repeat(5000) })
+            .to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body(huge).await["error"]["code"], "payload_too_large");
+
+    let health = client.get(format!("{base}/health")).send().await.unwrap();
+    for (name, _) in cryptovault::http::security::SECURITY_HEADERS {
+        assert!(health.headers().contains_key(name), "missing {name}");
+    }
+    assert_eq!(health.headers()["x-frame-options"], "DENY");
+
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, format!("{base}/api/auth/login"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    let allowed = preflight("https://app.example").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(
+        allowed.headers()["access-control-allow-credentials"],
+        "true"
+    );
+    let denied = preflight("https://evil.example").await.unwrap();
+    assert!(!denied.headers().contains_key("access-control-allow-origin"));
+    // Nothing was written by any rejected request.
+    let events = t
+        .db()
+        .collection::<bson::Document>("events")
+        .count_documents(bson::doc! {})
+        .await
+        .unwrap();
+    assert_eq!(events, 0);
+    t.drop_database().await;
+}
