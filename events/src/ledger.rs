@@ -1,16 +1,23 @@
-//! Events of the ledger stream family (`account-…` streams). The full set (withdrawals,
-//! transfers) arrives with the ledger; deposits are here first because the store's own tests
-//! and benchmarks append them.
+//! Events of the ledger stream family.
+//!
+//! - `account-<user id>-<ASSET>`: every movement of one user's balance in one asset. Commands
+//!   decide on the folded account and append with its version as the expected version, so no
+//!   interleaving can take `available` below zero.
+//! - `withdrawal-<id>`: one `WithdrawalOpened` naming the account that holds the withdrawal
+//!   (so admin commands find the account from the id without a read model).
+//!
+//! Amounts are positive decimals in the asset's unit, serialized as strings. Every
+//! balance-moving event implies balanced double-entry postings: see [`postings`].
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::DomainEvent;
+use crate::envelope::EventEnvelope;
 
-/// External funds credited to a user's account.
-///
-/// `amount` is a positive decimal in the asset's unit, serialized as a string.
+/// External funds credited: `available += amount`; the external-funds system account is
+/// debited.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FundsDeposited {
     pub deposit_id: Uuid,
@@ -19,12 +26,165 @@ pub struct FundsDeposited {
     pub amount: Decimal,
 }
 
-impl DomainEvent for FundsDeposited {
-    const EVENT_TYPE: &'static str = "FundsDeposited";
-    const SCHEMA_VERSION: u32 = 1;
+/// A withdrawal placed a hold: `available -= amount`, `held += amount`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawalRequested {
+    pub withdrawal_id: Uuid,
+    pub user_id: Uuid,
+    pub asset: String,
+    pub amount: Decimal,
+    pub address: String,
 }
 
-/// The stream holding one user's ledger account events.
-pub fn account_stream(user_id: Uuid) -> String {
-    format!("account-{user_id}")
+/// An admin approved a pending withdrawal. No balance changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawalApproved {
+    pub withdrawal_id: Uuid,
+    pub user_id: Uuid,
+    pub asset: String,
+    pub approved_by: Uuid,
+}
+
+/// An approved withdrawal was paid out: `held -= amount`; the withdrawals-paid system account
+/// is credited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawalCompleted {
+    pub withdrawal_id: Uuid,
+    pub user_id: Uuid,
+    pub asset: String,
+    pub amount: Decimal,
+    pub completed_by: Uuid,
+}
+
+/// A pending or approved withdrawal was refused: `held -= amount`, `available += amount`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawalRejected {
+    pub withdrawal_id: Uuid,
+    pub user_id: Uuid,
+    pub asset: String,
+    pub amount: Decimal,
+    pub rejected_by: Uuid,
+    pub reason: Option<String>,
+}
+
+/// Points from a withdrawal id to the account stream that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawalOpened {
+    pub withdrawal_id: Uuid,
+    pub user_id: Uuid,
+    pub asset: String,
+}
+
+/// The sender's side of a P2P transfer: `available -= amount`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferSent {
+    pub transfer_id: Uuid,
+    pub from_user: Uuid,
+    pub to_user: Uuid,
+    pub asset: String,
+    pub amount: Decimal,
+    pub note: Option<String>,
+}
+
+/// The recipient's side of a P2P transfer, appended atomically with [`TransferSent`]:
+/// `available += amount`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferReceived {
+    pub transfer_id: Uuid,
+    pub from_user: Uuid,
+    pub to_user: Uuid,
+    pub asset: String,
+    pub amount: Decimal,
+    pub note: Option<String>,
+}
+
+macro_rules! domain_event {
+    ($($ty:ident = $name:literal),* $(,)?) => {$(
+        impl DomainEvent for $ty {
+            const EVENT_TYPE: &'static str = $name;
+            const SCHEMA_VERSION: u32 = 1;
+        }
+    )*};
+}
+
+domain_event! {
+    FundsDeposited = "FundsDeposited",
+    WithdrawalRequested = "WithdrawalRequested",
+    WithdrawalApproved = "WithdrawalApproved",
+    WithdrawalCompleted = "WithdrawalCompleted",
+    WithdrawalRejected = "WithdrawalRejected",
+    WithdrawalOpened = "WithdrawalOpened",
+    TransferSent = "TransferSent",
+    TransferReceived = "TransferReceived",
+}
+
+/// The stream of one user's account in one asset.
+pub fn account_stream(user_id: Uuid, asset: &str) -> String {
+    format!("account-{user_id}-{asset}")
+}
+
+/// The stream pointing a withdrawal id to its account.
+pub fn withdrawal_stream(withdrawal_id: Uuid) -> String {
+    format!("withdrawal-{withdrawal_id}")
+}
+
+/// A ledger account: a user's bucket, or a system account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Account {
+    Available(Uuid),
+    Held(Uuid),
+    /// Money that entered from outside (deposits); its balance is minus all deposits.
+    ExternalDeposits,
+    /// Money that left (completed withdrawals).
+    WithdrawalsPaid,
+}
+
+/// One side of a double entry: `amount` is added to `account` (negative: subtracted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posting {
+    pub account: Account,
+    pub asset: String,
+    pub amount: Decimal,
+}
+
+/// The balanced postings an event makes (empty for events that move no money). For every
+/// event the amounts sum to zero per asset; that is what keeps the ledger zero-sum.
+pub fn postings(event: &EventEnvelope) -> Vec<Posting> {
+    let post = |account, asset: &str, amount| Posting {
+        account,
+        asset: asset.to_owned(),
+        amount,
+    };
+    if let Ok(e) = FundsDeposited::from_envelope(event) {
+        vec![
+            post(Account::Available(e.user_id), &e.asset, e.amount),
+            post(Account::ExternalDeposits, &e.asset, -e.amount),
+        ]
+    } else if let Ok(e) = WithdrawalRequested::from_envelope(event) {
+        vec![
+            post(Account::Available(e.user_id), &e.asset, -e.amount),
+            post(Account::Held(e.user_id), &e.asset, e.amount),
+        ]
+    } else if let Ok(e) = WithdrawalCompleted::from_envelope(event) {
+        vec![
+            post(Account::Held(e.user_id), &e.asset, -e.amount),
+            post(Account::WithdrawalsPaid, &e.asset, e.amount),
+        ]
+    } else if let Ok(e) = WithdrawalRejected::from_envelope(event) {
+        vec![
+            post(Account::Held(e.user_id), &e.asset, -e.amount),
+            post(Account::Available(e.user_id), &e.asset, e.amount),
+        ]
+    } else if let Ok(e) = TransferSent::from_envelope(event) {
+        // The matching credit is the TransferReceived event of the same append; the sender's
+        // side posts against the recipient so that each event balances on its own.
+        vec![
+            post(Account::Available(e.from_user), &e.asset, -e.amount),
+            post(Account::Available(e.to_user), &e.asset, e.amount),
+        ]
+    } else {
+        // WithdrawalApproved, WithdrawalOpened and TransferReceived move nothing
+        // (TransferSent carries both sides of the transfer).
+        Vec::new()
+    }
 }
