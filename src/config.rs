@@ -67,6 +67,11 @@ pub struct Config {
     pub trust_proxy_headers: bool,
     pub auth: AuthConfig,
     pub rate_limits: RateLimits,
+    /// `ASSETS` (default `USD:2,USDT:6,BTC:8,BNB:8,SOL:9,ETH:18`) and `MAX_AMOUNT` (default
+    /// 1000000000): supported assets, their decimal places, the largest amount per command.
+    pub assets: crate::ledger::amount::Assets,
+    /// `READ_YOUR_WRITES_TIMEOUT_MS` (default 5000): longest wait for `?min_position=`.
+    pub read_your_writes_timeout: Duration,
 }
 
 /// Token lifetimes and the lockout rule.
@@ -212,6 +217,26 @@ impl Config {
             trust_proxy_headers: parse(&lookup, "TRUST_PROXY_HEADERS", false)?,
             auth,
             rate_limits,
+            assets: {
+                let max_amount: rust_decimal::Decimal = parse(
+                    &lookup,
+                    "MAX_AMOUNT",
+                    rust_decimal::Decimal::from(1_000_000_000u64),
+                )?;
+                let spec = lookup("ASSETS")
+                    .unwrap_or_else(|| "USD:2,USDT:6,BTC:8,BNB:8,SOL:9,ETH:18".into());
+                crate::ledger::amount::Assets::parse(&spec, max_amount).map_err(|reason| {
+                    ConfigError::Invalid {
+                        var: "ASSETS",
+                        reason,
+                    }
+                })?
+            },
+            read_your_writes_timeout: Duration::from_millis(parse(
+                &lookup,
+                "READ_YOUR_WRITES_TIMEOUT_MS",
+                5000u64,
+            )?),
         })
     }
 }

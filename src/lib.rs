@@ -7,8 +7,14 @@ pub mod cli;
 pub mod config;
 /// HTTP routers, middleware and the HTTP error type.
 pub mod http;
+/// Idempotency-Key records.
+pub mod idempotency;
 /// Users, sessions, CSRF, TOTP, roles.
 pub mod identity;
+/// Assets, accounts and the commands that move money.
+pub mod ledger;
+/// Projection runner and read models.
+pub mod projection;
 /// Connecting, building and serving the application.
 pub mod startup;
 /// The MongoDB event store.

@@ -10,11 +10,16 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, StoreSettings};
 use crate::http::rate_limit::{spawn_cleanup, RateLimiters};
+use crate::idempotency::IdempotencyKeys;
 use crate::identity::csrf::CsrfTokens;
 use crate::identity::domain::LockoutPolicy;
 use crate::identity::sessions::Sessions;
 use crate::identity::tokens::AccessTokens;
 use crate::identity::{Identity, IdentitySettings};
+use crate::ledger::service::Ledger;
+use crate::projection::balances::BalancesModel;
+use crate::projection::runner::{self, ProjectionHandle};
+use crate::projection::withdrawals::WithdrawalsModel;
 use crate::store::{EventStore, StoreConfig};
 use crate::telemetry;
 
@@ -28,6 +33,12 @@ pub struct AppState {
     pub identity: Identity,
     pub csrf: CsrfTokens,
     pub limiters: Arc<RateLimiters>,
+    pub ledger: Ledger,
+    pub idempotency: IdempotencyKeys,
+    pub balances: ProjectionHandle,
+    pub withdrawals: ProjectionHandle,
+    /// The log head when the service started; `/ready` waits for projections to reach it.
+    pub startup_head: u64,
 }
 
 /// The identity service for `config` on `store`'s database.
@@ -87,7 +98,17 @@ impl Application {
         let db = client.database(&config.store.db_name);
         let limiters = RateLimiters::new(config.rate_limits);
         spawn_cleanup(limiters.clone());
+        let startup_head = store.head().await?.0;
+        let balances =
+            runner::spawn(client.clone(), db.clone(), store.clone(), BalancesModel).await?;
+        let withdrawals =
+            runner::spawn(client.clone(), db.clone(), store.clone(), WithdrawalsModel).await?;
         let state = AppState {
+            ledger: Ledger::new(store.clone(), config.assets.clone()),
+            idempotency: IdempotencyKeys::open(&db).await?,
+            balances,
+            withdrawals,
+            startup_head,
             identity: identity(&config, store.clone(), &db).await?,
             csrf: CsrfTokens::new(config.csrf_secret.expose()),
             limiters,

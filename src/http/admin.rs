@@ -1,6 +1,9 @@
 //! `/api/admin/users`: user administration, admin role only.
 
-use axum::extract::{Path, State};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -18,6 +21,126 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/admin/users/{id}", get(get_user))
         .route("/api/admin/users/{id}/roles", post(grant_role))
+        .route("/api/admin/withdrawals", get(list_withdrawals))
+        .route(
+            "/api/admin/withdrawals/{id}/{action}",
+            post(withdrawal_action),
+        )
+}
+
+#[derive(Deserialize)]
+struct WithdrawalFilter {
+    status: Option<String>,
+    min_position: Option<u64>,
+}
+
+async fn list_withdrawals(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(query): Query<WithdrawalFilter>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Admin)?;
+    if let Some(position) = query.min_position {
+        if !state
+            .withdrawals
+            .wait_for(position, state.config.read_your_writes_timeout)
+            .await
+        {
+            return Err(ApiError::ProjectionLag(position));
+        }
+    }
+    let filter = match query.status.as_deref() {
+        None => bson::doc! {},
+        Some(status @ ("pending" | "approved" | "completed" | "rejected")) => {
+            bson::doc! { "status": status }
+        }
+        Some(_) => {
+            return Err(ApiError::Validation {
+                field: "status".into(),
+                message: "must be one of pending, approved, completed, rejected".into(),
+            })
+        }
+    };
+    let items = super::wallet::withdrawal_rows(&state, filter).await?;
+    Ok(Json(
+        json!({ "items": items, "position": state.withdrawals.position() }),
+    ))
+}
+
+/// `approve`, `complete` or `reject` (body optional: `{"reason"}` for reject).
+async fn withdrawal_action(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Meta(meta): Meta,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Admin)?;
+    let id = parse_id(&id)?;
+    if !matches!(action.as_str(), "approve" | "complete" | "reject") {
+        return Err(ApiError::NotFound("no such withdrawal action".into()));
+    }
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::MalformedJson(format!("request body is not valid JSON: {e}")))?
+    };
+    let admin = caller.user_id();
+    let route = format!("/api/admin/withdrawals/{id}/{action}");
+    let run = async |ids| {
+        let reason = body
+            .get("reason")
+            .and_then(Value::as_str)
+            .map(|s| s.chars().take(280).collect::<String>());
+        let ledger = &state.ledger;
+        let (status, position, amount, asset) = match action.as_str() {
+            "approve" => {
+                let applied = ledger
+                    .transition(id, admin, ids, &meta, |a| a.approve(id, admin))
+                    .await?;
+                let w = ledger
+                    .account(applied.event.user_id, &applied.event.asset)
+                    .await?
+                    .withdrawals
+                    .get(&id)
+                    .map(|w| w.amount)
+                    .unwrap_or_default();
+                ("approved", applied.position, w, applied.event.asset)
+            }
+            "complete" => {
+                let applied = ledger
+                    .transition(id, admin, ids, &meta, |a| a.complete(id, admin))
+                    .await?;
+                (
+                    "completed",
+                    applied.position,
+                    applied.event.amount,
+                    applied.event.asset,
+                )
+            }
+            _ => {
+                let applied = ledger
+                    .transition(id, admin, ids, &meta, |a| {
+                        a.reject(id, admin, reason.clone())
+                    })
+                    .await?;
+                (
+                    "rejected",
+                    applied.position,
+                    applied.event.amount,
+                    applied.event.asset,
+                )
+            }
+        };
+        let withdrawal = json!({ "id": id, "asset": asset, "amount": ledger.assets.format(amount, &asset), "status": status });
+        Ok((
+            StatusCode::OK,
+            json!({ "withdrawal": withdrawal, "position": position }),
+        ))
+    };
+    Ok(super::idempotent::idempotent(&state, admin, &headers, &route, &body, run).await)
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {

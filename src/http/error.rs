@@ -10,6 +10,8 @@ use serde_json::json;
 use super::request_context::current_request_id;
 use crate::identity::domain::InvalidInput;
 use crate::identity::IdentityError;
+use crate::ledger::account::Refusal;
+use crate::ledger::service::LedgerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -43,6 +45,15 @@ pub enum ApiError {
     /// 409 `conflict`: the request clashes with existing state (an email already registered).
     #[error("{0}")]
     Conflict(String),
+    /// 422 `insufficient_funds`: the account's available balance is too small.
+    #[error("{0}")]
+    InsufficientFunds(String),
+    /// 409 `idempotency_conflict`: the Idempotency-Key was used with a different request.
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyConflict,
+    /// 503 `projection_lag`: a read waited for `min_position` longer than allowed.
+    #[error("the read model has not reached position {0} yet; retry shortly")]
+    ProjectionLag(u64),
     /// 409 `invalid_state`: the operation makes no sense in the current state.
     #[error("{0}")]
     InvalidState(String),
@@ -77,6 +88,9 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::InvalidState(_) => (StatusCode::CONFLICT, "invalid_state"),
+            Self::InsufficientFunds(_) => (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds"),
+            Self::IdempotencyConflict => (StatusCode::CONFLICT, "idempotency_conflict"),
+            Self::ProjectionLag(_) => (StatusCode::SERVICE_UNAVAILABLE, "projection_lag"),
             Self::AccountLocked { .. } => (StatusCode::LOCKED, "account_locked"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -117,6 +131,35 @@ impl From<IdentityError> for ApiError {
             IdentityError::UnknownUser => Self::NotFound(message),
             IdentityError::Internal(cause) => Self::Internal(cause),
         }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        let message = e.to_string();
+        match e {
+            LedgerError::Refused(Refusal::InsufficientFunds { .. }) => {
+                Self::InsufficientFunds(message)
+            }
+            LedgerError::Refused(Refusal::InvalidTransition { .. }) => Self::InvalidState(message),
+            LedgerError::Refused(Refusal::UnknownWithdrawal(_))
+            | LedgerError::UnknownWithdrawal(_) => Self::NotFound(message),
+            LedgerError::Refused(Refusal::SelfTransfer) => Self::Validation {
+                field: "to_email".into(),
+                message,
+            },
+            LedgerError::Internal(cause) => Self::Internal(cause),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
     }
 }
 

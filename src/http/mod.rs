@@ -13,6 +13,8 @@ pub mod cookies;
 pub mod error;
 /// Authentication extractors (`AuthUser`, CSRF) and request metadata (`Meta`).
 pub mod extract;
+/// The Idempotency-Key wrapper for write handlers.
+pub mod idempotent;
 /// JSON bodies with rejections in the shared error shape.
 pub mod json;
 /// `/health`, `/ready`, `/metrics`.
@@ -23,6 +25,8 @@ pub mod rate_limit;
 pub mod request_context;
 /// CORS and security headers.
 pub mod security;
+/// `/api/wallet`: deposits, withdrawals, transfers, balances.
+pub mod wallet;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -39,6 +43,7 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .merge(operations::router())
         .merge(auth::router())
         .merge(admin::router())
+        .merge(wallet::router())
         .fallback(|| async {
             error::error_response(StatusCode::NOT_FOUND, "not_found", "no such route")
         })

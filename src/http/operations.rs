@@ -31,11 +31,26 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let ping = state.db.run_command(doc! { "ping": 1 });
     match tokio::time::timeout(READY_TIMEOUT, ping).await {
-        Ok(Ok(_)) => Ok(Json(json!({
-            "status": "ready",
-            "checks": { "mongodb": "ok" },
-            "log_position": state.store.known_head(),
-        }))),
+        Ok(Ok(_)) => {
+            let projections = [&state.balances, &state.withdrawals];
+            let behind: Vec<&str> = projections
+                .iter()
+                .filter(|p| p.position() < state.startup_head)
+                .map(|p| p.name)
+                .collect();
+            if !behind.is_empty() {
+                return Err(ApiError::Unavailable(format!(
+                    "projections catching up: {}",
+                    behind.join(", ")
+                )));
+            }
+            Ok(Json(json!({
+                "status": "ready",
+                "checks": { "mongodb": "ok", "projections": "caught_up" },
+                "log_position": state.store.known_head(),
+                "projections": projections.iter().map(|p| (p.name, p.position())).collect::<std::collections::BTreeMap<_, _>>(),
+            })))
+        }
         Ok(Err(error)) => {
             tracing::warn!(%error, "readiness: mongodb ping failed");
             Err(ApiError::Unavailable("mongodb is not reachable".into()))

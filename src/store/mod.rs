@@ -236,3 +236,18 @@ impl EventStore {
         decode_all(cursor).await
     }
 }
+
+impl EventStore {
+    /// The stored event with this id, if any.
+    pub async fn read_event(
+        &self,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<EventEnvelope>, StoreError> {
+        let found = self
+            .inner
+            .events
+            .find_one(doc! { "_id": event_id.to_string() })
+            .await?;
+        found.map(from_document).transpose()
+    }
+}

@@ -1,0 +1,98 @@
+//! Runs a write handler under the `Idempotency-Key` rules (see `crate::idempotency`).
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use crate::idempotency::{request_hash, valid_key, Begin};
+use crate::ledger::service::CommandIds;
+use crate::startup::AppState;
+
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// Calls `run` at most once per (user, key, request). Without a key, simply calls it.
+pub async fn idempotent<F, Fut>(
+    state: &AppState,
+    user: Uuid,
+    headers: &HeaderMap,
+    route: &str,
+    body: &Value,
+    run: F,
+) -> Response
+where
+    F: FnOnce(CommandIds) -> Fut,
+    Fut: std::future::Future<Output = Result<(StatusCode, Value), ApiError>>,
+{
+    let Some(raw) = headers.get(IDEMPOTENCY_HEADER) else {
+        return answer(run(CommandIds::fresh()).await);
+    };
+    let key = match raw.to_str() {
+        Ok(key) if valid_key(key) => key.to_owned(),
+        _ => {
+            return ApiError::Validation {
+                field: "Idempotency-Key".into(),
+                message: "must be 1 to 255 printable ASCII characters".into(),
+            }
+            .into_response()
+        }
+    };
+    let hash = request_hash("POST", route, body);
+    let keys = &state.idempotency;
+    match keys.begin(user, &key, &hash).await {
+        Err(error) => ApiError::Internal(error.into()).into_response(),
+        Ok(Begin::Mismatch) => ApiError::IdempotencyConflict.into_response(),
+        Ok(Begin::InProgress) => {
+            ApiError::Conflict("a request with this Idempotency-Key is still in progress".into())
+                .into_response()
+        }
+        Ok(Begin::Replay { status, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let mut response = (status, Json(body)).into_response();
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+        }
+        Ok(Begin::Run) => {
+            let result = run(CommandIds::from_key(user, &key)).await;
+            let stored = match &result {
+                Ok((status, body)) => Some((status.as_u16(), body.to_string())),
+                Err(error) if error.status().is_client_error() => {
+                    // Keep the refusal too: the same request gets the same answer.
+                    let response = answer_ref(error);
+                    Some((response.0, response.1))
+                }
+                Err(_) => None,
+            };
+            let saved = match stored {
+                Some((status, body)) => keys.finish(user, &key, status, &body).await,
+                None => keys.abandon(user, &key).await,
+            };
+            if let Err(error) = saved {
+                tracing::error!(%error, "could not store the idempotency record");
+            }
+            answer(result)
+        }
+    }
+}
+
+fn answer(result: Result<(StatusCode, Value), ApiError>) -> Response {
+    match result {
+        Ok((status, body)) => (status, Json(body)).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The status and JSON body an error answers with (for storing).
+fn answer_ref(error: &ApiError) -> (u16, String) {
+    let body = serde_json::json!({ "error": {
+        "code": error.code(),
+        "message": error.to_string(),
+        "request_id": super::request_context::current_request_id(),
+    }});
+    (error.status().as_u16(), body.to_string())
+}

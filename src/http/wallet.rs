@@ -1,0 +1,324 @@
+//! `/api/wallet`: deposits, withdrawals, transfers, balances. Thin: parse and validate the body
+//! into domain values, run the ledger command under the idempotency rules, shape the answer.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bson::doc;
+use futures::TryStreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::extract::{AuthUser, Meta};
+use super::idempotent::idempotent;
+use super::json::ApiJson;
+use crate::identity::domain::{Email, InvalidInput};
+use crate::ledger::service::TransferRequest;
+use crate::projection::balances::{from_decimal128, COLLECTION as BALANCES};
+use crate::projection::withdrawals::COLLECTION as WITHDRAWALS;
+use crate::startup::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/wallet/deposits", post(deposit))
+        .route(
+            "/api/wallet/withdrawals",
+            post(withdraw).get(list_withdrawals),
+        )
+        .route("/api/wallet/transfers", post(transfer))
+        .route("/api/wallet/balance", get(balance))
+}
+
+/// A required string field of a JSON object body.
+pub fn text<'a>(body: &'a Value, field: &'static str) -> Result<&'a str, InvalidInput> {
+    match body.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(InvalidInput {
+            field,
+            message: "must be a string".into(),
+        }),
+        None => Err(InvalidInput {
+            field,
+            message: "is required".into(),
+        }),
+    }
+}
+
+fn object(body: &Value) -> Result<(), ApiError> {
+    if body.is_object() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation {
+            field: "body".into(),
+            message: "must be a JSON object".into(),
+        })
+    }
+}
+
+async fn deposit(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Meta(meta): Meta,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Value>,
+) -> Response {
+    let run = async |ids| {
+        object(&body)?;
+        let assets = &state.ledger.assets;
+        let asset = assets.asset(text(&body, "asset")?, "asset")?;
+        let amount = assets.amount(body.get("amount").unwrap_or(&Value::Null), &asset, "amount")?;
+        let applied = state
+            .ledger
+            .deposit(user.user_id(), &asset, amount, ids, &meta)
+            .await?;
+        let deposit = json!({
+            "id": applied.event.deposit_id,
+            "asset": asset,
+            "amount": assets.format(amount, &asset),
+            "status": "completed",
+        });
+        Ok((
+            StatusCode::CREATED,
+            json!({ "deposit": deposit, "position": applied.position }),
+        ))
+    };
+    idempotent(
+        &state,
+        user.user_id(),
+        &headers,
+        "/api/wallet/deposits",
+        &body,
+        run,
+    )
+    .await
+}
+
+async fn withdraw(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Meta(meta): Meta,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Value>,
+) -> Response {
+    let run = async |ids| {
+        object(&body)?;
+        let assets = &state.ledger.assets;
+        let asset = assets.asset(text(&body, "asset")?, "asset")?;
+        let amount = assets.amount(body.get("amount").unwrap_or(&Value::Null), &asset, "amount")?;
+        let address = text(&body, "address")?.trim();
+        if address.is_empty()
+            || address.len() > 128
+            || !address.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(InvalidInput {
+                field: "address",
+                message: "must be 1 to 128 printable ASCII characters".into(),
+            }
+            .into());
+        }
+        let applied = state
+            .ledger
+            .request_withdrawal(user.user_id(), &asset, amount, address, ids, &meta)
+            .await?;
+        let withdrawal = json!({
+            "id": applied.event.withdrawal_id,
+            "asset": asset,
+            "amount": assets.format(amount, &asset),
+            "address": address,
+            "status": "pending",
+        });
+        Ok((
+            StatusCode::CREATED,
+            json!({ "withdrawal": withdrawal, "position": applied.position }),
+        ))
+    };
+    idempotent(
+        &state,
+        user.user_id(),
+        &headers,
+        "/api/wallet/withdrawals",
+        &body,
+        run,
+    )
+    .await
+}
+
+async fn transfer(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Meta(meta): Meta,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Value>,
+) -> Response {
+    let run = async |ids| {
+        object(&body)?;
+        let assets = &state.ledger.assets;
+        let to_email = Email::parse(text(&body, "to_email")?, "to_email")?;
+        let asset = assets.asset(text(&body, "asset")?, "asset")?;
+        let amount = assets.amount(body.get("amount").unwrap_or(&Value::Null), &asset, "amount")?;
+        let note = match body.get("note") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s))
+                if s.chars().count() <= 280 && !s.chars().any(char::is_control) =>
+            {
+                Some(s.clone())
+            }
+            Some(_) => {
+                return Err(InvalidInput {
+                    field: "note",
+                    message: "must be a string of at most 280 characters".into(),
+                }
+                .into())
+            }
+        };
+        let recipient = state
+            .identity
+            .user_id_by_email(&to_email)
+            .await?
+            .ok_or_else(|| InvalidInput {
+                field: "to_email",
+                message: "no user has this email address".into(),
+            })?;
+        let request = TransferRequest {
+            from: user.user_id(),
+            to: recipient,
+            asset: asset.clone(),
+            amount,
+            note,
+        };
+        let applied = state.ledger.transfer(&request, ids, &meta).await?;
+        let transfer = json!({
+            "id": applied.event.transfer_id,
+            "asset": asset,
+            "amount": assets.format(amount, &asset),
+            "to_email": to_email.as_str(),
+            "status": "completed",
+        });
+        Ok((
+            StatusCode::CREATED,
+            json!({ "transfer": transfer, "position": applied.position }),
+        ))
+    };
+    idempotent(
+        &state,
+        user.user_id(),
+        &headers,
+        "/api/wallet/transfers",
+        &body,
+        run,
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct ReadQuery {
+    pub min_position: Option<u64>,
+}
+
+async fn balance(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(query): Query<ReadQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(position) = query.min_position {
+        if !state
+            .balances
+            .wait_for(position, state.config.read_your_writes_timeout)
+            .await
+        {
+            return Err(ApiError::ProjectionLag(position));
+        }
+    }
+    let position = state.balances.position();
+    let rows: Vec<bson::Document> = state
+        .db
+        .collection::<bson::Document>(BALANCES)
+        .find(doc! { "owner": user.user_id().to_string() })
+        .await
+        .map_err(anyhow::Error::from)?
+        .try_collect()
+        .await
+        .map_err(anyhow::Error::from)?;
+    let assets = &state.ledger.assets;
+    let balances: Vec<Value> = assets
+        .iter()
+        .map(|(asset, _)| {
+            let row = rows.iter().find(|r| r.get_str("asset").ok() == Some(asset));
+            let amount = |field: &str| {
+                row.and_then(|r| r.get(field))
+                    .and_then(|v| {
+                        if let bson::Bson::Decimal128(d) = v {
+                            Some(from_decimal128(d))
+                        } else {
+                            None
+                        }
+                    })
+                    .unwrap_or_default()
+            };
+            let (available, held) = (amount("available"), amount("held"));
+            json!({
+                "asset": asset,
+                "available": assets.format(available, asset),
+                "held": assets.format(held, asset),
+                "total": assets.format(available + held, asset),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "balances": balances, "position": position })))
+}
+
+async fn list_withdrawals(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(query): Query<ReadQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(position) = query.min_position {
+        if !state
+            .withdrawals
+            .wait_for(position, state.config.read_your_writes_timeout)
+            .await
+        {
+            return Err(ApiError::ProjectionLag(position));
+        }
+    }
+    let items = withdrawal_rows(&state, doc! { "user_id": user.user_id().to_string() }).await?;
+    Ok(Json(
+        json!({ "items": items, "position": state.withdrawals.position() }),
+    ))
+}
+
+/// Withdrawal rows matching `filter`, newest first, at most 500.
+pub async fn withdrawal_rows(
+    state: &AppState,
+    filter: bson::Document,
+) -> Result<Vec<Value>, ApiError> {
+    let rows: Vec<bson::Document> = state
+        .db
+        .collection::<bson::Document>(WITHDRAWALS)
+        .find(filter)
+        .sort(doc! { "position": -1 })
+        .limit(500)
+        .await
+        .map_err(anyhow::Error::from)?
+        .try_collect()
+        .await
+        .map_err(anyhow::Error::from)?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.get_str("_id").unwrap_or_default(),
+                "user_id": r.get_str("user_id").unwrap_or_default(),
+                "asset": r.get_str("asset").unwrap_or_default(),
+                "amount": r.get_str("amount").unwrap_or_default(),
+                "address": r.get_str("address").unwrap_or_default(),
+                "status": r.get_str("status").unwrap_or_default(),
+                "requested_at": r.get_datetime("requested_at").ok().map(|d| d.to_chrono()),
+                "updated_at": r.get_datetime("updated_at").ok().map(|d| d.to_chrono()),
+            })
+        })
+        .collect())
+}

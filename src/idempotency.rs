@@ -1,0 +1,162 @@
+//! `Idempotency-Key` on write endpoints (PRODUCT.md §3).
+//!
+//! A record per (user, key) in `idempotency_keys` (TTL 24 h) holds a hash of the request
+//! (method, path, canonical JSON body) and, once done, the response. The same key and body get
+//! the first response back and write nothing; the same key with another body gets 409
+//! `idempotency_conflict`. A concurrent duplicate waits for the first to finish. Records live in
+//! MongoDB, so this survives restarts; the ledger additionally derives its event ids from the
+//! key, so even a crash between the append and the stored response cannot apply a command twice.
+
+use std::time::Duration;
+
+use bson::{doc, DateTime as BsonDateTime, Document};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, Database, IndexModel};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::store::writer::durable_write_concern;
+
+/// How long a record is kept.
+const RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// A pending record older than this belongs to a request that died; a retry may take it over.
+const STALE_PENDING: Duration = Duration::from_secs(30);
+/// How long a duplicate waits for the first request to finish.
+const WAIT_FOR_FIRST: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct IdempotencyKeys {
+    records: Collection<Document>,
+}
+
+/// What to do with a keyed request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Begin {
+    /// First time: run it, then [`IdempotencyKeys::finish`] (or `abandon` on a server error).
+    Run,
+    /// Done before: answer this (status, JSON body) again.
+    Replay { status: u16, body: String },
+    /// The key was used with a different request.
+    Mismatch,
+    /// Another request with this key is still running after the wait.
+    InProgress,
+}
+
+/// Hash identifying a request: method, path and the canonical form of its JSON body.
+pub fn request_hash(method: &str, path: &str, body: &serde_json::Value) -> String {
+    let canonical = cryptovault_events::canonical::canonical_json(body);
+    hex::encode(Sha256::digest(
+        format!("{method} {path}\n{canonical}").as_bytes(),
+    ))
+}
+
+/// A valid key: 1–255 printable ASCII characters.
+pub fn valid_key(key: &str) -> bool {
+    (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl IdempotencyKeys {
+    pub async fn open(db: &Database) -> mongodb::error::Result<Self> {
+        let records = db.collection_with_options(
+            "idempotency_keys",
+            mongodb::options::CollectionOptions::builder()
+                .write_concern(durable_write_concern())
+                .build(),
+        );
+        let keys = Self { records };
+        keys.records
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "expires_at": 1 })
+                    .options(IndexOptions::builder().expire_after(Duration::ZERO).build())
+                    .build(),
+            )
+            .await?;
+        Ok(keys)
+    }
+
+    fn id(user: Uuid, key: &str) -> String {
+        format!("{user}:{key}")
+    }
+
+    pub async fn begin(&self, user: Uuid, key: &str, hash: &str) -> mongodb::error::Result<Begin> {
+        let id = Self::id(user, key);
+        let now = chrono::Utc::now();
+        let inserted = self
+            .records
+            .insert_one(doc! {
+                "_id": &id,
+                "request_hash": hash,
+                "state": "pending",
+                "started_at": BsonDateTime::from_chrono(now),
+                "expires_at": BsonDateTime::from_chrono(now + chrono::Duration::from_std(RETENTION).expect("fits")),
+            })
+            .await;
+        match inserted {
+            Ok(_) => return Ok(Begin::Run),
+            Err(e) if crate::store::schema::is_duplicate_key(&e) => {}
+            Err(e) => return Err(e),
+        }
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
+        loop {
+            let Some(record) = self.records.find_one(doc! { "_id": &id }).await? else {
+                // Abandoned and removed meanwhile: try to take it.
+                return Box::pin(self.begin(user, key, hash)).await;
+            };
+            if record.get_str("request_hash").ok() != Some(hash) {
+                return Ok(Begin::Mismatch);
+            }
+            if record.get_str("state").ok() == Some("done") {
+                return Ok(Begin::Replay {
+                    status: record.get_i32("status").unwrap_or(200) as u16,
+                    body: record.get_str("body").unwrap_or("null").to_owned(),
+                });
+            }
+            let started = record
+                .get_datetime("started_at")
+                .map(|d| d.to_chrono())
+                .unwrap_or(now);
+            if (chrono::Utc::now() - started).to_std().unwrap_or_default() > STALE_PENDING {
+                let taken = self
+                    .records
+                    .update_one(
+                        doc! { "_id": &id, "state": "pending", "started_at": BsonDateTime::from_chrono(started) },
+                        doc! { "$set": { "started_at": BsonDateTime::now() } },
+                    )
+                    .await?;
+                if taken.modified_count == 1 {
+                    return Ok(Begin::Run);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Begin::InProgress);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stores the answer of a request that ran (success or a client error).
+    pub async fn finish(
+        &self,
+        user: Uuid,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> mongodb::error::Result<()> {
+        self.records
+            .update_one(
+                doc! { "_id": Self::id(user, key) },
+                doc! { "$set": { "state": "done", "status": i32::from(status), "body": body } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a request that failed on the server side, so a retry runs it again.
+    pub async fn abandon(&self, user: Uuid, key: &str) -> mongodb::error::Result<()> {
+        self.records
+            .delete_one(doc! { "_id": Self::id(user, key), "state": "pending" })
+            .await?;
+        Ok(())
+    }
+}

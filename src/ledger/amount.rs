@@ -1,0 +1,219 @@
+//! Assets and amounts: parsing client input into exact, validated decimals (PRODUCT.md §3).
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use crate::identity::domain::InvalidInput;
+
+/// Supported assets and their precision (decimal places), plus the largest accepted amount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assets {
+    precision: BTreeMap<String, u32>,
+    pub max_amount: Decimal,
+}
+
+impl Default for Assets {
+    fn default() -> Self {
+        Self::parse(
+            "USD:2,USDT:6,BTC:8,BNB:8,SOL:9,ETH:18",
+            Decimal::from(1_000_000_000u64),
+        )
+        .expect("the default asset list is valid")
+    }
+}
+
+impl Assets {
+    /// Parses `ASSETS` (`CODE:precision,…`; codes of 2–10 upper-case letters, precision 0–18).
+    pub fn parse(spec: &str, max_amount: Decimal) -> Result<Self, String> {
+        let mut precision = BTreeMap::new();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (code, places) = item
+                .split_once(':')
+                .ok_or_else(|| format!("{item:?} is not CODE:precision"))?;
+            let valid_code =
+                (2..=10).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_uppercase());
+            let places: u32 = places
+                .parse()
+                .map_err(|_| format!("{item:?}: precision is not a number"))?;
+            if !valid_code || places > 18 {
+                return Err(format!(
+                    "{item:?}: code must be 2-10 capital letters, precision 0-18"
+                ));
+            }
+            precision.insert(code.to_owned(), places);
+        }
+        if precision.is_empty() {
+            return Err("no assets".into());
+        }
+        if max_amount <= Decimal::ZERO {
+            return Err("the maximum amount must be positive".into());
+        }
+        Ok(Self {
+            precision,
+            max_amount,
+        })
+    }
+
+    /// Decimal places of `asset`, if supported.
+    pub fn precision(&self, asset: &str) -> Option<u32> {
+        self.precision.get(asset).copied()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.precision.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    /// A supported asset code (exact, upper-case).
+    pub fn asset(&self, raw: &str, field: &'static str) -> Result<String, InvalidInput> {
+        if self.precision.contains_key(raw) {
+            Ok(raw.to_owned())
+        } else {
+            let known: Vec<&str> = self.precision.keys().map(String::as_str).collect();
+            Err(InvalidInput {
+                field,
+                message: format!("unknown asset; supported: {}", known.join(", ")),
+            })
+        }
+    }
+
+    /// Parses an amount of `asset`: a JSON *string* of plain decimal digits (`"12.50"`), positive,
+    /// with at most the asset's decimal places, not above the maximum. Rejects JSON numbers,
+    /// exponent notation, signs, whitespace and everything else.
+    pub fn amount(
+        &self,
+        raw: &Value,
+        asset: &str,
+        field: &'static str,
+    ) -> Result<Decimal, InvalidInput> {
+        let invalid = |message: String| InvalidInput { field, message };
+        let Value::String(text) = raw else {
+            return Err(invalid(
+                "must be a decimal string such as \"12.50\", not a JSON number".into(),
+            ));
+        };
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty()
+            || !digits_only(whole)
+            || !digits_only(fraction)
+            || (text.contains('.') && fraction.is_empty())
+        {
+            return Err(invalid(format!("{text:?} is not a plain decimal number")));
+        }
+        let places = self.precision(asset).unwrap_or(0);
+        if fraction.len() as u32 > places {
+            return Err(invalid(format!(
+                "{asset} allows at most {places} decimal places"
+            )));
+        }
+        let significant = whole.trim_start_matches('0').len() + fraction.len();
+        if significant > 28 {
+            return Err(invalid(format!(
+                "must not exceed {} {asset}",
+                self.max_amount
+            )));
+        }
+        let amount: Decimal = text
+            .parse()
+            .map_err(|_| invalid(format!("{text:?} is not a plain decimal number")))?;
+        if amount <= Decimal::ZERO {
+            return Err(invalid("must be greater than zero".into()));
+        }
+        if amount > self.max_amount {
+            return Err(invalid(format!(
+                "must not exceed {} {asset}",
+                self.max_amount
+            )));
+        }
+        Ok(amount)
+    }
+
+    /// `amount` written with exactly the asset's decimal places.
+    pub fn format(&self, amount: Decimal, asset: &str) -> String {
+        let mut scaled = amount;
+        scaled.rescale(self.precision(asset).unwrap_or(amount.scale()));
+        scaled.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn valid_amounts_parse_exactly() {
+        let assets = Assets::default();
+        assert_eq!(
+            assets
+                .amount(&json!("0.00150000"), "BTC", "amount")
+                .unwrap()
+                .to_string(),
+            "0.00150000"
+        );
+        assert_eq!(
+            assets.amount(&json!("12"), "USD", "amount").unwrap(),
+            Decimal::from(12)
+        );
+        assert!(assets
+            .amount(&json!("0.000000000000000001"), "ETH", "amount")
+            .is_ok());
+        assert_eq!(assets.format(Decimal::new(15, 1), "USD"), "1.50");
+    }
+
+    #[test]
+    fn every_rejection_names_the_field() {
+        let assets = Assets::default();
+        for raw in [
+            json!(1.5),
+            json!(2),
+            json!("abc"),
+            json!("0"),
+            json!("0.00"),
+            json!("-1"),
+            json!("+1"),
+            json!("1e5"),
+            json!("1E5"),
+            json!(" 1"),
+            json!("1."),
+            json!(".5"),
+            json!("1.001"),
+            json!("1000000000.01"),
+            json!(""),
+            json!(null),
+            json!(["1"]),
+            json!("１"),
+            json!("99999999999999999999999999999999"),
+        ] {
+            let err = assets.amount(&raw, "USD", "amount").unwrap_err();
+            assert_eq!(err.field, "amount", "{raw}");
+        }
+        assert_eq!(assets.asset("DOGE", "asset").unwrap_err().field, "asset");
+        assert!(assets.asset("usd", "asset").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_either_parses_within_the_rules_or_is_refused(raw in any::<String>(), asset in prop::sample::select(vec!["USD", "BTC", "ETH"])) {
+            let assets = Assets::default();
+            if let Ok(amount) = assets.amount(&Value::String(raw), asset, "amount") {
+                prop_assert!(amount > Decimal::ZERO);
+                prop_assert!(amount <= assets.max_amount);
+                prop_assert!(amount.scale() <= assets.precision(asset).unwrap());
+            }
+        }
+
+        #[test]
+        fn well_formed_amounts_round_trip(units in 1u64..1_000_000_000_000, asset in prop::sample::select(vec!["USD", "BTC", "SOL"])) {
+            let assets = Assets::default();
+            let places = assets.precision(asset).unwrap();
+            let amount = Decimal::from_i128_with_scale(units as i128, places);
+            prop_assume!(amount <= assets.max_amount);
+            let text = assets.format(amount, asset);
+            prop_assert_eq!(assets.amount(&Value::String(text), asset, "amount").unwrap(), amount);
+        }
+    }
+}

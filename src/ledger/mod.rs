@@ -1,0 +1,7 @@
+//! The ledger: assets and amounts, per-user accounts, and the commands that move money.
+//!
+//! `amount` and `account` are pure; `service` runs commands against the event store.
+
+pub mod account;
+pub mod amount;
+pub mod service;

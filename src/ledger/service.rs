@@ -1,0 +1,329 @@
+//! Ledger commands against the event store: load the account(s), decide (pure, in
+//! `account`), append with the accounts' versions as expected versions, and retry the whole
+//! command when a concurrent command on the same account won the race. A conflict is never
+//! surfaced to the client.
+
+use chrono::Utc;
+use cryptovault_events::ledger::{account_stream, withdrawal_stream, WithdrawalOpened};
+use cryptovault_events::{DomainEvent, EventEnvelope, EventMetadata, NewEvent};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::account::{AccountState, Refusal};
+use super::amount::Assets;
+use crate::identity::RequestMeta;
+use crate::store::{AppendBatch, AppendError, EventStore, ExpectedVersion, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("withdrawal {0} not found")]
+    UnknownWithdrawal(Uuid),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for LedgerError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+/// Ids for one command. With an idempotency key they are derived from (user, key), so a retry
+/// after a lost answer produces the very same events, which the store recognises.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandIds {
+    pub entity_id: Uuid,
+    /// Derived from the key: the command may already have been applied.
+    pub derived: bool,
+}
+
+impl CommandIds {
+    pub fn fresh() -> Self {
+        Self {
+            entity_id: Uuid::now_v7(),
+            derived: false,
+        }
+    }
+
+    pub fn from_key(user_id: Uuid, key: &str) -> Self {
+        Self {
+            entity_id: derive_id(&[user_id.as_bytes(), key.as_bytes()]),
+            derived: true,
+        }
+    }
+
+    /// The id of the `index`-th event of this command.
+    pub fn event_id(&self, index: u8) -> Uuid {
+        derive_id(&[self.entity_id.as_bytes(), &[index]])
+    }
+}
+
+fn derive_id(parts: &[&[u8]]) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::new_v8(bytes)
+}
+
+/// A P2P transfer: `amount` of `asset` from one user to another.
+#[derive(Debug, Clone)]
+pub struct TransferRequest {
+    pub from: Uuid,
+    pub to: Uuid,
+    pub asset: String,
+    pub amount: Decimal,
+    pub note: Option<String>,
+}
+
+/// An applied command: the main event and the log position a reader must reach to see it.
+#[derive(Debug, Clone)]
+pub struct Applied<E> {
+    pub event: E,
+    pub position: u64,
+}
+
+/// Attempts of one command before giving up on a hot account (each attempt re-reads it).
+const MAX_ATTEMPTS: usize = 64;
+
+#[derive(Clone)]
+pub struct Ledger {
+    store: EventStore,
+    pub assets: Assets,
+}
+
+fn new_event<E: DomainEvent + Clone>(event: &E, id: Uuid, metadata: &EventMetadata) -> NewEvent {
+    let mut new = event.clone().into_new_event(Utc::now(), metadata.clone());
+    new.event_id = id;
+    new
+}
+
+fn metadata(meta: &RequestMeta, actor: Uuid) -> EventMetadata {
+    EventMetadata {
+        request_id: meta.request_id.clone(),
+        correlation_id: meta.request_id.clone(),
+        causation_id: None,
+        actor: Some(actor.to_string()),
+        ip: meta.ip.clone(),
+        user_agent: meta.user_agent.clone(),
+    }
+}
+
+impl Ledger {
+    pub fn new(store: EventStore, assets: Assets) -> Self {
+        Self { store, assets }
+    }
+
+    /// The current state of an account, folded from its stream.
+    pub async fn account(&self, user_id: Uuid, asset: &str) -> Result<AccountState, LedgerError> {
+        let events = self
+            .store
+            .read_stream(&account_stream(user_id, asset), 1, usize::MAX >> 1)
+            .await?;
+        Ok(AccountState::fold(user_id, asset, &events))
+    }
+
+    /// When a keyed command's first event exists, the command was applied: its answer.
+    async fn already_applied<E: DomainEvent>(
+        &self,
+        ids: &CommandIds,
+    ) -> Result<Option<Applied<E>>, LedgerError> {
+        if !ids.derived {
+            return Ok(None);
+        }
+        let Some(found) = self.store.read_event(ids.event_id(0)).await? else {
+            return Ok(None);
+        };
+        let event =
+            E::from_envelope(&found).map_err(|e| anyhow::anyhow!("idempotent replay: {e}"))?;
+        Ok(Some(Applied {
+            event,
+            position: self.last_position_of(ids, &found).await?,
+        }))
+    }
+
+    async fn last_position_of(
+        &self,
+        ids: &CommandIds,
+        first: &EventEnvelope,
+    ) -> Result<u64, LedgerError> {
+        let second = self.store.read_event(ids.event_id(1)).await?;
+        Ok(second.map_or(first.position, |e| e.position.max(first.position)))
+    }
+
+    /// Runs `decide` on fresh state and appends, retrying on conflicts.
+    async fn run<E, F, Fut>(
+        &self,
+        ids: &CommandIds,
+        mut attempt: F,
+    ) -> Result<Applied<E>, LedgerError>
+    where
+        E: DomainEvent,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(E, AppendBatch), LedgerError>>,
+    {
+        if let Some(done) = self.already_applied(ids).await? {
+            return Ok(done);
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let (event, batch) = attempt().await?;
+            match self.store.append(batch).await {
+                Ok(result) => {
+                    return Ok(Applied {
+                        event,
+                        position: result.last_position(),
+                    })
+                }
+                Err(AppendError::Conflict { .. }) => {
+                    metrics::counter!("ledger_command_conflicts_total").increment(1);
+                    tokio::task::yield_now().await;
+                }
+                Err(other) => return Err(LedgerError::Internal(other.into())),
+            }
+        }
+        Err(LedgerError::Internal(anyhow::anyhow!(
+            "account kept changing concurrently; gave up after {MAX_ATTEMPTS} attempts"
+        )))
+    }
+
+    pub async fn deposit(
+        &self,
+        user_id: Uuid,
+        asset: &str,
+        amount: Decimal,
+        ids: CommandIds,
+        meta: &RequestMeta,
+    ) -> Result<Applied<cryptovault_events::ledger::FundsDeposited>, LedgerError> {
+        let metadata = metadata(meta, user_id);
+        let metadata = &metadata;
+        self.run(&ids, || async move {
+            let account = self.account(user_id, asset).await?;
+            let event = account.deposit(ids.entity_id, amount);
+            let batch = AppendBatch::single(
+                account_stream(user_id, asset),
+                ExpectedVersion::Exact(account.version),
+                vec![new_event(&event, ids.event_id(0), metadata)],
+            );
+            Ok((event, batch))
+        })
+        .await
+    }
+
+    pub async fn request_withdrawal(
+        &self,
+        user_id: Uuid,
+        asset: &str,
+        amount: Decimal,
+        address: &str,
+        ids: CommandIds,
+        meta: &RequestMeta,
+    ) -> Result<Applied<cryptovault_events::ledger::WithdrawalRequested>, LedgerError> {
+        let metadata = metadata(meta, user_id);
+        let metadata = &metadata;
+        self.run(&ids, || async move {
+            let account = self.account(user_id, asset).await?;
+            let event = account.request_withdrawal(ids.entity_id, amount, address)?;
+            let opened = WithdrawalOpened {
+                withdrawal_id: ids.entity_id,
+                user_id,
+                asset: asset.to_owned(),
+            };
+            let batch = AppendBatch::single(
+                account_stream(user_id, asset),
+                ExpectedVersion::Exact(account.version),
+                vec![new_event(&event, ids.event_id(0), metadata)],
+            )
+            .with(
+                withdrawal_stream(ids.entity_id),
+                ExpectedVersion::NoStream,
+                vec![new_event(&opened, ids.event_id(1), metadata)],
+            );
+            Ok((event, batch))
+        })
+        .await
+    }
+
+    /// The account holding a withdrawal.
+    pub async fn withdrawal_account(
+        &self,
+        withdrawal_id: Uuid,
+    ) -> Result<(Uuid, String), LedgerError> {
+        let events = self
+            .store
+            .read_stream(&withdrawal_stream(withdrawal_id), 1, 1)
+            .await?;
+        let opened = events
+            .first()
+            .and_then(|e| WithdrawalOpened::from_envelope(e).ok())
+            .ok_or(LedgerError::UnknownWithdrawal(withdrawal_id))?;
+        Ok((opened.user_id, opened.asset))
+    }
+
+    /// Applies an admin transition (`decide` picks approve, complete or reject).
+    pub async fn transition<E: DomainEvent + Clone>(
+        &self,
+        withdrawal_id: Uuid,
+        admin: Uuid,
+        ids: CommandIds,
+        meta: &RequestMeta,
+        decide: impl Fn(&AccountState) -> Result<E, Refusal>,
+    ) -> Result<Applied<E>, LedgerError> {
+        let (user_id, asset) = self.withdrawal_account(withdrawal_id).await?;
+        let metadata = metadata(meta, admin);
+        let (metadata, asset, decide) = (&metadata, asset.as_str(), &decide);
+        self.run(&ids, || async move {
+            let account = self.account(user_id, asset).await?;
+            let event = decide(&account)?;
+            let batch = AppendBatch::single(
+                account_stream(user_id, asset),
+                ExpectedVersion::Exact(account.version),
+                vec![new_event(&event, ids.event_id(0), metadata)],
+            );
+            Ok((event, batch))
+        })
+        .await
+    }
+
+    /// Moves `amount` from `from` to `to` atomically: both sides in one append, the sender's
+    /// account at its expected version (the recipient's balance only grows, so any version).
+    pub async fn transfer(
+        &self,
+        request: &TransferRequest,
+        ids: CommandIds,
+        meta: &RequestMeta,
+    ) -> Result<Applied<cryptovault_events::ledger::TransferSent>, LedgerError> {
+        let TransferRequest {
+            from,
+            to,
+            asset,
+            amount,
+            note,
+        } = request;
+        let (from, to, amount, asset) = (*from, *to, *amount, asset.as_str());
+        let metadata = metadata(meta, from);
+        let (metadata, note) = (&metadata, note);
+        self.run(&ids, || async move {
+            let account = self.account(from, asset).await?;
+            let (sent, received) = account.transfer(ids.entity_id, to, amount, note.clone())?;
+            let batch = AppendBatch::single(
+                account_stream(from, asset),
+                ExpectedVersion::Exact(account.version),
+                vec![new_event(&sent, ids.event_id(0), metadata)],
+            )
+            .with(
+                account_stream(to, asset),
+                ExpectedVersion::Any,
+                vec![new_event(&received, ids.event_id(1), metadata)],
+            );
+            Ok((sent, batch))
+        })
+        .await
+    }
+}
