@@ -97,7 +97,7 @@ start() {
     log "starting mongod on 127.0.0.1:$PORT (data in $RUN_DIR/data)"
     "$MONGOD" --dbpath "$RUN_DIR/data" --bind_ip 127.0.0.1 --port "$PORT" \
       --replSet "$REPLSET" --wiredTigerCacheSizeGB "${CV_MONGO_CACHE_GB:-0.5}" \
-      --setParameter transactionLifetimeLimitSeconds=60 \
+      --setParameter transactionLifetimeLimitSeconds=10 \
       --logpath "$LOG_FILE" --logappend --pidfilepath "$PID_FILE" --fork >/dev/null
   fi
   wait_primary

@@ -3,6 +3,9 @@
 //! command when a concurrent command on the same account won the race. A conflict is never
 //! surfaced to the client.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use chrono::Utc;
 use cryptovault_events::ledger::{account_stream, withdrawal_stream, WithdrawalOpened};
 use cryptovault_events::{DomainEvent, EventEnvelope, EventMetadata, NewEvent};
@@ -93,10 +96,38 @@ pub struct Applied<E> {
 /// Attempts of one command before giving up on a hot account (each attempt re-reads it).
 const MAX_ATTEMPTS: usize = 64;
 
+/// Accounts remembered by the in-process cache before it starts afresh.
+const ACCOUNT_CACHE_LIMIT: usize = 100_000;
+
 #[derive(Clone)]
 pub struct Ledger {
     store: EventStore,
     pub assets: Assets,
+    /// Last folded state per account stream; refreshed incrementally from the stream on every
+    /// use, so it is never trusted beyond what the store confirms (the append's expected version).
+    cache: Arc<Mutex<HashMap<String, AccountState>>>,
+    /// One async mutex per account stream: commands on one account in this process queue
+    /// instead of racing (races between processes are still settled by expected versions).
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// Holds an account's in-process lock; forgets the lock when nobody else waits for it.
+struct AccountGuard {
+    stream: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl Drop for AccountGuard {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut locks = self.locks.lock().expect("lock map poisoned");
+        // Two references: the map's and ours. Nobody else waits; drop the entry.
+        if Arc::strong_count(&self.lock) == 2 {
+            locks.remove(&self.stream);
+        }
+    }
 }
 
 fn new_event<E: DomainEvent + Clone>(event: &E, id: Uuid, metadata: &EventMetadata) -> NewEvent {
@@ -118,16 +149,58 @@ fn metadata(meta: &RequestMeta, actor: Uuid) -> EventMetadata {
 
 impl Ledger {
     pub fn new(store: EventStore, assets: Assets) -> Self {
-        Self { store, assets }
+        Self {
+            store,
+            assets,
+            cache: Arc::default(),
+            locks: Arc::default(),
+        }
     }
 
-    /// The current state of an account, folded from its stream.
+    /// The current state of an account: the cached fold plus whatever its stream has gained
+    /// since (one read of the new events only).
     pub async fn account(&self, user_id: Uuid, asset: &str) -> Result<AccountState, LedgerError> {
-        let events = self
+        let stream = account_stream(user_id, asset);
+        let cached = self
+            .cache
+            .lock()
+            .expect("cache poisoned")
+            .get(&stream)
+            .cloned();
+        let mut state = cached.unwrap_or_else(|| AccountState::new(user_id, asset));
+        let newer = self
             .store
-            .read_stream(&account_stream(user_id, asset), 1, usize::MAX >> 1)
+            .read_stream(&stream, state.version + 1, usize::MAX >> 1)
             .await?;
-        Ok(AccountState::fold(user_id, asset, &events))
+        for event in &newer {
+            state.apply(event);
+        }
+        let mut cache = self.cache.lock().expect("cache poisoned");
+        if cache.len() >= ACCOUNT_CACHE_LIMIT {
+            cache.clear();
+        }
+        if cache.get(&stream).is_none_or(|c| c.version < state.version) {
+            cache.insert(stream, state.clone());
+        }
+        Ok(state)
+    }
+
+    async fn lock_account(&self, user_id: Uuid, asset: &str) -> AccountGuard {
+        let stream = account_stream(user_id, asset);
+        let lock = self
+            .locks
+            .lock()
+            .expect("lock map poisoned")
+            .entry(stream.clone())
+            .or_default()
+            .clone();
+        let guard = lock.clone().lock_owned().await;
+        AccountGuard {
+            stream,
+            lock,
+            guard: Some(guard),
+            locks: self.locks.clone(),
+        }
     }
 
     /// When a keyed command's first event exists, the command was applied: its answer.
@@ -203,12 +276,12 @@ impl Ledger {
     ) -> Result<Applied<cryptovault_events::ledger::FundsDeposited>, LedgerError> {
         let metadata = metadata(meta, user_id);
         let metadata = &metadata;
+        // A credit cannot break an invariant: no read, no expected version, no lock.
         self.run(&ids, || async move {
-            let account = self.account(user_id, asset).await?;
-            let event = account.deposit(ids.entity_id, amount);
+            let event = AccountState::new(user_id, asset).deposit(ids.entity_id, amount);
             let batch = AppendBatch::single(
                 account_stream(user_id, asset),
-                ExpectedVersion::Exact(account.version),
+                ExpectedVersion::Any,
                 vec![new_event(&event, ids.event_id(0), metadata)],
             );
             Ok((event, batch))
@@ -227,6 +300,7 @@ impl Ledger {
     ) -> Result<Applied<cryptovault_events::ledger::WithdrawalRequested>, LedgerError> {
         let metadata = metadata(meta, user_id);
         let metadata = &metadata;
+        let _lock = self.lock_account(user_id, asset).await;
         self.run(&ids, || async move {
             let account = self.account(user_id, asset).await?;
             let event = account.request_withdrawal(ids.entity_id, amount, address)?;
@@ -278,6 +352,7 @@ impl Ledger {
         let (user_id, asset) = self.withdrawal_account(withdrawal_id).await?;
         let metadata = metadata(meta, admin);
         let (metadata, asset, decide) = (&metadata, asset.as_str(), &decide);
+        let _lock = self.lock_account(user_id, asset).await;
         self.run(&ids, || async move {
             let account = self.account(user_id, asset).await?;
             let event = decide(&account)?;
@@ -309,6 +384,7 @@ impl Ledger {
         let (from, to, amount, asset) = (*from, *to, *amount, asset.as_str());
         let metadata = metadata(meta, from);
         let (metadata, note) = (&metadata, note);
+        let _lock = self.lock_account(from, asset).await;
         self.run(&ids, || async move {
             let account = self.account(from, asset).await?;
             let (sent, received) = account.transfer(ids.entity_id, to, amount, note.clone())?;

@@ -6,5 +6,6 @@ mod auth_fuzz;
 mod event_store;
 mod helpers;
 mod http_operations;
+mod ledger;
 mod subscription;
 mod tamper;

@@ -1,0 +1,751 @@
+//! The ledger over HTTP and against the store: commands, rejections, concurrency, read models,
+//! idempotency. Real MongoDB throughout.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use bson::doc;
+use cryptovault::projection::balances::{from_decimal128, BalancesModel};
+use cryptovault::projection::runner;
+use cryptovault_projections::balances::Balances;
+use reqwest::{Client, StatusCode};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, TestDb, TEST_CSRF_SECRET, TEST_JWT_SECRET};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Clone)]
+struct User {
+    token: String,
+    id: String,
+    email: String,
+}
+
+async fn user(base: &str, email: &str) -> User {
+    let client = Client::new();
+    let signup = client
+        .post(format!("{base}/api/auth/signup"))
+        .json(&json!({ "email": email, "password": PASSWORD, "name": "Ledger User" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), StatusCode::CREATED);
+    login(base, email).await
+}
+
+async fn login(base: &str, email: &str) -> User {
+    let body: Value = Client::new()
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({ "email": email, "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    User {
+        token: body["access_token"].as_str().unwrap().to_owned(),
+        id: body["user"]["id"].as_str().unwrap().to_owned(),
+        email: email.to_owned(),
+    }
+}
+
+/// Makes `email` an admin through the CLI and logs in again.
+async fn admin(t: &TestDb, base: &str, email: &str) -> User {
+    user(base, email).await;
+    let (url, db, email_owned) = (
+        crate::helpers::mongo_url(),
+        t.name.clone(),
+        email.to_owned(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cryptovault"))
+            .args(["admin", "grant", "--email", &email_owned, "--role", "admin"])
+            .env("MONGO_URL", url)
+            .env("DB_NAME", db)
+            .env("JWT_SECRET", TEST_JWT_SECRET)
+            .env("CSRF_SECRET", TEST_CSRF_SECRET)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    login(base, email).await
+}
+
+async fn post(base: &str, user: &User, path: &str, body: Value) -> (StatusCode, Value) {
+    let response = Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(&user.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn balance(
+    base: &str,
+    user: &User,
+    asset: &str,
+    min_position: u64,
+) -> (String, String, String) {
+    let body: Value = Client::new()
+        .get(format!(
+            "{base}/api/wallet/balance?min_position={min_position}"
+        ))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let row = body["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["asset"] == asset)
+        .unwrap()
+        .clone();
+    let s = |k: &str| row[k].as_str().unwrap().to_owned();
+    (s("available"), s("held"), s("total"))
+}
+
+async fn event_count(t: &TestDb) -> u64 {
+    t.db()
+        .collection::<bson::Document>("events")
+        .count_documents(doc! {})
+        .await
+        .unwrap()
+}
+
+fn position(body: &Value) -> u64 {
+    body["position"]
+        .as_u64()
+        .expect("write answers carry the position")
+}
+
+#[tokio::test]
+async fn every_command_works_and_every_rejection_writes_nothing() {
+    let t = TestDb::new("ledger_cmds").await;
+    let base = spawn_app(&t, &[]).await;
+    let alice = user(&base, "alice@example.com").await;
+    let bob = user(&base, "bob@example.com").await;
+    let root = admin(&t, &base, "root@example.com").await;
+
+    // Deposit, then read it back (waiting for the projection to reach the write).
+    let (status, body) = post(
+        &base,
+        &alice,
+        "/api/wallet/deposits",
+        json!({ "asset": "USD", "amount": "100.50" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["deposit"]["amount"], "100.50");
+    assert_eq!(body["deposit"]["status"], "completed");
+    assert_eq!(
+        balance(&base, &alice, "USD", position(&body)).await,
+        ("100.50".into(), "0.00".into(), "100.50".into())
+    );
+
+    // Rejections: 422 naming the field, nothing written.
+    let before = event_count(&t).await;
+    for (body, field) in [
+        (json!({ "asset": "USD", "amount": 1.5 }), "amount"),
+        (json!({ "asset": "USD", "amount": "abc" }), "amount"),
+        (json!({ "asset": "USD", "amount": "0" }), "amount"),
+        (json!({ "asset": "USD", "amount": "-5" }), "amount"),
+        (json!({ "asset": "USD", "amount": "1e5" }), "amount"),
+        (json!({ "asset": "USD", "amount": "1.001" }), "amount"),
+        (json!({ "asset": "USD", "amount": "2000000000" }), "amount"),
+        (json!({ "asset": "DOGE", "amount": "1" }), "asset"),
+        (json!({ "asset": "USD" }), "amount"),
+        (json!({ "amount": "1" }), "asset"),
+    ] {
+        let (status, answer) = post(&base, &alice, "/api/wallet/deposits", body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} → {answer}"
+        );
+        assert_eq!(answer["error"]["code"], "validation_error");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(field),
+            "{body} → {answer}"
+        );
+    }
+    let (status, answer) = post(
+        &base,
+        &alice,
+        "/api/wallet/withdrawals",
+        json!({ "asset": "USD", "amount": "1000", "address": "addr-1" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(answer["error"]["code"], "insufficient_funds");
+    let (status, answer) = post(
+        &base,
+        &alice,
+        "/api/wallet/transfers",
+        json!({ "to_email": "alice@example.com", "asset": "USD", "amount": "1" }),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("validation_error"))
+    );
+    let (status, answer) = post(
+        &base,
+        &alice,
+        "/api/wallet/transfers",
+        json!({ "to_email": "nobody@example.com", "asset": "USD", "amount": "1" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("to_email"));
+    let (status, answer) = post(
+        &base,
+        &alice,
+        "/api/wallet/transfers",
+        json!({ "to_email": "bob@example.com", "asset": "USD", "amount": "100.51" }),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("insufficient_funds"))
+    );
+    assert_eq!(
+        event_count(&t).await,
+        before,
+        "a rejected command wrote events"
+    );
+
+    // Withdrawal: hold, then the admin's state machine.
+    let (status, body) = post(
+        &base,
+        &alice,
+        "/api/wallet/withdrawals",
+        json!({ "asset": "USD", "amount": "30", "address": "addr-1" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["withdrawal"]["status"], "pending");
+    let w = body["withdrawal"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        balance(&base, &alice, "USD", position(&body)).await,
+        ("70.50".into(), "30.00".into(), "100.50".into())
+    );
+
+    let act = |action: &'static str, id: String, who: User| {
+        let base = base.clone();
+        async move {
+            post(
+                &base,
+                &who,
+                &format!("/api/admin/withdrawals/{id}/{action}"),
+                json!({}),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        act("approve", w.clone(), alice.clone()).await.0,
+        StatusCode::FORBIDDEN,
+        "users cannot approve"
+    );
+    let before = event_count(&t).await;
+    let (status, answer) = act("complete", w.clone(), root.clone()).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("invalid_state")),
+        "complete before approve"
+    );
+    assert_eq!(
+        act("approve", w.clone(), root.clone()).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        act("approve", w.clone(), root.clone()).await.0,
+        StatusCode::CONFLICT,
+        "approve twice"
+    );
+    let (status, body) = act("complete", w.clone(), root.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        act("complete", w.clone(), root.clone()).await.0,
+        StatusCode::CONFLICT,
+        "complete twice"
+    );
+    assert_eq!(
+        act("reject", w.clone(), root.clone()).await.0,
+        StatusCode::CONFLICT,
+        "reject after complete"
+    );
+    assert_eq!(
+        event_count(&t).await,
+        before + 2,
+        "only approve and complete wrote"
+    );
+    assert_eq!(
+        balance(&base, &alice, "USD", position(&body)).await,
+        ("70.50".into(), "0.00".into(), "70.50".into())
+    );
+    let unknown = uuid::Uuid::now_v7();
+    assert_eq!(
+        act("approve", unknown.to_string(), root.clone()).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // A rejected withdrawal releases the hold.
+    let (_, body) = post(
+        &base,
+        &alice,
+        "/api/wallet/withdrawals",
+        json!({ "asset": "USD", "amount": "10", "address": "addr-2" }),
+    )
+    .await;
+    let w2 = body["withdrawal"]["id"].as_str().unwrap().to_owned();
+    let (status, body) = act("reject", w2.clone(), root.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        act("complete", w2, root.clone()).await.0,
+        StatusCode::CONFLICT,
+        "complete after reject"
+    );
+    assert_eq!(
+        balance(&base, &alice, "USD", position(&body)).await.0,
+        "70.50"
+    );
+
+    // Transfer by email.
+    let (status, body) = post(&base, &alice, "/api/wallet/transfers", json!({ "to_email": "Bob@Example.com", "asset": "USD", "amount": "20.25", "note": "lunch" })).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["transfer"]["status"], "completed");
+    assert_eq!(
+        balance(&base, &alice, "USD", position(&body)).await.0,
+        "50.25"
+    );
+    assert_eq!(
+        balance(&base, &bob, "USD", position(&body)).await.0,
+        "20.25"
+    );
+
+    // The admin queue.
+    let queue: Value = Client::new()
+        .get(format!(
+            "{base}/api/admin/withdrawals?status=completed&min_position={}",
+            position(&body)
+        ))
+        .bearer_auth(&root.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = queue["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], w.as_str());
+    assert_eq!(items[0]["user_id"], alice.id.as_str());
+    let _ = bob.email;
+    t.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_account_exactly_ten_of_sixty_four_transfers_succeed() {
+    let t = TestDb::new("ledger_hot").await;
+    let base = spawn_app(&t, &[]).await;
+    let sender = user(&base, "hot@example.com").await;
+    let receiver = user(&base, "cold@example.com").await;
+    let (status, _) = post(
+        &base,
+        &sender,
+        "/api/wallet/deposits",
+        json!({ "asset": "BTC", "amount": "10" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let attempts = (0..64).map(|_| {
+        let (base, sender) = (base.clone(), sender.clone());
+        async move {
+            post(
+                &base,
+                &sender,
+                "/api/wallet/transfers",
+                json!({ "to_email": "cold@example.com", "asset": "BTC", "amount": "1" }),
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let ok: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(
+        ok.len(),
+        10,
+        "{:?}",
+        results.iter().map(|(s, _)| s.as_u16()).collect::<Vec<_>>()
+    );
+    assert!(results
+        .iter()
+        .filter(|(s, _)| *s != StatusCode::CREATED)
+        .all(|(s, b)| *s == StatusCode::UNPROCESSABLE_ENTITY
+            && b["error"]["code"] == "insufficient_funds"));
+    let last = ok.iter().map(|b| position(b)).max().unwrap();
+    assert_eq!(balance(&base, &sender, "BTC", last).await.0, "0.00000000");
+    assert_eq!(
+        balance(&base, &receiver, "BTC", last).await.0,
+        "10.00000000"
+    );
+    t.drop_database().await;
+}
+
+/// The balances read model as stored, excluding rows that are all zero.
+async fn stored_balances(t: &TestDb) -> BTreeMap<(String, String), (Decimal, Decimal)> {
+    use futures::TryStreamExt;
+    let rows: Vec<bson::Document> = t
+        .db()
+        .collection("balances")
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let d = |k: &str| match r.get(k) {
+                Some(bson::Bson::Decimal128(d)) => from_decimal128(d),
+                _ => Decimal::ZERO,
+            };
+            (
+                (
+                    r.get_str("owner").unwrap().to_owned(),
+                    r.get_str("asset").unwrap().to_owned(),
+                ),
+                (d("available"), d("held")),
+            )
+        })
+        .filter(|(_, (a, h))| !a.is_zero() || !h.is_zero())
+        .collect()
+}
+
+/// A fresh fold of the whole log.
+async fn fold_log(t: &TestDb) -> Balances {
+    let store = t.store().await;
+    let mut balances = Balances::default();
+    let mut from = 1;
+    loop {
+        let events = store.read_all(from, 5000).await.unwrap();
+        let Some(last) = events.last() else { break };
+        from = last.position + 1;
+        for event in &events {
+            balances.apply(event);
+        }
+    }
+    balances
+}
+
+fn nonzero(fold: &Balances) -> BTreeMap<(String, String), (Decimal, Decimal)> {
+    fold.rows
+        .iter()
+        .filter(|(_, r)| !r.available.is_zero() || !r.held.is_zero())
+        .map(|(k, r)| (k.clone(), (r.available.normalize(), r.held.normalize())))
+        .collect()
+}
+
+fn normalized(
+    rows: BTreeMap<(String, String), (Decimal, Decimal)>,
+) -> BTreeMap<(String, String), (Decimal, Decimal)> {
+    rows.into_iter()
+        .map(|(k, (a, h))| (k, (a.normalize(), h.normalize())))
+        .collect()
+}
+
+async fn wait_for_projection(t: &TestDb, name: &str) {
+    let head = t.store().await.head().await.unwrap().0;
+    for _ in 0..600 {
+        if runner::stored_checkpoint(&t.db(), name).await.unwrap() >= head {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("projection {name} did not reach {head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bank_test_with_two_service_instances_keeps_every_invariant() {
+    let t = TestDb::new("ledger_bank").await;
+    let instances = [spawn_app(&t, &[]).await, spawn_app(&t, &[]).await];
+    let mut users = Vec::new();
+    for i in 0..50 {
+        users.push(user(&instances[i % 2], &format!("bank{i}@example.com")).await);
+    }
+    let root = admin(&t, &instances[0], "bank-admin@example.com").await;
+    let users = std::sync::Arc::new(users);
+
+    // 16 tasks, each a bounded sequence of random commands against either instance.
+    let tasks: Vec<_> = (0..16u64)
+        .map(|task| {
+            let (users, instances, root) = (users.clone(), instances.clone(), root.clone());
+            tokio::spawn(async move {
+                use rand::{RngExt, SeedableRng};
+                // Seeded per task: a failing run can be replayed.
+                let mut rng = rand::rngs::StdRng::seed_from_u64(task);
+                let mut acknowledged: Vec<(String, String)> = Vec::new(); // (kind, id)
+                for _ in 0..30 {
+                    let base = &instances[rng.random_range(0..2)];
+                    let me = &users[rng.random_range(0..users.len())];
+                    let asset = ["USD", "BTC"][rng.random_range(0..2)];
+                    let amount = format!("{}.{:02}", rng.random_range(0..50), rng.random_range(1..100));
+                    match rng.random_range(0..4) {
+                        0 => {
+                            let (s, b) = post(base, me, "/api/wallet/deposits", json!({ "asset": asset, "amount": amount })).await;
+                            assert_eq!(s, StatusCode::CREATED, "{b}");
+                            acknowledged.push(("deposit".into(), b["deposit"]["id"].as_str().unwrap().into()));
+                        }
+                        1 | 2 => {
+                            let to = &users[rng.random_range(0..users.len())];
+                            if to.id == me.id {
+                                continue;
+                            }
+                            let (s, b) = post(base, me, "/api/wallet/transfers", json!({ "to_email": to.email, "asset": asset, "amount": amount })).await;
+                            match s {
+                                StatusCode::CREATED => acknowledged.push(("transfer".into(), b["transfer"]["id"].as_str().unwrap().into())),
+                                _ => assert_eq!(b["error"]["code"], "insufficient_funds", "{b}"),
+                            }
+                        }
+                        _ => {
+                            let (s, b) = post(base, me, "/api/wallet/withdrawals", json!({ "asset": asset, "amount": amount, "address": format!("addr-{task}") })).await;
+                            if s != StatusCode::CREATED {
+                                assert_eq!(b["error"]["code"], "insufficient_funds", "{b}");
+                                continue;
+                            }
+                            let id = b["withdrawal"]["id"].as_str().unwrap().to_owned();
+                            acknowledged.push(("withdrawal".into(), id.clone()));
+                            let path = |a: &str| format!("/api/admin/withdrawals/{id}/{a}");
+                            match rng.random_range(0..3) {
+                                0 => {
+                                    assert_eq!(post(base, &root, &path("approve"), json!({})).await.0, StatusCode::OK);
+                                    assert_eq!(post(base, &root, &path("complete"), json!({})).await.0, StatusCode::OK);
+                                }
+                                1 => assert_eq!(post(base, &root, &path("reject"), json!({})).await.0, StatusCode::OK),
+                                _ => {} // stays pending: held
+                            }
+                        }
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.unwrap());
+    }
+
+    // Each acknowledged command is in the log exactly once.
+    let events = t.db().collection::<bson::Document>("events");
+    for (kind, id) in &acknowledged {
+        let (event_type, field) = match kind.as_str() {
+            "deposit" => ("FundsDeposited", "payload.deposit_id"),
+            "transfer" => ("TransferSent", "payload.transfer_id"),
+            _ => ("WithdrawalRequested", "payload.withdrawal_id"),
+        };
+        let n = events
+            .count_documents(doc! { "event_type": event_type, field: id })
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "{kind} {id} appears {n} times");
+    }
+
+    // Zero-sum per asset, no negative balance, and the read model equals a fresh fold.
+    let fold = fold_log(&t).await;
+    for (asset, sum) in fold.sums() {
+        assert!(sum.is_zero(), "{asset} sums to {sum}");
+    }
+    for ((owner, asset), row) in &fold.rows {
+        if !owner.starts_with("system:") {
+            assert!(
+                row.available >= Decimal::ZERO && row.held >= Decimal::ZERO,
+                "{owner} {asset}: {row:?}"
+            );
+        }
+    }
+    wait_for_projection(&t, "balances").await;
+    assert_eq!(normalized(stored_balances(&t).await), nonzero(&fold));
+    assert!(t.store().await.verify().await.unwrap().is_intact());
+    t.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_killed_mid_stream_resumes_and_matches_a_fresh_rebuild() {
+    use cryptovault::identity::RequestMeta;
+    use cryptovault::ledger::amount::Assets;
+    use cryptovault::ledger::service::{CommandIds, Ledger, TransferRequest};
+    let t = TestDb::new("ledger_kill").await;
+    // 3,000 ledger events straight through the ledger service (no HTTP), so the log is several
+    // projection chunks long.
+    let ledger = Ledger::new(t.store().await, Assets::default());
+    let users: Vec<uuid::Uuid> = (0..20).map(|_| uuid::Uuid::now_v7()).collect();
+    let meta = RequestMeta::default();
+    futures::future::join_all((0..2000).map(|i| {
+        let (ledger, meta, user) = (&ledger, &meta, users[i % users.len()]);
+        async move {
+            ledger
+                .deposit(
+                    user,
+                    "SOL",
+                    Decimal::new(i as i64 + 1, 1),
+                    CommandIds::fresh(),
+                    meta,
+                )
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    futures::future::join_all((0..1000).map(|i| {
+        let (ledger, meta) = (&ledger, &meta);
+        let request = TransferRequest {
+            from: users[i % users.len()],
+            to: users[(i + 1) % users.len()],
+            asset: "SOL".into(),
+            amount: Decimal::new(1, 2),
+            note: None,
+        };
+        async move {
+            ledger
+                .transfer(&request, CommandIds::fresh(), meta)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let head = t.store().await.head().await.unwrap().0;
+
+    // A runner in its own runtime, shut down as soon as it has applied part of the log: its
+    // tasks are dropped wherever they are, possibly inside a transaction.
+    let (client, db, name) = (t.client.clone(), t.db(), t.name.clone());
+    let partial = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let partial = rt.block_on(async {
+            let store = cryptovault::store::EventStore::open(&client, &name, Default::default())
+                .await
+                .unwrap();
+            runner::spawn(client.clone(), db.clone(), store, BalancesModel)
+                .await
+                .unwrap();
+            loop {
+                let checkpoint = runner::stored_checkpoint(&db, "balances").await.unwrap();
+                if checkpoint > 0 {
+                    return checkpoint;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        rt.shutdown_background();
+        partial
+    })
+    .join()
+    .unwrap();
+    assert!(
+        partial < head,
+        "the kill came too late to be mid-stream ({partial} of {head})"
+    );
+
+    // A new runner picks up from the stored checkpoint. (A transaction the dead runner left
+    // open holds the checkpoint until mongod's transaction lifetime limit, 10 s, expires it.)
+    runner::spawn(t.client.clone(), t.db(), t.store().await, BalancesModel)
+        .await
+        .unwrap();
+    wait_for_projection(&t, "balances").await;
+    let resumed = stored_balances(&t).await;
+    let fold = fold_log(&t).await;
+    assert_eq!(normalized(resumed.clone()), nonzero(&fold));
+
+    // And a rebuild from position 0 gives the same read model.
+    runner::reset::<BalancesModel>(&t.db()).await.unwrap();
+    runner::spawn(t.client.clone(), t.db(), t.store().await, BalancesModel)
+        .await
+        .unwrap();
+    wait_for_projection(&t, "balances").await;
+    assert_eq!(stored_balances(&t).await, resumed);
+    t.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotency_keys_apply_once_concurrently_and_across_a_restart() {
+    let t = TestDb::new("ledger_idem").await;
+    let base = spawn_app(&t, &[]).await;
+    let u = user(&base, "idem@example.com").await;
+    let send = |base: String, key: &'static str, amount: &'static str| {
+        let token = u.token.clone();
+        async move {
+            let response = Client::new()
+                .post(format!("{base}/api/wallet/deposits"))
+                .bearer_auth(token)
+                .header("Idempotency-Key", key)
+                .json(&json!({ "asset": "ETH", "amount": amount }))
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let deposits = || async {
+        t.db()
+            .collection::<bson::Document>("events")
+            .count_documents(doc! { "event_type": "FundsDeposited" })
+            .await
+            .unwrap()
+    };
+
+    let first = send(base.clone(), "key-1", "1.5").await;
+    assert_eq!(first.0, StatusCode::CREATED);
+    assert_eq!(send(base.clone(), "key-1", "1.5").await, first);
+    assert_eq!(deposits().await, 1);
+    let (status, body) = send(base.clone(), "key-1", "2").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("idempotency_conflict"))
+    );
+
+    // Concurrent duplicates: one applies, all get its answer.
+    let answers =
+        futures::future::join_all((0..8).map(|_| send(base.clone(), "key-2", "0.25"))).await;
+    let distinct: HashSet<String> = answers.iter().map(|(s, b)| format!("{s}{b}")).collect();
+    assert_eq!(distinct.len(), 1, "{answers:?}");
+    assert_eq!(deposits().await, 2);
+
+    // A new service instance (as after a restart) still knows the key.
+    let restarted = spawn_app(&t, &[]).await;
+    assert_eq!(send(restarted, "key-1", "1.5").await, first);
+    assert_eq!(deposits().await, 2);
+    t.drop_database().await;
+}
