@@ -8,83 +8,12 @@
 
 use std::time::{Duration, Instant};
 
-use bson::Document;
-use cryptovault::store::document::to_document;
-use cryptovault::store::writer::durable_write_concern;
 use cryptovault::store::{AppendBatch, EventStore, ExpectedVersion, StoreConfig};
-use cryptovault_events::{EventEnvelope, EventMetadata, NewEvent, GENESIS_HASH};
 use mongodb::Client;
-use serde_json::json;
 
-const RAW_BATCH: usize = 100;
-const RAW_BATCHES: usize = 200;
-
-fn event(caller: usize, n: usize) -> NewEvent {
-    NewEvent::new(
-        "FundsDeposited",
-        1,
-        chrono::Utc::now(),
-        EventMetadata {
-            request_id: Some(uuid::Uuid::now_v7().to_string()),
-            actor: Some(format!("user:{caller}")),
-            ip: Some("127.0.0.1".into()),
-            ..EventMetadata::default()
-        },
-        json!({ "deposit_id": uuid::Uuid::now_v7().to_string(), "user_id": caller, "asset": "BTC", "amount": format!("{n}.00150000") }),
-    )
-}
-
-fn mongo_url() -> String {
-    if let Ok(url) = std::env::var("MONGO_URL") {
-        return url;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mongo.sh");
-    let out = std::process::Command::new(script)
-        .arg("start")
-        .output()
-        .expect("run scripts/mongo.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// Sequential `insert_many` of sealed event documents, as the store would store them.
-async fn raw_insert_many(client: &Client, db: &str, collection: &str) -> f64 {
-    let coll = client.database(db).collection_with_options::<Document>(
-        collection,
-        mongodb::options::CollectionOptions::builder()
-            .write_concern(durable_write_concern())
-            .build(),
-    );
-    let mut position = 0u64;
-    let mut prev = GENESIS_HASH.to_owned();
-    let mut batches = Vec::with_capacity(RAW_BATCHES);
-    for b in 0..RAW_BATCHES {
-        let docs: Vec<Document> = (0..RAW_BATCH)
-            .map(|i| {
-                position += 1;
-                let sealed = EventEnvelope::seal(
-                    event(b, i),
-                    format!("account-{b}"),
-                    i as u64 + 1,
-                    position,
-                    prev.clone(),
-                );
-                prev.clone_from(&sealed.hash);
-                to_document(&sealed).unwrap()
-            })
-            .collect();
-        batches.push(docs);
-    }
-    let started = Instant::now();
-    for docs in batches {
-        coll.insert_many(docs).await.unwrap();
-    }
-    (RAW_BATCHES * RAW_BATCH) as f64 / started.elapsed().as_secs_f64()
-}
+#[path = "common.rs"]
+mod common;
+use common::{event, mongo_url, ms, percentile, raw_insert_many, RAW_BATCH};
 
 /// `callers` tasks each appending `per_caller` single events to their own stream.
 async fn store_appends(
@@ -121,10 +50,6 @@ async fn store_appends(
     (rate, latencies)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
 fn main() {
     // `cargo test --benches` runs this binary without `--bench`: do nothing then.
     if !std::env::args().any(|a| a == "--bench") {
@@ -153,8 +78,8 @@ fn main() {
             let (rate, latencies) = store_appends(&store, callers, per_caller).await;
             println!(
                 "store append, {callers:>3} callers x {per_caller:>3} single events: {rate:>9.0} events/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
-                percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-                percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+                ms(percentile(&latencies, 0.50)),
+                ms(percentile(&latencies, 0.99)),
             );
             if callers == 256 {
                 at_256 = rate;
