@@ -89,4 +89,7 @@ fn main() {
         println!("ratio store(256 callers) / raw insert_many, store's indexes and validator: {:.2}", at_256 / raw_schema);
         client.database(&db).drop().await.unwrap();
     });
+    // Leave without dropping the runtime: background tasks (MongoDB pools, projectors) would
+    // otherwise be torn down mid-flight and print spurious panics.
+    std::process::exit(0);
 }

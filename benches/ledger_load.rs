@@ -193,4 +193,7 @@ fn main() {
         );
         client.database(&db).drop().await.unwrap();
     });
+    // Leave without dropping the runtime: background tasks (MongoDB pools, projectors) would
+    // otherwise be torn down mid-flight and print spurious panics.
+    std::process::exit(0);
 }
