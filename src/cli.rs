@@ -3,6 +3,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use cryptovault_projections::balances::Balances;
+
 use crate::config::{process_env, Config, StoreSettings};
 use crate::identity::domain::Email;
 use crate::identity::{RequestMeta, Role};
@@ -24,7 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service (the default).
     Serve,
-    /// Check the hash chain of the whole event log; exit status 1 names the first broken position.
+    /// Check the hash chain of the whole event log and the double-entry invariants (every asset
+    /// sums to zero, no negative user balance); exit status 1 names what is broken.
     Verify {
         /// Print the report as JSON instead of a sentence.
         #[arg(long)]
@@ -47,6 +50,29 @@ pub enum AdminCommand {
     },
 }
 
+/// Ledger invariants over the folded log: every asset sums to zero; no user balance is
+/// negative.
+fn double_entry_problems(balances: &Balances) -> Vec<String> {
+    let mut problems: Vec<String> = balances
+        .sums()
+        .into_iter()
+        .filter(|(_, sum)| !sum.is_zero())
+        .map(|(asset, sum)| format!("{asset} sums to {sum} over all accounts, not 0"))
+        .collect();
+    for ((owner, asset), row) in &balances.rows {
+        if !owner.starts_with("system:")
+            && (row.available.is_sign_negative() && !row.available.is_zero()
+                || row.held.is_sign_negative() && !row.held.is_zero())
+        {
+            problems.push(format!(
+                "{owner} {asset}: available {} held {}",
+                row.available, row.held
+            ));
+        }
+    }
+    problems
+}
+
 /// Runs the parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command.unwrap_or(Command::Serve) {
@@ -62,21 +88,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let store = EventStore::open(&client, &settings.db_name, StoreConfig::default())
                 .await
                 .context("opening the event store")?;
-            let report = store.verify().await?;
+            let mut balances = Balances::default();
+            let report = store.verify_with(|event| balances.apply(event)).await?;
+            let ledger = double_entry_problems(&balances);
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else if let Some(broken) = &report.first_break {
-                println!(
-                    "BROKEN after {} intact events: {broken}",
-                    report.events_verified
-                );
+                let out = serde_json::json!({ "chain": report, "double_entry_problems": ledger });
+                println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
-                println!(
-                    "OK: {} events, hash chain intact up to position {}",
-                    report.events_verified, report.head_position
-                );
+                match &report.first_break {
+                    Some(broken) => println!(
+                        "BROKEN after {} intact events: {broken}",
+                        report.events_verified
+                    ),
+                    None => println!(
+                        "OK: {} events, hash chain intact up to position {}",
+                        report.events_verified, report.head_position
+                    ),
+                }
+                for problem in &ledger {
+                    println!("DOUBLE ENTRY: {problem}");
+                }
             }
-            Ok(if report.is_intact() { 0 } else { 1 })
+            Ok(if report.is_intact() && ledger.is_empty() {
+                0
+            } else {
+                1
+            })
         }
         Command::Admin(AdminCommand::Grant { email, role }) => {
             let config = Config::from_env()?;

@@ -59,3 +59,14 @@ pub enum EventTypeError {
     #[error("payload does not match the schema: {0}")]
     Payload(serde_json::Error),
 }
+
+/// Implements [`DomainEvent`] with schema version 1 for each `Type = "EventType"` pair.
+macro_rules! domain_events {
+    ($($ty:ident = $name:literal),* $(,)?) => {$(
+        impl $crate::domain::DomainEvent for $ty {
+            const EVENT_TYPE: &'static str = $name;
+            const SCHEMA_VERSION: u32 = 1;
+        }
+    )*};
+}
+pub(crate) use domain_events;

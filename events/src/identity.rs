@@ -12,8 +12,6 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::DomainEvent;
-
 /// An address is taken by a user. The only event of an `email-…` stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailClaimed {
@@ -84,16 +82,7 @@ impl LoginFailed {
     }
 }
 
-macro_rules! domain_event {
-    ($($ty:ident = $name:literal),* $(,)?) => {$(
-        impl DomainEvent for $ty {
-            const EVENT_TYPE: &'static str = $name;
-            const SCHEMA_VERSION: u32 = 1;
-        }
-    )*};
-}
-
-domain_event! {
+crate::domain::domain_events! {
     EmailClaimed = "EmailClaimed",
     UserRegistered = "UserRegistered",
     ProfileUpdated = "ProfileUpdated",

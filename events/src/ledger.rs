@@ -98,16 +98,7 @@ pub struct TransferReceived {
     pub note: Option<String>,
 }
 
-macro_rules! domain_event {
-    ($($ty:ident = $name:literal),* $(,)?) => {$(
-        impl DomainEvent for $ty {
-            const EVENT_TYPE: &'static str = $name;
-            const SCHEMA_VERSION: u32 = 1;
-        }
-    )*};
-}
-
-domain_event! {
+crate::domain::domain_events! {
     FundsDeposited = "FundsDeposited",
     WithdrawalRequested = "WithdrawalRequested",
     WithdrawalApproved = "WithdrawalApproved",

@@ -16,6 +16,7 @@ use super::extract::{AuthUser, Meta};
 use super::idempotent::idempotent;
 use super::json::ApiJson;
 use crate::identity::domain::{Email, InvalidInput};
+use crate::ledger::amount::Assets;
 use crate::ledger::service::TransferRequest;
 use crate::projection::balances::{from_decimal128, COLLECTION as BALANCES};
 use crate::projection::withdrawals::COLLECTION as WITHDRAWALS;
@@ -47,6 +48,16 @@ pub fn text<'a>(body: &'a Value, field: &'static str) -> Result<&'a str, Invalid
     }
 }
 
+/// The `asset` and `amount` fields, validated against the configured assets.
+fn asset_and_amount(
+    assets: &Assets,
+    body: &Value,
+) -> Result<(String, rust_decimal::Decimal), InvalidInput> {
+    let asset = assets.asset(text(body, "asset")?, "asset")?;
+    let amount = assets.amount(body.get("amount").unwrap_or(&Value::Null), &asset, "amount")?;
+    Ok((asset, amount))
+}
+
 fn object(body: &Value) -> Result<(), ApiError> {
     if body.is_object() {
         Ok(())
@@ -68,8 +79,7 @@ async fn deposit(
     let run = async |ids| {
         object(&body)?;
         let assets = &state.ledger.assets;
-        let asset = assets.asset(text(&body, "asset")?, "asset")?;
-        let amount = assets.amount(body.get("amount").unwrap_or(&Value::Null), &asset, "amount")?;
+        let (asset, amount) = asset_and_amount(assets, &body)?;
         let applied = state
             .ledger
             .deposit(user.user_id(), &asset, amount, ids, &meta)
@@ -106,8 +116,7 @@ async fn withdraw(
     let run = async |ids| {
         object(&body)?;
         let assets = &state.ledger.assets;
-        let asset = assets.asset(text(&body, "asset")?, "asset")?;
-        let amount = assets.amount(body.get("amount").unwrap_or(&Value::Null), &asset, "amount")?;
+        let (asset, amount) = asset_and_amount(assets, &body)?;
         let address = text(&body, "address")?.trim();
         if address.is_empty()
             || address.len() > 128

@@ -338,7 +338,7 @@ impl Identity {
         meta: &RequestMeta,
     ) -> Result<UserState, IdentityError> {
         let name = DisplayName::parse(name, "name")?;
-        self.change_user(user_id, meta, |_| {
+        self.change_user(user_id, |_| {
             Ok(vec![event(
                 ProfileUpdated {
                     name: name.as_str().to_owned(),
@@ -367,7 +367,7 @@ impl Identity {
             .into());
         }
         let password_hash = password::hash(new.expose().to_owned()).await?;
-        self.change_user(user_id, meta, |_| {
+        self.change_user(user_id, |_| {
             Ok(vec![event(
                 PasswordChanged {
                     password_hash: password_hash.clone(),
@@ -408,7 +408,7 @@ impl Identity {
         if !totp::check(&secret, code, unix_now()) {
             return Err(IdentityError::InvalidTotp);
         }
-        self.change_user(user_id, meta, |user| {
+        self.change_user(user_id, |user| {
             if user.totp_enabled {
                 return Err(IdentityError::InvalidState(
                     "two-factor authentication is already enabled",
@@ -441,7 +441,7 @@ impl Identity {
         if !secret.is_some_and(|(s, _)| totp::check(&s, code, unix_now())) {
             return Err(IdentityError::InvalidTotp);
         }
-        self.change_user(user_id, meta, |user| {
+        self.change_user(user_id, |user| {
             if !user.totp_enabled {
                 return Err(IdentityError::InvalidState(
                     "two-factor authentication is not enabled",
@@ -465,7 +465,7 @@ impl Identity {
         granted_by: &str,
         meta: &RequestMeta,
     ) -> Result<UserState, IdentityError> {
-        self.change_user(user_id, meta, |user| {
+        self.change_user(user_id, |user| {
             if user.has_role(role) {
                 return Ok(Vec::new());
             }
@@ -485,7 +485,6 @@ impl Identity {
     async fn change_user(
         &self,
         user_id: Uuid,
-        _meta: &RequestMeta,
         decide: impl Fn(&UserState) -> Result<Vec<NewEvent>, IdentityError>,
     ) -> Result<UserState, IdentityError> {
         for _ in 0..CONFLICT_RETRIES {

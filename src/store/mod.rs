@@ -152,6 +152,35 @@ impl EventStore {
         decode_all(cursor).await
     }
 
+    /// The last `limit` events of a stream, newest first.
+    pub async fn read_stream_tail(
+        &self,
+        stream_id: &str,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let cursor = self
+            .inner
+            .events
+            .find(doc! { "stream_id": stream_id })
+            .sort(doc! { "stream_version": -1 })
+            .limit(to_i64(limit as u64))
+            .await?;
+        decode_all(cursor).await
+    }
+
+    /// The stored event with this id, if any.
+    pub async fn read_event(
+        &self,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<EventEnvelope>, StoreError> {
+        let found = self
+            .inner
+            .events
+            .find_one(doc! { "_id": event_id.to_string() })
+            .await?;
+        found.map(from_document).transpose()
+    }
+
     /// Events with `position >= from_position`, in position order, at most `limit`. Reads at
     /// majority, so everything returned is durable.
     pub async fn read_all(
@@ -217,37 +246,4 @@ async fn read_head_from(meta: &Collection<Document>) -> Result<(u64, String), St
         .unwrap_or(cryptovault_events::GENESIS_HASH)
         .to_owned();
     Ok((position, hash))
-}
-
-impl EventStore {
-    /// The last `limit` events of a stream, newest first.
-    pub async fn read_stream_tail(
-        &self,
-        stream_id: &str,
-        limit: usize,
-    ) -> Result<Vec<EventEnvelope>, StoreError> {
-        let cursor = self
-            .inner
-            .events
-            .find(doc! { "stream_id": stream_id })
-            .sort(doc! { "stream_version": -1 })
-            .limit(to_i64(limit as u64))
-            .await?;
-        decode_all(cursor).await
-    }
-}
-
-impl EventStore {
-    /// The stored event with this id, if any.
-    pub async fn read_event(
-        &self,
-        event_id: uuid::Uuid,
-    ) -> Result<Option<EventEnvelope>, StoreError> {
-        let found = self
-            .inner
-            .events
-            .find_one(doc! { "_id": event_id.to_string() })
-            .await?;
-        found.map(from_document).transpose()
-    }
 }

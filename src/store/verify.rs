@@ -28,6 +28,15 @@ impl EventStore {
     /// Streams the whole log in position order (constant memory), recomputing every hash and
     /// checking every link and the head record. Names the first broken position.
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        self.verify_with(|_| {}).await
+    }
+
+    /// [`Self::verify`], also handing every intact event to `visit` in position order (for
+    /// checks of other invariants in the same pass).
+    pub async fn verify_with(
+        &self,
+        mut visit: impl FnMut(&cryptovault_events::EventEnvelope),
+    ) -> Result<VerifyReport, StoreError> {
         let (head_position, head_hash) = self.head().await?;
         let mut cursor = self
             .events()
@@ -55,6 +64,7 @@ impl EventStore {
                 first_break = Some(broken);
                 break;
             }
+            visit(&envelope);
         }
         if first_break.is_none() {
             first_break = verifier.finish(head_position, &head_hash).err();

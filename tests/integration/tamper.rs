@@ -155,3 +155,50 @@ async fn the_verify_command_exits_non_zero_and_names_the_position() {
     drop(store);
     t.drop_database().await;
 }
+
+#[tokio::test]
+async fn the_verify_command_reports_a_negative_balance_written_around_the_ledger() {
+    use cryptovault_events::ledger::{account_stream, TransferSent};
+    use cryptovault_events::{DomainEvent, EventMetadata};
+    let t = TestDb::new("verify_ledger").await;
+    let store = t.store().await;
+    // Appended straight to the store, bypassing the ledger's checks: a chain-valid log whose
+    // ledger is not (the sender never had the money).
+    let (from, to) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let sent = TransferSent {
+        transfer_id: uuid::Uuid::now_v7(),
+        from_user: from,
+        to_user: to,
+        asset: "USD".into(),
+        amount: "5.00".parse().unwrap(),
+        note: None,
+    };
+    store
+        .append(AppendBatch::single(
+            account_stream(from, "USD"),
+            ExpectedVersion::Any,
+            vec![sent.into_new_event(chrono::Utc::now(), EventMetadata::default())],
+        ))
+        .await
+        .unwrap();
+    let (url, db) = (crate::helpers::mongo_url(), t.name.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cryptovault"))
+            .arg("verify")
+            .env("MONGO_URL", url)
+            .env("DB_NAME", db)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("OK: 1 events"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("DOUBLE ENTRY: {from} USD: available -5.00")),
+        "{stdout}"
+    );
+    t.drop_database().await;
+}
