@@ -1,6 +1,8 @@
 //! Identity commands: load the streams a decision needs, decide (pure rules in `domain`),
 //! append, and manage sessions. HTTP handlers and the CLI call these; nothing here knows HTTP.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -101,7 +103,13 @@ pub struct Identity {
     pub sessions: Sessions,
     pub tokens: AccessTokens,
     settings: IdentitySettings,
+    /// Address → user id. An `EmailClaimed` is never undone, so a found owner stays right
+    /// forever; unknown addresses are not cached (they may be claimed any moment).
+    owners: Arc<Mutex<HashMap<String, Uuid>>>,
 }
+
+/// Addresses remembered before the owner cache starts afresh.
+const OWNER_CACHE_LIMIT: usize = 100_000;
 
 /// Login attempts read to decide a lockout.
 const LOGIN_HISTORY: usize = 64;
@@ -124,6 +132,7 @@ impl Identity {
             sessions,
             tokens,
             settings,
+            owners: Arc::default(),
         }
     }
 
@@ -321,14 +330,30 @@ impl Identity {
     }
 
     pub async fn user_id_by_email(&self, email: &Email) -> Result<Option<Uuid>, IdentityError> {
+        if let Some(owner) = self
+            .owners
+            .lock()
+            .expect("owner cache poisoned")
+            .get(email.as_str())
+        {
+            return Ok(Some(*owner));
+        }
         let events = self
             .store
             .read_stream(&email_stream(email.as_str()), 1, 1)
             .await?;
-        Ok(events
+        let owner = events
             .first()
             .and_then(|e| EmailClaimed::from_envelope(e).ok())
-            .map(|claimed| claimed.user_id))
+            .map(|claimed| claimed.user_id);
+        if let Some(owner) = owner {
+            let mut owners = self.owners.lock().expect("owner cache poisoned");
+            if owners.len() >= OWNER_CACHE_LIMIT {
+                owners.clear();
+            }
+            owners.insert(email.as_str().to_owned(), owner);
+        }
+        Ok(owner)
     }
 
     pub async fn update_profile(
