@@ -152,6 +152,7 @@ fn main() {
         let app = Application::build(config).await.unwrap();
         let base = format!("http://{}", app.local_addr());
         let balances = app.state.balances.clone();
+        let metrics = app.state.metrics.clone();
         tokio::spawn(app.run_until(std::future::pending()));
 
         let client = mongodb::Client::with_uri_str(&url).await.unwrap();
@@ -191,6 +192,10 @@ fn main() {
             "hot account, 32 clients sending from one account: {hot:>8.0} transfers/s  p99 {:>6.2} ms",
             ms(percentile(&latencies, 0.99))
         );
+        // How often a decision had to be re-run because its account changed meanwhile.
+        for line in metrics.render().lines().filter(|l| l.starts_with("ledger_command_conflicts_total")) {
+            println!("{line}");
+        }
         client.database(&db).drop().await.unwrap();
     });
     // Leave without dropping the runtime: background tasks (MongoDB pools, projectors) would
