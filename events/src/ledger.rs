@@ -1,8 +1,13 @@
 //! Events of the ledger stream family.
 //!
-//! - `account-<user id>-<ASSET>`: every movement of one user's balance in one asset. Commands
-//!   decide on the folded account and append with its version as the expected version, so no
-//!   interleaving can take `available` below zero.
+//! - `account-<user id>-<ASSET>`: what can lower one user's `available` in one asset (withdrawal
+//!   requests and their lifecycle, transfers out). Commands decide on the folded account and
+//!   append with this stream's version as the expected version, so no interleaving can take
+//!   `available` below zero.
+//! - `credits-<user id>-<ASSET>`: money coming in (deposits, transfers received), appended with
+//!   any version. Credits only raise `available`, so a decision that has not seen the newest
+//!   credit is merely conservative; keeping them apart means incoming money never makes a
+//!   debit's expected version stale.
 //! - `withdrawal-<id>`: one `WithdrawalOpened` naming the account that holds the withdrawal
 //!   (so admin commands find the account from the id without a read model).
 //!
@@ -112,6 +117,16 @@ crate::domain::domain_events! {
 /// The stream of one user's account in one asset.
 pub fn account_stream(user_id: Uuid, asset: &str) -> String {
     format!("account-{user_id}-{asset}")
+}
+
+/// The stream of money coming into one user's account in one asset.
+pub fn credits_stream(user_id: Uuid, asset: &str) -> String {
+    format!("credits-{user_id}-{asset}")
+}
+
+/// Whether `stream_id` is a credits stream (see [`credits_stream`]).
+pub fn is_credits_stream(stream_id: &str) -> bool {
+    stream_id.starts_with("credits-")
 }
 
 /// The stream pointing a withdrawal id to its account.

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use cryptovault_events::ledger::{
-    FundsDeposited, TransferReceived, TransferSent, WithdrawalApproved, WithdrawalCompleted,
-    WithdrawalRejected, WithdrawalRequested,
+    is_credits_stream, FundsDeposited, TransferReceived, TransferSent, WithdrawalApproved,
+    WithdrawalCompleted, WithdrawalRejected, WithdrawalRequested,
 };
 use cryptovault_events::{DomainEvent, EventEnvelope};
 use rust_decimal::Decimal;
@@ -48,8 +48,11 @@ pub struct AccountState {
     pub available: Decimal,
     pub held: Decimal,
     pub withdrawals: HashMap<Uuid, Withdrawal>,
-    /// Version of the last folded event (0: no events): the expected version of the next append.
+    /// Version of the last folded event of the `account-…` stream (0: none): the expected
+    /// version of the next debit.
     pub version: u64,
+    /// Version of the last folded event of the `credits-…` stream (0: none).
+    pub credits_version: u64,
 }
 
 /// Why a ledger command was refused. Nothing is written.
@@ -82,6 +85,7 @@ impl AccountState {
             held: Decimal::ZERO,
             withdrawals: HashMap::new(),
             version: 0,
+            credits_version: 0,
         }
     }
 
@@ -97,9 +101,13 @@ impl AccountState {
         self.available + self.held
     }
 
-    /// Folds one event of this account's stream.
+    /// Folds one event of this account's `account-…` or `credits-…` stream.
     pub fn apply(&mut self, event: &EventEnvelope) {
-        self.version = event.stream_version;
+        if is_credits_stream(&event.stream_id) {
+            self.credits_version = event.stream_version;
+        } else {
+            self.version = event.stream_version;
+        }
         if let Ok(e) = FundsDeposited::from_envelope(event) {
             self.available += e.amount;
         } else if let Ok(e) = WithdrawalRequested::from_envelope(event) {

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use cryptovault_events::ledger::{account_stream, withdrawal_stream, WithdrawalOpened};
+use cryptovault_events::ledger::{
+    account_stream, credits_stream, withdrawal_stream, WithdrawalOpened,
+};
 use cryptovault_events::{DomainEvent, EventEnvelope, EventMetadata, NewEvent};
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -157,8 +159,8 @@ impl Ledger {
         }
     }
 
-    /// The current state of an account: the cached fold plus whatever its stream has gained
-    /// since (one read of the new events only).
+    /// The current state of an account: the cached fold plus whatever its `account-…` and
+    /// `credits-…` streams have gained since (two concurrent reads of the new events only).
     pub async fn account(&self, user_id: Uuid, asset: &str) -> Result<AccountState, LedgerError> {
         let stream = account_stream(user_id, asset);
         let cached = self
@@ -168,18 +170,23 @@ impl Ledger {
             .get(&stream)
             .cloned();
         let mut state = cached.unwrap_or_else(|| AccountState::new(user_id, asset));
-        let newer = self
-            .store
-            .read_stream(&stream, state.version + 1, usize::MAX >> 1)
-            .await?;
-        for event in &newer {
+        let credits = credits_stream(user_id, asset);
+        let (debits, credits) = tokio::try_join!(
+            self.store
+                .read_stream(&stream, state.version + 1, usize::MAX >> 1),
+            self.store
+                .read_stream(&credits, state.credits_version + 1, usize::MAX >> 1),
+        )?;
+        for event in debits.iter().chain(&credits) {
             state.apply(event);
         }
         let mut cache = self.cache.lock().expect("cache poisoned");
         if cache.len() >= ACCOUNT_CACHE_LIMIT {
             cache.clear();
         }
-        if cache.get(&stream).is_none_or(|c| c.version < state.version) {
+        if cache.get(&stream).is_none_or(|c| {
+            c.version <= state.version && c.credits_version <= state.credits_version
+        }) {
             cache.insert(stream, state.clone());
         }
         Ok(state)
@@ -280,7 +287,7 @@ impl Ledger {
         self.run(&ids, || async move {
             let event = AccountState::new(user_id, asset).deposit(ids.entity_id, amount);
             let batch = AppendBatch::single(
-                account_stream(user_id, asset),
+                credits_stream(user_id, asset),
                 ExpectedVersion::Any,
                 vec![new_event(&event, ids.event_id(0), metadata)],
             );
@@ -367,7 +374,7 @@ impl Ledger {
     }
 
     /// Moves `amount` from `from` to `to` atomically: both sides in one append, the sender's
-    /// account at its expected version (the recipient's balance only grows, so any version).
+    /// account at its expected version, the recipient's credits stream at any version.
     pub async fn transfer(
         &self,
         request: &TransferRequest,
@@ -394,7 +401,7 @@ impl Ledger {
                 vec![new_event(&sent, ids.event_id(0), metadata)],
             )
             .with(
-                account_stream(to, asset),
+                credits_stream(to, asset),
                 ExpectedVersion::Any,
                 vec![new_event(&received, ids.event_id(1), metadata)],
             );
