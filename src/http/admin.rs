@@ -14,6 +14,7 @@ use super::auth::user_json;
 use super::error::ApiError;
 use super::extract::{AuthUser, Meta};
 use super::json::ApiJson;
+use super::wallet::read_your_writes;
 use crate::identity::Role;
 use crate::startup::AppState;
 
@@ -40,15 +41,7 @@ async fn list_withdrawals(
     Query(query): Query<WithdrawalFilter>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Admin)?;
-    if let Some(position) = query.min_position {
-        if !state
-            .withdrawals
-            .wait_for(position, state.config.read_your_writes_timeout)
-            .await
-        {
-            return Err(ApiError::ProjectionLag(position));
-        }
-    }
+    read_your_writes(&state, &state.withdrawals, query.min_position).await?;
     let filter = match query.status.as_deref() {
         None => bson::doc! {},
         Some(status @ ("pending" | "approved" | "completed" | "rejected")) => {

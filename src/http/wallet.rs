@@ -19,6 +19,7 @@ use crate::identity::domain::{Email, InvalidInput};
 use crate::ledger::amount::Assets;
 use crate::ledger::service::TransferRequest;
 use crate::projection::balances::{from_decimal128, COLLECTION as BALANCES};
+use crate::projection::runner::ProjectionHandle;
 use crate::projection::withdrawals::COLLECTION as WITHDRAWALS;
 use crate::startup::AppState;
 
@@ -232,15 +233,7 @@ async fn balance(
     user: AuthUser,
     Query(query): Query<ReadQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(position) = query.min_position {
-        if !state
-            .balances
-            .wait_for(position, state.config.read_your_writes_timeout)
-            .await
-        {
-            return Err(ApiError::ProjectionLag(position));
-        }
-    }
+    read_your_writes(&state, &state.balances, query.min_position).await?;
     let position = state.balances.position();
     let rows: Vec<bson::Document> = state
         .db
@@ -284,19 +277,30 @@ async fn list_withdrawals(
     user: AuthUser,
     Query(query): Query<ReadQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(position) = query.min_position {
-        if !state
-            .withdrawals
-            .wait_for(position, state.config.read_your_writes_timeout)
-            .await
-        {
-            return Err(ApiError::ProjectionLag(position));
-        }
-    }
+    read_your_writes(&state, &state.withdrawals, query.min_position).await?;
     let items = withdrawal_rows(&state, doc! { "user_id": user.user_id().to_string() }).await?;
     Ok(Json(
         json!({ "items": items, "position": state.withdrawals.position() }),
     ))
+}
+
+/// Waits until `projection` has applied `min_position` (if given), at most
+/// `READ_YOUR_WRITES_TIMEOUT_MS`; then 503 `projection_lag`.
+pub async fn read_your_writes(
+    state: &AppState,
+    projection: &ProjectionHandle,
+    min_position: Option<u64>,
+) -> Result<(), ApiError> {
+    match min_position {
+        Some(position)
+            if !projection
+                .wait_for(position, state.config.read_your_writes_timeout)
+                .await =>
+        {
+            Err(ApiError::ProjectionLag(position))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Withdrawal rows matching `filter`, newest first, at most 500.
