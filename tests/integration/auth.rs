@@ -8,9 +8,7 @@ use cryptovault_events::DomainEvent;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, TestDb, TEST_JWT_SECRET};
-
-const PASSWORD: &str = "correct horse battery staple";
+use crate::helpers::{signed_up, spawn_app, TestDb, PASSWORD, TEST_JWT_SECRET};
 
 fn browser() -> Client {
     Client::builder().cookie_store(true).build().unwrap()
@@ -45,20 +43,10 @@ async fn login(client: &Client, base: &str, email: &str, password: &str) -> Resp
         .unwrap()
 }
 
-/// Signs up and logs in with a fresh client; returns the Bearer access token and user id.
+/// Signs up and logs in; returns the Bearer access token and user id.
 async fn bearer_user(base: &str, email: &str) -> (String, String) {
-    let client = Client::new();
-    assert_eq!(
-        signup(&client, base, email).await.status(),
-        StatusCode::CREATED
-    );
-    let response = login(&client, base, email, PASSWORD).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = body(response).await;
-    (
-        body["access_token"].as_str().unwrap().to_owned(),
-        body["user"]["id"].as_str().unwrap().to_owned(),
-    )
+    let user = signed_up(base, email).await;
+    (user.token, user.id)
 }
 
 #[tokio::test]
@@ -647,33 +635,7 @@ async fn users_see_only_their_own_data_and_admin_routes_need_the_admin_role() {
     assert_eq!(body(other).await["error"]["code"], "forbidden");
 
     // Bootstrap the first admin from the command line, then log in again for a token with it.
-    let url = crate::helpers::mongo_url();
-    let db = t.name.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cryptovault"))
-            .args([
-                "admin",
-                "grant",
-                "--email",
-                "hank@example.com",
-                "--role",
-                "admin",
-            ])
-            .env("MONGO_URL", url)
-            .env("DB_NAME", db)
-            .env("JWT_SECRET", TEST_JWT_SECRET)
-            .env("CSRF_SECRET", crate::helpers::TEST_CSRF_SECRET)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    t.grant("hank@example.com", "admin").await;
     let admin = body(login(&client, &base, "hank@example.com", PASSWORD).await).await
         ["access_token"]
         .as_str()

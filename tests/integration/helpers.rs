@@ -104,3 +104,77 @@ pub async fn spawn_app(t: &TestDb, overrides: &[(&str, &str)]) -> String {
     tokio::spawn(app.run_until(std::future::pending()));
     base
 }
+
+impl TestDb {
+    /// Runs the `cryptovault` binary with `args` against this database (test secrets, quiet
+    /// logs) and returns its output.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let (url, db) = (mongo_url(), self.name.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_cryptovault"))
+                .args(&args)
+                .env("MONGO_URL", url)
+                .env("DB_NAME", db)
+                .env("JWT_SECRET", TEST_JWT_SECRET)
+                .env("CSRF_SECRET", TEST_CSRF_SECRET)
+                .env("RUST_LOG", "warn")
+                .output()
+                .expect("run the cryptovault binary")
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Grants `role` to `email` with `cryptovault admin grant`, asserting success.
+    pub async fn grant(&self, email: &str, role: &str) {
+        let out = self
+            .cli(&["admin", "grant", "--email", email, "--role", role])
+            .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The password every test user signs up with.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A signed-up user with a Bearer access token.
+#[derive(Clone)]
+pub struct TestUser {
+    pub token: String,
+    pub id: String,
+    pub email: String,
+}
+
+/// Signs `email` up (asserting 201) and logs in.
+pub async fn signed_up(base: &str, email: &str) -> TestUser {
+    let signup = reqwest::Client::new()
+        .post(format!("{base}/api/auth/signup"))
+        .json(&json!({ "email": email, "password": PASSWORD, "name": "Test User" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), reqwest::StatusCode::CREATED);
+    logged_in(base, email).await
+}
+
+/// Logs `email` in with [`PASSWORD`] (asserting 200).
+pub async fn logged_in(base: &str, email: &str) -> TestUser {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({ "email": email, "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let body: serde_json::Value = response.json().await.unwrap();
+    TestUser {
+        token: body["access_token"].as_str().unwrap().to_owned(),
+        id: body["user"]["id"].as_str().unwrap().to_owned(),
+        email: email.to_owned(),
+    }
+}

@@ -12,72 +12,13 @@ use reqwest::{Client, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, TestDb, TEST_CSRF_SECRET, TEST_JWT_SECRET};
+use crate::helpers::{logged_in as login, signed_up as user, spawn_app, TestDb, TestUser as User};
 
-const PASSWORD: &str = "correct horse battery staple";
-
-#[derive(Clone)]
-struct User {
-    token: String,
-    id: String,
-    email: String,
-}
-
-async fn user(base: &str, email: &str) -> User {
-    let client = Client::new();
-    let signup = client
-        .post(format!("{base}/api/auth/signup"))
-        .json(&json!({ "email": email, "password": PASSWORD, "name": "Ledger User" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signup.status(), StatusCode::CREATED);
-    login(base, email).await
-}
-
-async fn login(base: &str, email: &str) -> User {
-    let body: Value = Client::new()
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({ "email": email, "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    User {
-        token: body["access_token"].as_str().unwrap().to_owned(),
-        id: body["user"]["id"].as_str().unwrap().to_owned(),
-        email: email.to_owned(),
-    }
-}
-
-/// Makes `email` an admin through the CLI and logs in again.
+/// Signs `email` up, makes it an admin through the CLI, and logs in again (roles travel in the
+/// token).
 async fn admin(t: &TestDb, base: &str, email: &str) -> User {
     user(base, email).await;
-    let (url, db, email_owned) = (
-        crate::helpers::mongo_url(),
-        t.name.clone(),
-        email.to_owned(),
-    );
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cryptovault"))
-            .args(["admin", "grant", "--email", &email_owned, "--role", "admin"])
-            .env("MONGO_URL", url)
-            .env("DB_NAME", db)
-            .env("JWT_SECRET", TEST_JWT_SECRET)
-            .env("CSRF_SECRET", TEST_CSRF_SECRET)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    t.grant(email, "admin").await;
     login(base, email).await
 }
 

@@ -119,19 +119,7 @@ async fn two_swapped_events_are_named() {
 #[tokio::test]
 async fn the_verify_command_exits_non_zero_and_names_the_position() {
     let (t, store) = log_of_twenty("tamper_cli").await;
-    let run = |db: String| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cryptovault"))
-            .arg("verify")
-            .env("MONGO_URL", crate::helpers::mongo_url())
-            .env("DB_NAME", db)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run cryptovault verify")
-    };
-    let name = t.name.clone();
-    let intact = tokio::task::spawn_blocking(move || run(name))
-        .await
-        .unwrap();
+    let intact = t.cli(&["verify"]).await;
     assert!(
         intact.status.success(),
         "{}",
@@ -146,10 +134,7 @@ async fn the_verify_command_exits_non_zero_and_names_the_position() {
         )
         .await
         .unwrap();
-    let name = t.name.clone();
-    let broken = tokio::task::spawn_blocking(move || run(name))
-        .await
-        .unwrap();
+    let broken = t.cli(&["verify"]).await;
     assert_eq!(broken.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&broken.stdout).contains("position 12"));
     drop(store);
@@ -181,18 +166,7 @@ async fn the_verify_command_reports_a_negative_balance_written_around_the_ledger
         ))
         .await
         .unwrap();
-    let (url, db) = (crate::helpers::mongo_url(), t.name.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cryptovault"))
-            .arg("verify")
-            .env("MONGO_URL", url)
-            .env("DB_NAME", db)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = t.cli(&["verify"]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("OK: 1 events"), "{stdout}");
