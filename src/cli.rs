@@ -33,6 +33,36 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild read models from position 0 into new collections and swap them in; the service
+    /// may keep running (it serves the old copy until the swap).
+    Replay {
+        /// One of balances, withdrawals, transactions, audit (default: all).
+        #[arg(long)]
+        projection: Option<String>,
+        /// No progress bar (for scripts and logs).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Write a user's statement (opening balance, movements, closing balance per asset).
+    Export {
+        #[arg(long)]
+        email: String,
+        /// csv or json.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Start of the period (RFC 3339, inclusive).
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the period (RFC 3339, exclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// One asset (default: every configured asset).
+        #[arg(long)]
+        asset: Option<String>,
+        /// File to write (default: standard output).
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
     /// Administration: bootstrap roles.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -48,29 +78,6 @@ pub enum AdminCommand {
         #[arg(long)]
         role: String,
     },
-}
-
-/// Ledger invariants over the folded log: every asset sums to zero; no user balance is
-/// negative.
-fn double_entry_problems(balances: &Balances) -> Vec<String> {
-    let mut problems: Vec<String> = balances
-        .sums()
-        .into_iter()
-        .filter(|(_, sum)| !sum.is_zero())
-        .map(|(asset, sum)| format!("{asset} sums to {sum} over all accounts, not 0"))
-        .collect();
-    for ((owner, asset), row) in &balances.rows {
-        if !owner.starts_with("system:")
-            && (row.available.is_sign_negative() && !row.available.is_zero()
-                || row.held.is_sign_negative() && !row.held.is_zero())
-        {
-            problems.push(format!(
-                "{owner} {asset}: available {} held {}",
-                row.available, row.held
-            ));
-        }
-    }
-    problems
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -90,7 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .context("opening the event store")?;
             let mut balances = Balances::default();
             let report = store.verify_with(|event| balances.apply(event)).await?;
-            let ledger = double_entry_problems(&balances);
+            let ledger = balances.problems();
             if json {
                 let out = serde_json::json!({ "chain": report, "double_entry_problems": ledger });
                 println!("{}", serde_json::to_string_pretty(&out)?);
@@ -115,6 +122,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 1
             })
         }
+        Command::Replay { projection, quiet } => replay(projection.as_deref(), quiet).await,
+        Command::Export {
+            email,
+            format,
+            from,
+            to,
+            asset,
+            output,
+        } => {
+            let request = ExportArgs {
+                email,
+                format,
+                from,
+                to,
+                asset,
+            };
+            export(request, output).await
+        }
         Command::Admin(AdminCommand::Grant { email, role }) => {
             let config = Config::from_env()?;
             let client = connect(&config.store).await?;
@@ -134,4 +159,145 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// The projections `replay` knows, by name.
+const PROJECTIONS: [&str; 4] = ["balances", "withdrawals", "transactions", "audit"];
+
+fn progress_bar(name: &str, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>12} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(name.to_owned());
+    bar
+}
+
+async fn replay(only: Option<&str>, quiet: bool) -> anyhow::Result<i32> {
+    use crate::projection::replay::replay as rebuild;
+    use crate::projection::{audit, balances, transactions, withdrawals};
+    let names: Vec<&str> = match only {
+        None => PROJECTIONS.to_vec(),
+        Some(name) if PROJECTIONS.contains(&name) => vec![name],
+        Some(other) => anyhow::bail!(
+            "--projection {other:?} is not one of {}",
+            PROJECTIONS.join(", ")
+        ),
+    };
+    let settings = StoreSettings::from_lookup(process_env)?;
+    let client = connect(&settings).await?;
+    let store = EventStore::open(&client, &settings.db_name, StoreConfig::default())
+        .await
+        .context("opening the event store")?;
+    let db = client.database(&settings.db_name);
+    for name in names {
+        let bar = progress_bar(name, quiet);
+        let progress = |position: u64, head: u64| {
+            bar.set_length(head);
+            bar.set_position(position);
+        };
+        let report = match name {
+            "balances" => rebuild(&client, &db, &store, balances::BalancesModel, progress).await?,
+            "withdrawals" => {
+                rebuild(
+                    &client,
+                    &db,
+                    &store,
+                    withdrawals::WithdrawalsModel,
+                    progress,
+                )
+                .await?
+            }
+            "transactions" => {
+                rebuild(
+                    &client,
+                    &db,
+                    &store,
+                    transactions::TransactionsModel,
+                    progress,
+                )
+                .await?
+            }
+            _ => rebuild(&client, &db, &store, audit::AuditModel, progress).await?,
+        };
+        bar.finish_and_clear();
+        println!(
+            "{name}: replayed {} events in {:.2} s ({:.0} events/s); live from position {}",
+            report.events, report.seconds, report.events_per_second, report.swapped_at
+        );
+    }
+    Ok(0)
+}
+
+struct ExportArgs {
+    email: String,
+    format: String,
+    from: Option<String>,
+    to: Option<String>,
+    asset: Option<String>,
+}
+
+async fn export(args: ExportArgs, output: Option<std::path::PathBuf>) -> anyhow::Result<i32> {
+    use crate::http::paging::period;
+    use crate::projection::replay::bring_up_to_date;
+    use crate::projection::transactions::TransactionsModel;
+    use crate::statement::{Format, StatementRequest};
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    let invalid = |e: crate::identity::domain::InvalidInput| anyhow::anyhow!("--{e}");
+    let format = Format::parse(&args.format)
+        .ok_or_else(|| anyhow::anyhow!("--format must be csv or json"))?;
+    let (from, to) = period(args.from.as_deref(), args.to.as_deref()).map_err(invalid)?;
+    let config = Config::from_env()?;
+    let assets = match args.asset.as_deref() {
+        Some(raw) => vec![config.assets.asset(raw, "asset").map_err(invalid)?],
+        None => config.assets.iter().map(|(a, _)| a.to_owned()).collect(),
+    };
+    let client = connect(&config.store).await?;
+    let store = EventStore::open(&client, &config.store.db_name, StoreConfig::default()).await?;
+    let db = client.database(&config.store.db_name);
+    let identity = crate::startup::identity(&config, store.clone(), &db).await?;
+    let email = Email::parse(&args.email, "--email").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(user_id) = identity.user_id_by_email(&email).await? else {
+        anyhow::bail!("no user with email {}", email.as_str());
+    };
+    // The statement must cover the whole log as of now, whether or not a service is running.
+    let position = bring_up_to_date(&client, &db, &store, TransactionsModel).await?;
+    let request = StatementRequest {
+        user_id,
+        email: Some(email.as_str().to_owned()),
+        assets,
+        from,
+        to,
+        format,
+        up_to_position: position,
+    };
+    let mut chunks = crate::statement::stream(db, config.assets.clone(), request);
+    let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &output {
+        Some(path) => Box::new(
+            tokio::fs::File::create(path)
+                .await
+                .with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => Box::new(tokio::io::stdout()),
+    };
+    while let Some(chunk) = chunks.next().await {
+        out.write_all(&chunk?).await?;
+    }
+    out.flush().await?;
+    if let Some(path) = output {
+        eprintln!(
+            "statement written to {} (ledger up to position {position})",
+            path.display()
+        );
+    }
+    Ok(0)
 }

@@ -72,7 +72,28 @@ pub struct Config {
     pub assets: crate::ledger::amount::Assets,
     /// `READ_YOUR_WRITES_TIMEOUT_MS` (default 5000): longest wait for `?min_position=`.
     pub read_your_writes_timeout: Duration,
+    pub prices: PriceSettings,
 }
+
+/// Where `/api/prices` and `/ws/prices` get quotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceSettings {
+    /// `PRICE_FEED`: `simulated` (default, deterministic) or `coincap`.
+    pub coincap: bool,
+    /// `COINCAP_URL` (default `https://api.coincap.io/v2`): base URL of the CoinCap API.
+    pub coincap_url: String,
+    /// `COINCAP_API_KEY`: optional bearer key for CoinCap.
+    pub coincap_api_key: Option<Secret>,
+    /// `PRICE_INTERVAL_MS` (default 2000, at least 100): how often quotes refresh.
+    pub interval: Duration,
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Secret {}
 
 /// Token lifetimes and the lockout rule.
 #[derive(Debug, Clone)]
@@ -237,6 +258,24 @@ impl Config {
                 "READ_YOUR_WRITES_TIMEOUT_MS",
                 5000u64,
             )?),
+            prices: PriceSettings {
+                coincap: match lookup("PRICE_FEED").as_deref() {
+                    None | Some("simulated") => false,
+                    Some("coincap") => true,
+                    Some(other) => {
+                        return Err(ConfigError::Invalid {
+                            var: "PRICE_FEED",
+                            reason: format!("{other:?} is not one of simulated, coincap"),
+                        })
+                    }
+                },
+                coincap_url: lookup("COINCAP_URL")
+                    .unwrap_or_else(|| "https://api.coincap.io/v2".into()),
+                coincap_api_key: lookup("COINCAP_API_KEY").map(Secret),
+                interval: Duration::from_millis(
+                    parse(&lookup, "PRICE_INTERVAL_MS", 2000u64)?.max(100),
+                ),
+            },
         })
     }
 }

@@ -13,10 +13,14 @@ pub mod idempotency;
 pub mod identity;
 /// Assets, accounts and the commands that move money.
 pub mod ledger;
+/// Market prices (simulated feed, CoinCap adapter).
+pub mod prices;
 /// Projection runner and read models.
 pub mod projection;
 /// Connecting, building and serving the application.
 pub mod startup;
+/// Account statements (CSV / JSON export).
+pub mod statement;
 /// The MongoDB event store.
 pub mod store;
 /// Logging and metrics set-up.

@@ -17,8 +17,11 @@ use crate::identity::sessions::Sessions;
 use crate::identity::tokens::AccessTokens;
 use crate::identity::{Identity, IdentitySettings};
 use crate::ledger::service::Ledger;
+use crate::prices::Prices;
+use crate::projection::audit::AuditModel;
 use crate::projection::balances::BalancesModel;
 use crate::projection::runner::{self, ProjectionHandle};
+use crate::projection::transactions::TransactionsModel;
 use crate::projection::withdrawals::WithdrawalsModel;
 use crate::store::{EventStore, StoreConfig};
 use crate::telemetry;
@@ -37,6 +40,10 @@ pub struct AppState {
     pub idempotency: IdempotencyKeys,
     pub balances: ProjectionHandle,
     pub withdrawals: ProjectionHandle,
+    /// Transaction history and ledger entries (statements, balances as of an instant).
+    pub transactions: ProjectionHandle,
+    pub audit: ProjectionHandle,
+    pub prices: Prices,
     /// The log head when the service started; `/ready` waits for projections to reach it.
     pub startup_head: u64,
 }
@@ -88,6 +95,18 @@ pub struct Application {
     pub state: AppState,
 }
 
+impl AppState {
+    /// Every projection this process runs.
+    pub fn projections(&self) -> [&ProjectionHandle; 4] {
+        [
+            &self.balances,
+            &self.withdrawals,
+            &self.transactions,
+            &self.audit,
+        ]
+    }
+}
+
 impl Application {
     /// Connects, opens the store and binds `config.host:config.port`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
@@ -103,7 +122,14 @@ impl Application {
             runner::spawn(client.clone(), db.clone(), store.clone(), BalancesModel).await?;
         let withdrawals =
             runner::spawn(client.clone(), db.clone(), store.clone(), WithdrawalsModel).await?;
+        let transactions =
+            runner::spawn(client.clone(), db.clone(), store.clone(), TransactionsModel).await?;
+        let audit = runner::spawn(client.clone(), db.clone(), store.clone(), AuditModel).await?;
+        let asset_names = config.assets.iter().map(|(a, _)| a.to_owned()).collect();
         let state = AppState {
+            prices: Prices::spawn(config.prices.clone(), asset_names),
+            transactions,
+            audit,
             ledger: Ledger::new(store.clone(), config.assets.clone()),
             idempotency: IdempotencyKeys::open(&db).await?,
             balances,

@@ -73,3 +73,27 @@ impl Balances {
         sums
     }
 }
+
+impl Balances {
+    /// What breaks the ledger invariants in this fold: an asset whose accounts do not sum to
+    /// zero, or a user balance (`available` or `held`) below zero. Empty when all hold.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self
+            .sums()
+            .into_iter()
+            .filter(|(_, sum)| !sum.is_zero())
+            .map(|(asset, sum)| format!("{asset} sums to {sum} over all accounts, not 0"))
+            .collect();
+        for ((owner, asset), row) in &self.rows {
+            if !owner.starts_with("system:")
+                && (row.available < Decimal::ZERO || row.held < Decimal::ZERO)
+            {
+                problems.push(format!(
+                    "{owner} {asset}: available {} held {}",
+                    row.available, row.held
+                ));
+            }
+        }
+        problems
+    }
+}

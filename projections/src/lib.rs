@@ -4,4 +4,7 @@
 //! driver. The service's projection runner (`src/projection/`) turns the changes computed here
 //! into MongoDB updates and keeps them exactly-once with a checkpoint.
 
+pub mod audit;
 pub mod balances;
+pub mod entries;
+pub mod history;

@@ -57,7 +57,7 @@ fn map_rejection(rejection: JsonRejection) -> ApiError {
 
 /// The field a serde error message is about: the path before `: `, or the name in
 /// "missing field `x`" / "unknown field `x`".
-fn field_of(detail: &str) -> String {
+pub fn field_of(detail: &str) -> String {
     for marker in ["missing field `", "unknown field `"] {
         if let Some(rest) = detail.split(marker).nth(1) {
             return rest.split('`').next().unwrap_or("body").to_owned();

@@ -3,6 +3,8 @@
 
 /// `/api/admin/users`: user administration.
 pub mod admin;
+/// `/api/audit/*` and `/api/admin/audit-logs`: the auditor API.
+pub mod audit;
 /// `/api/auth`: signup, login, sessions, profile, 2FA.
 pub mod auth;
 /// Client IP and user agent.
@@ -17,14 +19,22 @@ pub mod extract;
 pub mod idempotent;
 /// JSON bodies with rejections in the shared error shape.
 pub mod json;
+/// `/api/prices`, `/ws/prices`, `/ws/account`.
+pub mod live;
 /// `/health`, `/ready`, `/metrics`.
 pub mod operations;
+/// Cursors, page sizes and date-time parameters of list endpoints.
+pub mod paging;
+/// Query strings with rejections in the shared error shape.
+pub mod query;
 /// Per-IP, per-user and login rate limits.
 pub mod rate_limit;
 /// Request id, request span, request metrics.
 pub mod request_context;
 /// CORS and security headers.
 pub mod security;
+/// `/api/transactions`: history, one transaction, statements; `GET /api/wallet/deposits`.
+pub mod transactions;
 /// `/api/wallet`: deposits, withdrawals, transfers, balances.
 pub mod wallet;
 
@@ -44,6 +54,9 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .merge(auth::router())
         .merge(admin::router())
         .merge(wallet::router())
+        .merge(transactions::router())
+        .merge(audit::router())
+        .merge(live::router())
         .fallback(|| async {
             error::error_response(StatusCode::NOT_FOUND, "not_found", "no such route")
         })

@@ -1,5 +1,6 @@
-//! `GET /health` (the process is up), `GET /ready` (MongoDB answers; 503 otherwise) and
-//! `GET /metrics` (Prometheus text format).
+//! `GET /health` (the process is up), `GET /ready` (MongoDB answers; 503 otherwise),
+//! `GET /metrics` (Prometheus text format) and `GET /api/config` (public runtime
+//! configuration: nothing secret).
 
 use std::time::Duration;
 
@@ -19,6 +20,41 @@ pub fn router() -> Router<AppState> {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/api/config", get(public_config))
+}
+
+/// `GET /api/config`: what a client needs to know to talk to this service.
+async fn public_config(State(state): State<AppState>) -> Json<Value> {
+    let config = &state.config;
+    let assets: Vec<Value> = state
+        .ledger
+        .assets
+        .iter()
+        .map(|(asset, precision)| json!({ "asset": asset, "precision": precision }))
+        .collect();
+    Json(json!({
+        "assets": assets,
+        "limits": {
+            "max_amount": state.ledger.assets.max_amount.to_string(),
+            "max_body_bytes": config.max_body_bytes,
+            "rate_limits_per_minute": {
+                "per_ip": config.rate_limits.per_ip.get(),
+                "per_user": config.rate_limits.per_user.get(),
+                "login": config.rate_limits.login.get(),
+            },
+            "read_your_writes_timeout_ms": config.read_your_writes_timeout.as_millis() as u64,
+            "page_size_max": 200,
+        },
+        "features": {
+            "two_factor": true,
+            "statements": ["csv", "json"],
+            "balance_as_of": true,
+            "websockets": ["/ws/prices", "/ws/account"],
+            "price_feed": if config.prices.coincap { "coincap" } else { "simulated" },
+        },
+        "access_token_ttl_secs": config.auth.access_token_ttl.as_secs(),
+        "environment": format!("{:?}", config.environment).to_lowercase(),
+    }))
 }
 
 async fn health() -> Json<Value> {
@@ -32,7 +68,7 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let ping = state.db.run_command(doc! { "ping": 1 });
     match tokio::time::timeout(READY_TIMEOUT, ping).await {
         Ok(Ok(_)) => {
-            let projections = [&state.balances, &state.withdrawals];
+            let projections = state.projections();
             let behind: Vec<&str> = projections
                 .iter()
                 .filter(|p| p.position() < state.startup_head)

@@ -8,6 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bson::doc;
 use futures::TryStreamExt;
+use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -15,6 +16,8 @@ use super::error::ApiError;
 use super::extract::{AuthUser, Meta};
 use super::idempotent::idempotent;
 use super::json::ApiJson;
+use super::paging::{number, parse_instant};
+use super::query::ApiQuery;
 use crate::identity::domain::{Email, InvalidInput};
 use crate::ledger::amount::Assets;
 use crate::ledger::service::TransferRequest;
@@ -228,17 +231,83 @@ pub struct ReadQuery {
     pub min_position: Option<u64>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceQuery {
+    min_position: Option<String>,
+    as_of: Option<String>,
+}
+
+/// One balance row of the API.
+fn balance_json(assets: &Assets, asset: &str, available: Decimal, held: Decimal) -> Value {
+    json!({
+        "asset": asset,
+        "available": assets.format(available, asset),
+        "held": assets.format(held, asset),
+        "total": assets.format(available + held, asset),
+    })
+}
+
 async fn balance(
     State(state): State<AppState>,
     user: AuthUser,
-    Query(query): Query<ReadQuery>,
+    ApiQuery(query): ApiQuery<BalanceQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    read_your_writes(&state, &state.balances, query.min_position).await?;
+    let min_position = number(query.min_position.as_deref(), "min_position")?;
+    match query.as_of.as_deref() {
+        Some(raw) => {
+            let as_of = parse_instant(raw, "as_of")?;
+            read_your_writes(&state, &state.transactions, min_position).await?;
+            Ok(Json(balance_as_of(&state, user.user_id(), as_of).await?))
+        }
+        None => {
+            read_your_writes(&state, &state.balances, min_position).await?;
+            Ok(Json(current_balance(&state, user.user_id()).await?))
+        }
+    }
+}
+
+/// Balances at `as_of`: the exact sum of the user's ledger entries (derived from the event
+/// log's postings) with `occurred_at <= as_of`, up to the position the `transactions`
+/// projection has applied.
+pub async fn balance_as_of(
+    state: &AppState,
+    user_id: uuid::Uuid,
+    as_of: chrono::DateTime<chrono::Utc>,
+) -> Result<Value, ApiError> {
+    let position = state.transactions.position();
+    let sums = crate::statement::sum_entries(
+        &state.db,
+        doc! {
+            "user_id": user_id.to_string(),
+            "occurred_at": { "$lte": bson::DateTime::from_chrono(as_of) },
+            "position": { "$lte": crate::store::document::to_i64(position) },
+        },
+    )
+    .await
+    .map_err(anyhow::Error::from)?;
+    let assets = &state.ledger.assets;
+    let balances: Vec<Value> = assets
+        .iter()
+        .map(|(asset, _)| {
+            let (available, held) = sums
+                .iter()
+                .find(|(a, _, _)| a == asset)
+                .map(|(_, a, h)| (*a, *h))
+                .unwrap_or_default();
+            balance_json(assets, asset, available, held)
+        })
+        .collect();
+    Ok(json!({ "balances": balances, "as_of": as_of, "position": position }))
+}
+
+/// The user's balances from the `balances` read model, every configured asset.
+pub async fn current_balance(state: &AppState, user_id: uuid::Uuid) -> Result<Value, ApiError> {
     let position = state.balances.position();
     let rows: Vec<bson::Document> = state
         .db
         .collection::<bson::Document>(BALANCES)
-        .find(doc! { "owner": user.user_id().to_string() })
+        .find(doc! { "owner": user_id.to_string() })
         .await
         .map_err(anyhow::Error::from)?
         .try_collect()
@@ -260,16 +329,10 @@ async fn balance(
                     })
                     .unwrap_or_default()
             };
-            let (available, held) = (amount("available"), amount("held"));
-            json!({
-                "asset": asset,
-                "available": assets.format(available, asset),
-                "held": assets.format(held, asset),
-                "total": assets.format(available + held, asset),
-            })
+            balance_json(assets, asset, amount("available"), amount("held"))
         })
         .collect();
-    Ok(Json(json!({ "balances": balances, "position": position })))
+    Ok(json!({ "balances": balances, "position": position }))
 }
 
 async fn list_withdrawals(

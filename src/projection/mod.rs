@@ -1,11 +1,16 @@
 //! Projection runner and the read models it maintains.
 //!
-//! A [`runner::Runner`] follows the log from its checkpoint (stored in `projection_checkpoints`)
-//! and applies each chunk of events and the new checkpoint in **one transaction**, so every
-//! event is applied exactly once — across restarts, and even with several service processes
-//! running the same projection (their checkpoint writes conflict; the loser re-reads the
-//! checkpoint and skips what is applied). Read models: [`balances`], [`withdrawals`].
+//! A runner follows the log from its checkpoint (stored in `projection_checkpoints`) and
+//! applies each chunk of events and the new checkpoint in **one transaction**, so every event
+//! is applied exactly once — across restarts, and even with several service processes running
+//! the same projection (their checkpoint writes conflict; the loser re-reads the checkpoint and
+//! skips what is applied). Read models: [`balances`], [`withdrawals`], [`transactions`]
+//! (history and ledger entries), [`audit`]. [`replay`] rebuilds one beside the live copy and
+//! swaps it in.
 
+pub mod audit;
 pub mod balances;
+pub mod replay;
 pub mod runner;
+pub mod transactions;
 pub mod withdrawals;

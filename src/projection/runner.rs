@@ -8,7 +8,10 @@ use futures::StreamExt;
 use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 use mongodb::options::{ReadConcern, ReturnDocument};
 use mongodb::{Client, ClientSession, Database};
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use mongodb::IndexModel;
+use tokio::sync::{broadcast, watch};
 
 use crate::store::document::to_i64;
 use crate::store::writer::durable_write_concern;
@@ -25,6 +28,55 @@ pub trait ReadModel: Send + Sync + 'static {
     const COLLECTIONS: &'static [&'static str];
     /// `(collection, update statements)` applying `events` (all new to this read model).
     fn updates(&self, events: &[EventEnvelope]) -> Vec<(&'static str, Vec<Document>)>;
+    /// `(collection, index)` pairs the read model's queries need.
+    fn indexes() -> Vec<(&'static str, IndexModel)> {
+        Vec::new()
+    }
+}
+
+/// Where a runner writes: the checkpoint id and a suffix appended to every collection name.
+/// The live read model has an empty suffix; `cryptovault replay` builds a shadow copy with
+/// [`Target::shadow`] and swaps it in (see [`super::replay`]).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub checkpoint: String,
+    pub suffix: &'static str,
+}
+
+impl Target {
+    pub fn live<M: ReadModel>() -> Self {
+        Self {
+            checkpoint: M::NAME.to_owned(),
+            suffix: "",
+        }
+    }
+
+    pub fn shadow<M: ReadModel>() -> Self {
+        Self {
+            checkpoint: format!("{}{SHADOW_SUFFIX}", M::NAME),
+            suffix: SHADOW_SUFFIX,
+        }
+    }
+
+    pub fn collection(&self, name: &str) -> String {
+        format!("{name}{}", self.suffix)
+    }
+}
+
+/// Suffix of the collections a replay builds before swapping them in.
+pub const SHADOW_SUFFIX: &str = "__replay";
+
+/// Creates the indexes of `M` on `target`'s collections (idempotent).
+pub async fn create_indexes<M: ReadModel>(
+    db: &Database,
+    target: &Target,
+) -> mongodb::error::Result<()> {
+    for (collection, index) in M::indexes() {
+        db.collection::<Document>(&target.collection(collection))
+            .create_index(index)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Handle to a running projection: its checkpoint as this process last saw it.
@@ -32,10 +84,18 @@ pub trait ReadModel: Send + Sync + 'static {
 pub struct ProjectionHandle {
     pub name: &'static str,
     checkpoint: watch::Receiver<u64>,
+    applied: broadcast::Sender<Arc<Vec<EventEnvelope>>>,
     db: Database,
 }
 
 impl ProjectionHandle {
+    /// Every chunk of events this process's runner applies, right after its transaction
+    /// commits (for live pushes). A slow receiver loses chunks (`Lagged`) rather than slowing
+    /// the projection.
+    pub fn applied(&self) -> broadcast::Receiver<Arc<Vec<EventEnvelope>>> {
+        self.applied.subscribe()
+    }
+
     pub fn position(&self) -> u64 {
         *self.checkpoint.borrow()
     }
@@ -82,62 +142,97 @@ pub async fn spawn<M: ReadModel>(
     store: EventStore,
     model: M,
 ) -> mongodb::error::Result<ProjectionHandle> {
+    let target = Target::live::<M>();
+    ensure_checkpoint(&db, &target.checkpoint).await?;
+    create_indexes::<M>(&db, &target).await?;
+    let start = stored_checkpoint(&db, M::NAME).await?;
+    let (tx, rx) = watch::channel(start);
+    let (applied, _) = broadcast::channel(256);
+    let handle = ProjectionHandle {
+        name: M::NAME,
+        checkpoint: rx,
+        applied: applied.clone(),
+        db: db.clone(),
+    };
+    let runner = Runner {
+        client,
+        db,
+        model: Arc::new(model),
+        target,
+    };
+    tokio::spawn(run(runner, store, tx, applied));
+    Ok(handle)
+}
+
+/// Creates the checkpoint document `name` at position 0 unless it exists.
+pub async fn ensure_checkpoint(db: &Database, name: &str) -> mongodb::error::Result<()> {
     db.collection::<Document>(CHECKPOINTS)
         .update_one(
-            doc! { "_id": M::NAME },
+            doc! { "_id": name },
             doc! { "$setOnInsert": { "position": 0_i64, "txn": 0_i64 } },
         )
         .upsert(true)
         .await
+        .map(|_| ())
         .or_else(|e| {
             if crate::store::schema::is_duplicate_key(&e) {
-                Ok(Default::default())
+                Ok(())
             } else {
                 Err(e)
             }
-        })?;
-    let start = stored_checkpoint(&db, M::NAME).await?;
-    let (tx, rx) = watch::channel(start);
-    let handle = ProjectionHandle {
-        name: M::NAME,
-        checkpoint: rx,
-        db: db.clone(),
-    };
-    tokio::spawn(run(client, db, store, model, tx));
-    Ok(handle)
+        })
+}
+
+/// Applies chunks of events to one target of one read model, exactly once.
+pub struct Runner<M: ReadModel> {
+    pub client: Client,
+    pub db: Database,
+    pub model: Arc<M>,
+    pub target: Target,
+}
+
+/// What applying a chunk did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The checkpoint is now at this position (possibly unchanged: another runner was ahead).
+    UpTo(u64),
+    /// The stored checkpoint is behind the chunk (the read model was reset or swapped by a
+    /// replay): the caller must resume reading from this position.
+    Rewound(u64),
 }
 
 async fn run<M: ReadModel>(
-    client: Client,
-    db: Database,
+    runner: Runner<M>,
     store: EventStore,
-    model: M,
     tx: watch::Sender<u64>,
+    applied: broadcast::Sender<Arc<Vec<EventEnvelope>>>,
 ) {
+    let name = M::NAME;
     loop {
-        let from = match stored_checkpoint(&db, M::NAME).await {
+        let from = match stored_checkpoint(&runner.db, &runner.target.checkpoint).await {
             Ok(position) => position,
             Err(error) => {
-                tracing::warn!(projection = M::NAME, %error, "reading checkpoint failed; retrying");
+                tracing::warn!(projection = name, %error, "reading checkpoint failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
+        tx.send_replace(from);
         let mut chunks = std::pin::pin!(store.subscribe(from).ready_chunks(CHUNK));
         while let Some(chunk) = chunks.next().await {
             let events: Result<Vec<EventEnvelope>, _> = chunk.into_iter().collect();
             let events = match events {
                 Ok(events) => events,
                 Err(error) => {
-                    tracing::error!(projection = M::NAME, %error, "projection stopped: the log cannot be read");
-                    metrics::counter!("projection_failures_total", "projection" => M::NAME)
+                    tracing::error!(projection = name, %error, "projection stopped: the log cannot be read");
+                    metrics::counter!("projection_failures_total", "projection" => name)
                         .increment(1);
                     tokio::time::sleep(Duration::from_secs(5)).await;
                     break;
                 }
             };
-            match apply_with_retries(&client, &db, &model, &events).await {
-                Ok(checkpoint) => {
+            match runner.apply_with_retries(&events).await {
+                Ok(Applied::UpTo(checkpoint)) => {
                     tx.send_if_modified(|current| {
                         let advanced = checkpoint > *current;
                         if advanced {
@@ -145,20 +240,29 @@ async fn run<M: ReadModel>(
                         }
                         advanced
                     });
+                    let _ = applied.send(Arc::new(events.clone()));
                     let head = store.known_head();
-                    metrics::gauge!("projection_lag_events", "projection" => M::NAME)
+                    metrics::gauge!("projection_lag_events", "projection" => name)
                         .set(head.saturating_sub(checkpoint) as f64);
                     if let Some(last) = events.last() {
                         let lag = (chrono::Utc::now() - last.occurred_at)
                             .num_milliseconds()
                             .max(0) as f64
                             / 1000.0;
-                        metrics::histogram!("projection_lag_seconds", "projection" => M::NAME)
+                        metrics::histogram!("projection_lag_seconds", "projection" => name)
                             .record(lag);
                     }
                 }
+                Ok(Applied::Rewound(position)) => {
+                    tracing::info!(
+                        projection = name,
+                        position,
+                        "checkpoint moved back (reset or replay); resuming from it"
+                    );
+                    break;
+                }
                 Err(error) => {
-                    tracing::error!(projection = M::NAME, %error, "applying events failed; restarting from the checkpoint");
+                    tracing::error!(projection = name, %error, "applying events failed; restarting from the checkpoint");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     break;
                 }
@@ -167,89 +271,97 @@ async fn run<M: ReadModel>(
     }
 }
 
-async fn apply_with_retries<M: ReadModel>(
-    client: &Client,
-    db: &Database,
-    model: &M,
-    events: &[EventEnvelope],
-) -> mongodb::error::Result<u64> {
-    let mut attempt = 0u32;
-    loop {
-        let mut session = client.start_session().await?;
-        match apply(&mut session, db, model, events).await {
-            Ok(checkpoint) => return Ok(checkpoint),
-            Err(e)
-                if attempt < 20
-                    && (e.contains_label(TRANSIENT_TRANSACTION_ERROR)
-                        || e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)) =>
-            {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(rand::random_range(
-                    1..=10u64 << attempt.min(4),
-                )))
-                .await;
+impl<M: ReadModel> Runner<M> {
+    /// Applies `events` (consecutive positions), retrying transient transaction errors.
+    pub async fn apply_with_retries(
+        &self,
+        events: &[EventEnvelope],
+    ) -> mongodb::error::Result<Applied> {
+        let mut attempt = 0u32;
+        loop {
+            let mut session = self.client.start_session().await?;
+            match self.apply(&mut session, events).await {
+                Ok(applied) => return Ok(applied),
+                Err(e)
+                    if attempt < 20
+                        && (e.contains_label(TRANSIENT_TRANSACTION_ERROR)
+                            || e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(rand::random_range(
+                        1..=10u64 << attempt.min(4),
+                    )))
+                    .await;
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
     }
-}
 
-/// One transaction: lock and read the checkpoint, apply the events after it, move it.
-async fn apply<M: ReadModel>(
-    s: &mut ClientSession,
-    db: &Database,
-    model: &M,
-    events: &[EventEnvelope],
-) -> mongodb::error::Result<u64> {
-    s.start_transaction()
-        .read_concern(ReadConcern::snapshot())
-        .write_concern(durable_write_concern())
-        .await?;
-    let checkpoints = db.collection::<Document>(CHECKPOINTS);
-    let current = checkpoints
-        .find_one_and_update(doc! { "_id": M::NAME }, doc! { "$inc": { "txn": 1_i64 } })
-        .return_document(ReturnDocument::After)
-        .session(&mut *s)
-        .await?
-        .and_then(|d| d.get_i64("position").ok())
-        .and_then(|p| u64::try_from(p).ok())
-        .unwrap_or(0);
-    let fresh: Vec<EventEnvelope> = events
-        .iter()
-        .filter(|e| e.position > current)
-        .cloned()
-        .collect();
-    let Some(last) = fresh.last().map(|e| e.position) else {
-        s.abort_transaction().await?;
-        return Ok(current);
-    };
-    for (collection, updates) in model.updates(&fresh) {
-        if updates.is_empty() {
-            continue;
+    /// One transaction: lock and read the checkpoint, apply the events after it, move it.
+    async fn apply(
+        &self,
+        s: &mut ClientSession,
+        events: &[EventEnvelope],
+    ) -> mongodb::error::Result<Applied> {
+        s.start_transaction()
+            .read_concern(ReadConcern::snapshot())
+            .write_concern(durable_write_concern())
+            .await?;
+        let checkpoints = self.db.collection::<Document>(CHECKPOINTS);
+        let id = self.target.checkpoint.as_str();
+        let current = checkpoints
+            .find_one_and_update(doc! { "_id": id }, doc! { "$inc": { "txn": 1_i64 } })
+            .return_document(ReturnDocument::After)
+            .session(&mut *s)
+            .await?
+            .and_then(|d| d.get_i64("position").ok())
+            .and_then(|p| u64::try_from(p).ok())
+            .unwrap_or(0);
+        let fresh: Vec<EventEnvelope> = events
+            .iter()
+            .filter(|e| e.position > current)
+            .cloned()
+            .collect();
+        let (Some(first), Some(last)) = (fresh.first(), fresh.last()) else {
+            s.abort_transaction().await?;
+            return Ok(Applied::UpTo(current));
+        };
+        if first.position != current + 1 {
+            s.abort_transaction().await?;
+            return Ok(Applied::Rewound(current));
         }
-        db.run_command(doc! { "update": collection, "updates": updates, "ordered": true })
+        let last = last.position;
+        for (collection, updates) in self.model.updates(&fresh) {
+            if updates.is_empty() {
+                continue;
+            }
+            self.db
+                .run_command(doc! { "update": self.target.collection(collection), "updates": updates, "ordered": true })
+                .session(&mut *s)
+                .await?;
+        }
+        checkpoints
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { "position": to_i64(last) } },
+            )
             .session(&mut *s)
             .await?;
-    }
-    checkpoints
-        .update_one(
-            doc! { "_id": M::NAME },
-            doc! { "$set": { "position": to_i64(last) } },
-        )
-        .session(&mut *s)
-        .await?;
-    loop {
-        match s.commit_transaction().await {
-            Ok(()) => return Ok(last),
-            Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => continue,
-            Err(e) => return Err(e),
+        loop {
+            match s.commit_transaction().await {
+                Ok(()) => return Ok(Applied::UpTo(last)),
+                Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => continue,
+                Err(e) => return Err(e),
+            }
         }
     }
 }
 
-/// Clears a read model and its checkpoint so that its runner rebuilds it from position 0 (the
-/// runner must be restarted). Used by tests and by operators; the read model is empty until
-/// the rebuild catches up.
+/// Clears a read model and its checkpoint so that its runner rebuilds it in place from
+/// position 0 (a running runner notices the rewind at its next chunk). Used by tests; the read
+/// model is incomplete until the rebuild catches up — operators use `cryptovault replay`,
+/// which never serves a half-built model.
 pub async fn reset<M: ReadModel>(db: &Database) -> mongodb::error::Result<()> {
     for collection in M::COLLECTIONS {
         db.collection::<Document>(collection)

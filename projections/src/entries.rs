@@ -1,0 +1,192 @@
+//! Ledger entries: each event's effect on each user's balance in one asset, the source of
+//! statements and of balances "as of" an instant.
+//!
+//! Entries are derived from the double-entry [`postings`], so a statement can never disagree
+//! with the ledger: summing a user's entries up to an instant gives exactly the balance the
+//! balance fold gives for the events up to that instant.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use cryptovault_events::ledger::{postings, Account};
+use cryptovault_events::EventEnvelope;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+/// What kind of movement an entry is, as statements name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Deposit,
+    /// A withdrawal request placed a hold (available → held; total unchanged).
+    WithdrawalHold,
+    /// A completed withdrawal left the account (held ↓, total ↓).
+    Withdrawal,
+    /// A rejected withdrawal's hold was released (held → available; total unchanged).
+    WithdrawalReleased,
+    TransferIn,
+    TransferOut,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deposit => "deposit",
+            Self::WithdrawalHold => "withdrawal_hold",
+            Self::Withdrawal => "withdrawal",
+            Self::WithdrawalReleased => "withdrawal_released",
+            Self::TransferIn => "transfer_in",
+            Self::TransferOut => "transfer_out",
+        }
+    }
+
+    /// Whether this kind changes the total balance (statements list only these).
+    pub fn is_movement(self) -> bool {
+        !matches!(self, Self::WithdrawalHold | Self::WithdrawalReleased)
+    }
+}
+
+/// One event's net effect on one user's balance in one asset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub user_id: Uuid,
+    pub asset: String,
+    pub kind: EntryKind,
+    /// The deposit, withdrawal or transfer id.
+    pub reference: Uuid,
+    pub counterparty: Option<Uuid>,
+    /// Change to `available` (signed, asset units).
+    pub available: Decimal,
+    /// Change to `held` (signed, asset units).
+    pub held: Decimal,
+    pub occurred_at: DateTime<Utc>,
+    pub position: u64,
+}
+
+impl Entry {
+    /// Change to the total balance (`available + held`).
+    pub fn total(&self) -> Decimal {
+        self.available + self.held
+    }
+}
+
+fn reference_of(event: &EventEnvelope) -> Option<Uuid> {
+    ["deposit_id", "withdrawal_id", "transfer_id"]
+        .iter()
+        .find_map(|field| event.payload.get(*field)?.as_str()?.parse().ok())
+}
+
+/// The user entries `event` makes (empty for events that move no user money).
+pub fn entries(event: &EventEnvelope) -> Vec<Entry> {
+    let mut per_user: BTreeMap<(Uuid, String), (Decimal, Decimal)> = BTreeMap::new();
+    for posting in postings(event) {
+        match posting.account {
+            Account::Available(user) => {
+                per_user.entry((user, posting.asset)).or_default().0 += posting.amount
+            }
+            Account::Held(user) => {
+                per_user.entry((user, posting.asset)).or_default().1 += posting.amount
+            }
+            Account::ExternalDeposits | Account::WithdrawalsPaid => {}
+        }
+    }
+    let Some(reference) = reference_of(event) else {
+        return Vec::new();
+    };
+    let from = event
+        .payload
+        .get("from_user")
+        .and_then(|v| v.as_str()?.parse::<Uuid>().ok());
+    let to = event
+        .payload
+        .get("to_user")
+        .and_then(|v| v.as_str()?.parse::<Uuid>().ok());
+    per_user
+        .into_iter()
+        .filter_map(|((user_id, asset), (available, held))| {
+            let (kind, counterparty) = match event.event_type.as_str() {
+                "FundsDeposited" => (EntryKind::Deposit, None),
+                "WithdrawalRequested" => (EntryKind::WithdrawalHold, None),
+                "WithdrawalCompleted" => (EntryKind::Withdrawal, None),
+                "WithdrawalRejected" => (EntryKind::WithdrawalReleased, None),
+                "TransferSent" if Some(user_id) == from => (EntryKind::TransferOut, to),
+                "TransferSent" => (EntryKind::TransferIn, from),
+                _ => return None,
+            };
+            Some(Entry {
+                user_id,
+                asset,
+                kind,
+                reference,
+                counterparty,
+                available,
+                held,
+                occurred_at: event.occurred_at,
+                position: event.position,
+            })
+        })
+        .collect()
+}
+
+/// One line of a statement: a movement and the total balance after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatementLine {
+    pub entry: Entry,
+    /// Signed change to the total balance.
+    pub amount: Decimal,
+    /// Total balance after this movement.
+    pub balance: Decimal,
+}
+
+/// A statement for one asset being written: starts at the opening balance and carries the
+/// running total balance through the movements, in position order. Memory is constant,
+/// whatever the number of movements.
+#[derive(Debug, Clone)]
+pub struct RunningBalance {
+    pub opening: Decimal,
+    pub balance: Decimal,
+    pub movements: u64,
+}
+
+impl RunningBalance {
+    pub fn new(opening: Decimal) -> Self {
+        Self {
+            opening,
+            balance: opening,
+            movements: 0,
+        }
+    }
+
+    /// The statement line for `entry`, or `None` when it does not change the total
+    /// (holds and their release).
+    pub fn push(&mut self, entry: Entry) -> Option<StatementLine> {
+        if !entry.kind.is_movement() {
+            return None;
+        }
+        let amount = entry.total();
+        self.balance += amount;
+        self.movements += 1;
+        Some(StatementLine {
+            entry,
+            amount,
+            balance: self.balance,
+        })
+    }
+
+    /// The closing balance (equal to the opening plus every movement's amount).
+    pub fn closing(&self) -> Decimal {
+        self.balance
+    }
+}
+
+/// `available` and `held` per asset for one user after `entries` (a balance "as of").
+pub fn balances_of<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> BTreeMap<String, (Decimal, Decimal)> {
+    let mut out: BTreeMap<String, (Decimal, Decimal)> = BTreeMap::new();
+    for entry in entries {
+        let row = out.entry(entry.asset.clone()).or_default();
+        row.0 += entry.available;
+        row.1 += entry.held;
+    }
+    out
+}

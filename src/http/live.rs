@@ -1,0 +1,145 @@
+//! Live data: `GET /api/prices`, WebSocket `/ws/prices`, and WebSocket `/ws/account`, which
+//! pushes the signed-in user's balance and transaction updates as the projectors apply events.
+//!
+//! `/ws/account` is authenticated like any request (the `access_token` cookie, or
+//! `Authorization: Bearer`); it filters every applied event down to the ones whose ledger
+//! entries or history rows belong to the caller, so no other user's data is ever sent.
+//! Messages are JSON text frames:
+//! `{"type":"balance","balances":[…],"position":N}` and
+//! `{"type":"transaction","transaction":{…},"position":N}`.
+
+use std::collections::HashSet;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use cryptovault_events::EventEnvelope;
+use cryptovault_projections::entries::entries;
+use cryptovault_projections::history::{history_change, HistoryChange};
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::extract::AuthUser;
+use crate::startup::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/prices", get(prices))
+        .route("/ws/prices", get(ws_prices))
+        .route("/ws/account", get(ws_account))
+}
+
+async fn prices(State(state): State<AppState>) -> Json<Value> {
+    Json(json!(*state.prices.latest()))
+}
+
+async fn ws_prices(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |socket| push_prices(state, socket))
+}
+
+async fn push_prices(state: AppState, mut socket: WebSocket) {
+    let mut prices = state.prices.watch();
+    loop {
+        let snapshot = prices.borrow_and_update().clone();
+        let text = json!(*snapshot).to_string();
+        if socket.send(Message::Text(text.into())).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            changed = prices.changed() => if changed.is_err() { return },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+async fn ws_account(
+    State(state): State<AppState>,
+    user: AuthUser,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let user_id = user.user_id();
+    upgrade.on_upgrade(move |socket| push_account(state, user_id, socket))
+}
+
+/// Whether any of `events` moves `user`'s money.
+fn touches_balance(events: &[EventEnvelope], user: Uuid) -> bool {
+    events
+        .iter()
+        .any(|e| entries(e).iter().any(|entry| entry.user_id == user))
+}
+
+/// The history rows of `events` that belong to `user` (ids, for a lookup of their state).
+fn own_transactions(events: &[EventEnvelope], user: Uuid) -> Vec<Uuid> {
+    let mut seen = HashSet::new();
+    events
+        .iter()
+        .filter_map(|e| match history_change(e)? {
+            HistoryChange::Insert(row) if row.user_id == user => Some(row.id),
+            HistoryChange::Status { user_id, id, .. } if user_id == user => Some(id),
+            _ => None,
+        })
+        .filter(|id| seen.insert(*id))
+        .collect()
+}
+
+async fn send_json(socket: &mut WebSocket, value: Value) -> bool {
+    socket
+        .send(Message::Text(value.to_string().into()))
+        .await
+        .is_ok()
+}
+
+async fn balance_message(state: &AppState, user: Uuid) -> Result<Value, ApiError> {
+    let mut balance = super::wallet::current_balance(state, user).await?;
+    balance["type"] = json!("balance");
+    Ok(balance)
+}
+
+async fn push_account(state: AppState, user: Uuid, mut socket: WebSocket) {
+    let mut balances = state.balances.applied();
+    let mut history = state.transactions.applied();
+    let Ok(first) = balance_message(&state, user).await else {
+        return;
+    };
+    if !send_json(&mut socket, first).await {
+        return;
+    }
+    loop {
+        tokio::select! {
+            applied = balances.recv() => match applied {
+                Ok(events) if !touches_balance(&events, user) => {}
+                Ok(_) | Err(RecvError::Lagged(_)) => match balance_message(&state, user).await {
+                    Ok(message) => if !send_json(&mut socket, message).await { return },
+                    Err(_) => return,
+                },
+                Err(RecvError::Closed) => return,
+            },
+            applied = history.recv() => match applied {
+                Ok(events) => {
+                    for id in own_transactions(&events, user) {
+                        let Ok(row) = super::transactions::transaction(&state, user, id).await else { return };
+                        let Some(row) = row else { continue };
+                        let message = json!({ "type": "transaction", "transaction": row, "position": state.transactions.position() });
+                        if !send_json(&mut socket, message).await { return }
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    let message = json!({ "type": "resync", "message": "updates were missed; reload the transaction list" });
+                    if !send_json(&mut socket, message).await { return }
+                }
+                Err(RecvError::Closed) => return,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

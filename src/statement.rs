@@ -1,0 +1,434 @@
+//! Account statements (`POST /api/transactions/export`, `cryptovault export`): per asset an
+//! opening balance, every movement with the running balance, and the closing balance.
+//!
+//! - **Balance** means the *total* balance (`available + held`). Movements are the entries
+//!   that change it: deposits, transfers in and out, completed withdrawals. A withdrawal
+//!   request's hold and a rejection's release move money between `available` and `held` only,
+//!   so they are not statement lines (the withdrawals list shows them).
+//! - **Period**: `from` inclusive, `to` exclusive, on the events' `occurred_at`. The opening
+//!   balance is the sum of every entry before `from`; all sums are exact (`Decimal128` in
+//!   MongoDB, `rust_decimal` here) and the running balance is carried by the pure
+//!   [`RunningBalance`] fold, so opening + movements = closing to the last decimal.
+//! - **Consistency**: the statement covers the ledger entries up to one position, fixed when it
+//!   starts (`up_to_position`), so rows projected while it streams cannot make it disagree with
+//!   itself.
+//! - **Memory**: rows are read with a cursor and written in ~64 KiB chunks to a bounded
+//!   channel, so memory stays flat whatever the number of rows; a client that goes away stops
+//!   the export.
+
+use std::str::FromStr;
+
+use bson::{doc, Bson, Document};
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use cryptovault_projections::entries::{Entry, EntryKind, RunningBalance, StatementLine};
+use futures::TryStreamExt;
+use mongodb::Database;
+use rust_decimal::Decimal;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use uuid::Uuid;
+
+use crate::ledger::amount::Assets;
+use crate::projection::balances::from_decimal128;
+use crate::projection::transactions::LEDGER_ENTRIES;
+use crate::store::document::to_i64;
+
+/// Output format of a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// RFC 4180 CSV with a header row (see [`CSV_HEADER`]).
+    Csv,
+    /// One JSON document (see the README for its shape).
+    Json,
+}
+
+impl Format {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "csv" => Some(Self::Csv),
+            "json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Csv => "text/csv; charset=utf-8",
+            Self::Json => "application/json",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Json => "json",
+        }
+    }
+}
+
+/// Columns of a CSV statement. Opening and closing balances are rows of type
+/// `opening_balance` / `closing_balance` with an empty amount.
+pub const CSV_HEADER: [&str; 8] = [
+    "asset",
+    "type",
+    "occurred_at",
+    "position",
+    "reference",
+    "counterparty_id",
+    "amount",
+    "balance",
+];
+
+/// What to put in a statement.
+#[derive(Debug, Clone)]
+pub struct StatementRequest {
+    pub user_id: Uuid,
+    pub email: Option<String>,
+    /// Assets to include, in this order.
+    pub assets: Vec<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub format: Format,
+    /// Ledger entries up to this position are included.
+    pub up_to_position: u64,
+}
+
+/// Bytes buffered before a chunk is sent.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// The statement as a stream of byte chunks (a producer task reads MongoDB; see the module
+/// docs). A failure mid-stream ends the stream with an error after what was written.
+pub fn stream(
+    db: Database,
+    assets: Assets,
+    request: StatementRequest,
+) -> ReceiverStream<Result<Bytes, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        let mut out = Output {
+            tx: tx.clone(),
+            buffer: Vec::with_capacity(CHUNK_BYTES * 2),
+        };
+        if let Err(error) = write_statement(&db, &assets, &request, &mut out).await {
+            if !matches!(error, WriteError::Gone) {
+                tracing::error!(error = %error, "statement export failed");
+                let _ = tx
+                    .send(Err(std::io::Error::other("statement export failed")))
+                    .await;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("the reader went away")]
+    Gone,
+    #[error(transparent)]
+    Mongo(#[from] mongodb::error::Error),
+    #[error(transparent)]
+    Csv(#[from] csv::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("malformed ledger entry: {0}")]
+    Malformed(String),
+}
+
+struct Output {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+}
+
+impl Output {
+    async fn maybe_flush(&mut self) -> Result<(), WriteError> {
+        if self.buffer.len() >= CHUNK_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), WriteError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(CHUNK_BYTES * 2),
+        ));
+        self.tx.send(Ok(chunk)).await.map_err(|_| WriteError::Gone)
+    }
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn period_filter(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Option<Document> {
+    let mut range = Document::new();
+    if let Some(from) = from {
+        range.insert("$gte", bson::DateTime::from_chrono(from));
+    }
+    if let Some(to) = to {
+        range.insert("$lt", bson::DateTime::from_chrono(to));
+    }
+    (!range.is_empty()).then_some(range)
+}
+
+/// Sum of `available` and `held` over `filter` (exact).
+pub async fn sum_entries(
+    db: &Database,
+    filter: Document,
+) -> mongodb::error::Result<Vec<(String, Decimal, Decimal)>> {
+    let pipeline = [
+        doc! { "$match": filter },
+        doc! { "$group": { "_id": "$asset", "available": { "$sum": "$available" }, "held": { "$sum": "$held" } } },
+    ];
+    let rows: Vec<Document> = db
+        .collection::<Document>(LEDGER_ENTRIES)
+        .aggregate(pipeline)
+        .await?
+        .try_collect()
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let amount = |field| match row.get(field) {
+                Some(Bson::Decimal128(d)) => from_decimal128(d),
+                _ => Decimal::ZERO,
+            };
+            (
+                row.get_str("_id").unwrap_or_default().to_owned(),
+                amount("available"),
+                amount("held"),
+            )
+        })
+        .collect())
+}
+
+/// Reads a `ledger_entries` document back into an [`Entry`].
+fn entry_from(document: &Document) -> Result<Entry, WriteError> {
+    let malformed = |what: &str| WriteError::Malformed(format!("{what} in {document}"));
+    let uuid = |field| {
+        document
+            .get_str(field)
+            .ok()
+            .and_then(|s| Uuid::from_str(s).ok())
+    };
+    let decimal = |field| match document.get(field) {
+        Some(Bson::Decimal128(d)) => Ok(from_decimal128(d)),
+        _ => Err(malformed(field)),
+    };
+    let kind = match document.get_str("kind").map_err(|_| malformed("kind"))? {
+        "deposit" => EntryKind::Deposit,
+        "withdrawal_hold" => EntryKind::WithdrawalHold,
+        "withdrawal" => EntryKind::Withdrawal,
+        "withdrawal_released" => EntryKind::WithdrawalReleased,
+        "transfer_in" => EntryKind::TransferIn,
+        "transfer_out" => EntryKind::TransferOut,
+        _ => return Err(malformed("kind")),
+    };
+    Ok(Entry {
+        user_id: uuid("user_id").ok_or_else(|| malformed("user_id"))?,
+        asset: document
+            .get_str("asset")
+            .map_err(|_| malformed("asset"))?
+            .to_owned(),
+        kind,
+        reference: uuid("reference").ok_or_else(|| malformed("reference"))?,
+        counterparty: uuid("counterparty_id"),
+        available: decimal("available")?,
+        held: decimal("held")?,
+        occurred_at: document
+            .get_datetime("occurred_at")
+            .map_err(|_| malformed("occurred_at"))?
+            .to_chrono(),
+        position: document
+            .get_i64("position")
+            .ok()
+            .and_then(|p| u64::try_from(p).ok())
+            .ok_or_else(|| malformed("position"))?,
+    })
+}
+
+async fn write_statement(
+    db: &Database,
+    assets: &Assets,
+    request: &StatementRequest,
+    out: &mut Output,
+) -> Result<(), WriteError> {
+    let generated_at = Utc::now();
+    let mut csv = csv_writer();
+    match request.format {
+        Format::Csv => csv.write_record(CSV_HEADER)?,
+        Format::Json => {
+            let header = json!({
+                "user_id": request.user_id,
+                "email": request.email,
+                "from": request.from.map(time),
+                "to": request.to.map(time),
+                "up_to_position": request.up_to_position,
+                "generated_at": time(generated_at),
+            });
+            let header = serde_json::to_string(&header)?;
+            // `{"statement":{<header fields>,"assets":[` …
+            out.buffer.extend_from_slice(b"{\"statement\":");
+            out.buffer
+                .extend_from_slice(&header.as_bytes()[..header.len() - 1]);
+            out.buffer.extend_from_slice(b",\"assets\":[");
+        }
+    }
+    let user = request.user_id.to_string();
+    let bound = to_i64(request.up_to_position);
+    for (index, asset) in request.assets.iter().enumerate() {
+        let fmt = |amount: Decimal| assets.format(amount, asset);
+        let opening = match request.from {
+            None => Decimal::ZERO,
+            Some(from) => sum_entries(
+                db,
+                doc! {
+                    "user_id": &user, "asset": asset, "position": { "$lte": bound },
+                    "occurred_at": { "$lt": bson::DateTime::from_chrono(from) },
+                },
+            )
+            .await?
+            .into_iter()
+            .map(|(_, available, held)| available + held)
+            .sum(),
+        };
+        let mut running = RunningBalance::new(opening);
+        let opened_at = request.from.map(time).unwrap_or_default();
+        match request.format {
+            Format::Csv => {
+                csv.write_record([
+                    asset,
+                    "opening_balance",
+                    &opened_at,
+                    "",
+                    "",
+                    "",
+                    "",
+                    &fmt(opening),
+                ])?;
+            }
+            Format::Json => {
+                if index > 0 {
+                    out.buffer.push(b',');
+                }
+                out.buffer.extend_from_slice(b"{\"asset\":");
+                serde_json::to_writer(&mut out.buffer, asset)?;
+                out.buffer.extend_from_slice(b",\"opening_balance\":");
+                serde_json::to_writer(&mut out.buffer, &fmt(opening))?;
+                out.buffer.extend_from_slice(b",\"movements\":[");
+            }
+        }
+        let mut filter = doc! {
+            "user_id": &user, "asset": asset, "movement": true, "position": { "$lte": bound },
+        };
+        if let Some(range) = period_filter(request.from, request.to) {
+            filter.insert("occurred_at", range);
+        }
+        let mut cursor = db
+            .collection::<Document>(LEDGER_ENTRIES)
+            .find(filter)
+            .sort(doc! { "occurred_at": 1, "position": 1 })
+            .batch_size(10_000)
+            .await?;
+        while let Some(document) = cursor.try_next().await? {
+            let Some(line) = running.push(entry_from(&document)?) else {
+                continue;
+            };
+            match request.format {
+                Format::Csv => {
+                    write_csv_line(&mut csv, &line, &fmt)?;
+                    if csv.get_ref().len() >= CHUNK_BYTES {
+                        out.buffer.append(&mut drain(&mut csv)?);
+                    }
+                }
+                Format::Json => {
+                    if running.movements > 1 {
+                        out.buffer.push(b',');
+                    }
+                    serde_json::to_writer(&mut out.buffer, &json_line(&line, &fmt))?;
+                }
+            }
+            out.maybe_flush().await?;
+        }
+        let closed_at = time(request.to.unwrap_or(generated_at));
+        let closing = fmt(running.closing());
+        match request.format {
+            Format::Csv => {
+                csv.write_record([
+                    asset,
+                    "closing_balance",
+                    &closed_at,
+                    "",
+                    "",
+                    "",
+                    "",
+                    &closing,
+                ])?;
+                out.buffer.append(&mut drain(&mut csv)?);
+            }
+            Format::Json => {
+                out.buffer.extend_from_slice(b"],\"closing_balance\":");
+                serde_json::to_writer(&mut out.buffer, &closing)?;
+                out.buffer.extend_from_slice(b",\"movement_count\":");
+                serde_json::to_writer(&mut out.buffer, &running.movements)?;
+                out.buffer.push(b'}');
+            }
+        }
+        out.maybe_flush().await?;
+    }
+    if request.format == Format::Json {
+        out.buffer.extend_from_slice(b"]}}");
+    }
+    out.flush().await
+}
+
+fn csv_writer() -> csv::Writer<Vec<u8>> {
+    csv::Writer::from_writer(Vec::with_capacity(CHUNK_BYTES * 2))
+}
+
+/// Everything the CSV writer has produced so far (the writer starts over, empty).
+fn drain(csv: &mut csv::Writer<Vec<u8>>) -> Result<Vec<u8>, WriteError> {
+    std::mem::replace(csv, csv_writer())
+        .into_inner()
+        .map_err(|e| WriteError::Csv(csv::Error::from(e.into_error())))
+}
+
+fn write_csv_line(
+    csv: &mut csv::Writer<Vec<u8>>,
+    line: &StatementLine,
+    fmt: &impl Fn(Decimal) -> String,
+) -> Result<(), csv::Error> {
+    let entry = &line.entry;
+    csv.write_record([
+        entry.asset.as_str(),
+        entry.kind.as_str(),
+        &time(entry.occurred_at),
+        &entry.position.to_string(),
+        &entry.reference.to_string(),
+        &entry
+            .counterparty
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        &fmt(line.amount),
+        &fmt(line.balance),
+    ])
+}
+
+fn json_line(line: &StatementLine, fmt: &impl Fn(Decimal) -> String) -> serde_json::Value {
+    let entry = &line.entry;
+    json!({
+        "type": entry.kind.as_str(),
+        "occurred_at": time(entry.occurred_at),
+        "position": entry.position,
+        "reference": entry.reference,
+        "counterparty_id": entry.counterparty,
+        "amount": fmt(line.amount),
+        "balance": fmt(line.balance),
+    })
+}
