@@ -1,80 +1,20 @@
 //! The ledger over HTTP and against the store: commands, rejections, concurrency, read models,
 //! idempotency. Real MongoDB throughout.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use bson::doc;
-use cryptovault::projection::balances::{from_decimal128, BalancesModel};
+use cryptovault::projection::balances::BalancesModel;
 use cryptovault::projection::runner;
-use cryptovault_projections::balances::Balances;
 use reqwest::{Client, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use crate::helpers::{logged_in as login, signed_up as user, spawn_app, TestDb, TestUser as User};
-
-/// Signs `email` up, makes it an admin through the CLI, and logs in again (roles travel in the
-/// token).
-async fn admin(t: &TestDb, base: &str, email: &str) -> User {
-    user(base, email).await;
-    t.grant(email, "admin").await;
-    login(base, email).await
-}
-
-async fn post(base: &str, user: &User, path: &str, body: Value) -> (StatusCode, Value) {
-    let response = Client::new()
-        .post(format!("{base}{path}"))
-        .bearer_auth(&user.token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn balance(
-    base: &str,
-    user: &User,
-    asset: &str,
-    min_position: u64,
-) -> (String, String, String) {
-    let body: Value = Client::new()
-        .get(format!(
-            "{base}/api/wallet/balance?min_position={min_position}"
-        ))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let row = body["balances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["asset"] == asset)
-        .unwrap()
-        .clone();
-    let s = |k: &str| row[k].as_str().unwrap().to_owned();
-    (s("available"), s("held"), s("total"))
-}
-
-async fn event_count(t: &TestDb) -> u64 {
-    t.db()
-        .collection::<bson::Document>("events")
-        .count_documents(doc! {})
-        .await
-        .unwrap()
-}
-
-fn position(body: &Value) -> u64 {
-    body["position"]
-        .as_u64()
-        .expect("write answers carry the position")
-}
+use crate::helpers::{
+    admin, balance, event_count, fold_log, nonzero, normalized, position, post, signed_up as user,
+    spawn_app, stored_balances, wait_for_projection, TestDb, TestUser as User,
+};
 
 #[tokio::test]
 async fn every_command_works_and_every_rejection_writes_nothing() {
@@ -360,79 +300,6 @@ async fn hot_account_exactly_ten_of_sixty_four_transfers_succeed() {
         "10.00000000"
     );
     t.drop_database().await;
-}
-
-/// The balances read model as stored, excluding rows that are all zero.
-async fn stored_balances(t: &TestDb) -> BTreeMap<(String, String), (Decimal, Decimal)> {
-    use futures::TryStreamExt;
-    let rows: Vec<bson::Document> = t
-        .db()
-        .collection("balances")
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    rows.iter()
-        .map(|r| {
-            let d = |k: &str| match r.get(k) {
-                Some(bson::Bson::Decimal128(d)) => from_decimal128(d),
-                _ => Decimal::ZERO,
-            };
-            (
-                (
-                    r.get_str("owner").unwrap().to_owned(),
-                    r.get_str("asset").unwrap().to_owned(),
-                ),
-                (d("available"), d("held")),
-            )
-        })
-        .filter(|(_, (a, h))| !a.is_zero() || !h.is_zero())
-        .collect()
-}
-
-/// A fresh fold of the whole log.
-async fn fold_log(t: &TestDb) -> Balances {
-    let store = t.store().await;
-    let mut balances = Balances::default();
-    let mut from = 1;
-    loop {
-        let events = store.read_all(from, 5000).await.unwrap();
-        let Some(last) = events.last() else { break };
-        from = last.position + 1;
-        for event in &events {
-            balances.apply(event);
-        }
-    }
-    balances
-}
-
-fn nonzero(fold: &Balances) -> BTreeMap<(String, String), (Decimal, Decimal)> {
-    fold.rows
-        .iter()
-        .filter(|(_, r)| !r.available.is_zero() || !r.held.is_zero())
-        .map(|(k, r)| (k.clone(), (r.available.normalize(), r.held.normalize())))
-        .collect()
-}
-
-fn normalized(
-    rows: BTreeMap<(String, String), (Decimal, Decimal)>,
-) -> BTreeMap<(String, String), (Decimal, Decimal)> {
-    rows.into_iter()
-        .map(|(k, (a, h))| (k, (a.normalize(), h.normalize())))
-        .collect()
-}
-
-async fn wait_for_projection(t: &TestDb, name: &str) {
-    let head = t.store().await.head().await.unwrap().0;
-    for _ in 0..600 {
-        if runner::stored_checkpoint(&t.db(), name).await.unwrap() >= head {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("projection {name} did not reach {head}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
