@@ -1,6 +1,7 @@
 //! Integration tests against a real MongoDB replica set (started by `scripts/test.sh`).
 //! Every test works in a database of its own. All of them compile into this one binary.
 
+mod audit;
 mod auth;
 mod auth_fuzz;
 mod event_store;
