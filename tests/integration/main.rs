@@ -9,6 +9,7 @@ mod helpers;
 mod history;
 mod http_operations;
 mod ledger;
+mod replay;
 mod statements;
 mod subscription;
 mod tamper;
