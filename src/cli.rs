@@ -293,11 +293,23 @@ async fn export(args: ExportArgs, output: Option<std::path::PathBuf>) -> anyhow:
         out.write_all(&chunk?).await?;
     }
     out.flush().await?;
-    if let Some(path) = output {
-        eprintln!(
-            "statement written to {} (ledger up to position {position})",
+    let peak = peak_rss_bytes()
+        .map(|b| format!(", peak RSS {b} bytes"))
+        .unwrap_or_default();
+    match output {
+        Some(path) => eprintln!(
+            "statement written to {} (ledger up to position {position}{peak})",
             path.display()
-        );
+        ),
+        None => eprintln!("statement covers the ledger up to position {position}{peak}"),
     }
     Ok(0)
+}
+
+/// This process's peak resident set size (Linux `VmHWM`), if the platform tells.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kilobytes * 1024)
 }

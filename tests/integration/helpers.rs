@@ -318,7 +318,8 @@ pub fn normalized(
 
 pub async fn wait_for_projection(t: &TestDb, name: &str) {
     let head = t.store().await.head().await.unwrap().0;
-    for _ in 0..600 {
+    // Generous bound (two minutes): large tests project 100,000 events on a shared CI machine.
+    for _ in 0..2400 {
         if runner::stored_checkpoint(&t.db(), name).await.unwrap() >= head {
             return;
         }

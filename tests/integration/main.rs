@@ -9,6 +9,7 @@ mod helpers;
 mod history;
 mod http_operations;
 mod ledger;
+mod live;
 mod replay;
 mod statements;
 mod subscription;

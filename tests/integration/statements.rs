@@ -370,3 +370,89 @@ async fn balances_as_of_random_instants_equal_a_fold_of_the_log() {
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
     t.drop_database().await;
 }
+
+/// The peak RSS the export command reports on stderr ("peak RSS <n> bytes").
+fn reported_peak_rss(stderr: &str) -> u64 {
+    let after = stderr
+        .split("peak RSS ")
+        .nth(1)
+        .expect("the export reports its peak RSS");
+    after.split(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_statement_of_100_000_movements_streams_in_bounded_memory() {
+    use cryptovault::store::{AppendBatch, ExpectedVersion};
+    use cryptovault_events::ledger::{credits_stream, FundsDeposited};
+    use cryptovault_events::{DomainEvent, EventMetadata};
+
+    const MOVEMENTS: usize = 100_000;
+    let t = TestDb::new("statement_100k").await;
+    let base = spawn_app(&t, &[]).await;
+    let dora = signed_up(&base, "dora@example.com").await;
+    let user_id: uuid::Uuid = dora.id.parse().unwrap();
+    let store = t.store().await;
+    let batches: Vec<_> = (0..MOVEMENTS / 1000)
+        .map(|b| {
+            let events = (0..1000)
+                .map(|i| {
+                    FundsDeposited {
+                        deposit_id: uuid::Uuid::now_v7(),
+                        user_id,
+                        asset: "USD".into(),
+                        amount: Decimal::new(((b * 1000 + i) % 9_999 + 1) as i64, 2),
+                    }
+                    .into_new_event(Utc::now(), EventMetadata::default())
+                })
+                .collect();
+            AppendBatch::single(credits_stream(user_id, "USD"), ExpectedVersion::Any, events)
+        })
+        .collect();
+    futures::future::join_all(batches.into_iter().map(|batch| {
+        let store = store.clone();
+        async move { store.append(batch).await.unwrap() }
+    }))
+    .await;
+    let expected: Decimal = (0..MOVEMENTS)
+        .map(|n| Decimal::new((n % 9_999 + 1) as i64, 2))
+        .sum();
+    // The service projects the entries; the export process then only reads them, so its peak
+    // memory is the export's.
+    crate::helpers::wait_for_projection(&t, "transactions").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("statement.csv");
+    let out = t
+        .cli(&[
+            "export",
+            "--email",
+            "dora@example.com",
+            "--format",
+            "csv",
+            "--asset",
+            "USD",
+            "--output",
+            file.to_str().unwrap(),
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peak = reported_peak_rss(&String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let sections = check_csv(&text);
+    assert_eq!(sections.len(), 1);
+    let (_, opening, rows, closing) = &sections[0];
+    assert!(opening.is_zero());
+    assert_eq!(rows.len(), MOVEMENTS);
+    assert_eq!(*closing, expected);
+    // The statement file alone is several MB; the exporting process (which also brought the
+    // read model up to date) must stay far below a size that would mean "held it all".
+    assert!(
+        peak < 100 * 1024 * 1024,
+        "peak RSS of the export process: {peak} bytes"
+    );
+    t.drop_database().await;
+}
