@@ -231,6 +231,7 @@ async fn run<M: ReadModel>(
                     break;
                 }
             };
+            let events = Arc::new(events);
             match runner.apply_with_retries(&events).await {
                 Ok(Applied::UpTo(checkpoint)) => {
                     tx.send_if_modified(|current| {
@@ -240,7 +241,7 @@ async fn run<M: ReadModel>(
                         }
                         advanced
                     });
-                    let _ = applied.send(Arc::new(events.clone()));
+                    let _ = applied.send(events.clone());
                     let head = store.known_head();
                     metrics::gauge!("projection_lag_events", "projection" => name)
                         .set(head.saturating_sub(checkpoint) as f64);
@@ -318,11 +319,8 @@ impl<M: ReadModel> Runner<M> {
             .and_then(|d| d.get_i64("position").ok())
             .and_then(|p| u64::try_from(p).ok())
             .unwrap_or(0);
-        let fresh: Vec<EventEnvelope> = events
-            .iter()
-            .filter(|e| e.position > current)
-            .cloned()
-            .collect();
+        // Positions in a chunk are consecutive, so the unapplied events are a suffix.
+        let fresh = &events[events.partition_point(|e| e.position <= current)..];
         let (Some(first), Some(last)) = (fresh.first(), fresh.last()) else {
             s.abort_transaction().await?;
             return Ok(Applied::UpTo(current));
@@ -332,14 +330,25 @@ impl<M: ReadModel> Runner<M> {
             return Ok(Applied::Rewound(current));
         }
         let last = last.position;
-        for (collection, updates) in self.model.updates(&fresh) {
-            if updates.is_empty() {
-                continue;
+        for (collection, updates) in self.model.updates(fresh) {
+            let name = self.target.collection(collection);
+            let (inserts, updates) = if self.target.suffix.is_empty() {
+                (Vec::new(), updates)
+            } else {
+                split_inserts(updates)
+            };
+            if !inserts.is_empty() {
+                self.db
+                    .run_command(doc! { "insert": &name, "documents": inserts, "ordered": true })
+                    .session(&mut *s)
+                    .await?;
             }
-            self.db
-                .run_command(doc! { "update": self.target.collection(collection), "updates": updates, "ordered": true })
-                .session(&mut *s)
-                .await?;
+            if !updates.is_empty() {
+                self.db
+                    .run_command(doc! { "update": &name, "updates": updates, "ordered": true })
+                    .session(&mut *s)
+                    .await?;
+            }
         }
         checkpoints
             .update_one(
@@ -356,6 +365,42 @@ impl<M: ReadModel> Runner<M> {
             }
         }
     }
+}
+
+/// Splits update statements for a collection that is being built from empty (a replay's
+/// shadow): a create-only statement (`upsert` with only `$setOnInsert`, keyed by `_id`) becomes
+/// a plain insert, which MongoDB applies about twice as fast. The inserts go first; the
+/// remaining statements keep their order. That is equivalent because a create-only statement
+/// never follows a change to the same row (rows are created by the event that starts them),
+/// and it is exactly-once because the checkpoint is — a duplicate `_id` would abort the chunk.
+fn split_inserts(updates: Vec<Document>) -> (Vec<Document>, Vec<Document>) {
+    let mut inserts = Vec::new();
+    let mut rest = Vec::new();
+    for statement in updates {
+        let create_only = statement.get_bool("upsert").unwrap_or(false)
+            && statement
+                .get_document("u")
+                .is_ok_and(|u| u.len() == 1 && u.contains_key("$setOnInsert"));
+        let id = statement
+            .get_document("q")
+            .ok()
+            .filter(|q| q.len() == 1)
+            .and_then(|q| q.get("_id").cloned());
+        match (create_only, id) {
+            (true, Some(id)) => {
+                let mut document = doc! { "_id": id };
+                if let Ok(fields) = statement
+                    .get_document("u")
+                    .and_then(|u| u.get_document("$setOnInsert"))
+                {
+                    document.extend(fields.clone());
+                }
+                inserts.push(document);
+            }
+            _ => rest.push(statement),
+        }
+    }
+    (inserts, rest)
 }
 
 /// Clears a read model and its checkpoint so that its runner rebuilds it in place from
