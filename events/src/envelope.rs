@@ -69,6 +69,9 @@ pub struct EventEnvelope {
     pub position: u64,
     pub event_type: String,
     pub schema_version: u32,
+    /// Serialized exactly as in the canonical encoding (`YYYY-MM-DDTHH:MM:SS.mmmZ`), so that
+    /// the JSON an auditor receives hashes to `hash` as it is.
+    #[serde(with = "canonical_time")]
     pub occurred_at: DateTime<Utc>,
     pub metadata: EventMetadata,
     pub payload: serde_json::Value,
@@ -101,5 +104,22 @@ impl EventEnvelope {
         };
         envelope.hash = crate::canonical::event_hash(&envelope);
         envelope
+    }
+}
+
+/// `occurred_at` in the canonical form on output; any RFC 3339 date-time on input.
+mod canonical_time {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&t.format(crate::canonical::TIMESTAMP_FORMAT))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
     }
 }

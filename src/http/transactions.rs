@@ -73,7 +73,7 @@ fn item(state: &AppState, row: &Document) -> Value {
 }
 
 /// One page of `user`'s history, newest first, filtered by `query` (and `kind` if forced).
-async fn page(
+pub async fn page(
     state: &AppState,
     user: &AuthUser,
     query: ListQuery,

@@ -1,7 +1,7 @@
 //! `/api/wallet`: deposits, withdrawals, transfers, balances. Thin: parse and validate the body
 //! into domain values, run the ledger command under the idempotency rules, shape the answer.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -25,6 +25,7 @@ use crate::projection::balances::{from_decimal128, COLLECTION as BALANCES};
 use crate::projection::runner::ProjectionHandle;
 use crate::projection::withdrawals::COLLECTION as WITHDRAWALS;
 use crate::startup::AppState;
+use cryptovault_projections::history::TransactionKind;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -227,11 +228,6 @@ async fn transfer(
 }
 
 #[derive(Deserialize)]
-pub struct ReadQuery {
-    pub min_position: Option<u64>,
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BalanceQuery {
     min_position: Option<String>,
@@ -335,16 +331,15 @@ pub async fn current_balance(state: &AppState, user_id: uuid::Uuid) -> Result<Va
     Ok(json!({ "balances": balances, "position": position }))
 }
 
+/// `GET /api/wallet/withdrawals`: the caller's history filtered to withdrawals (same cursor
+/// pages, filters and shape as `GET /api/transactions`; `status` follows approve / complete /
+/// reject).
 async fn list_withdrawals(
     State(state): State<AppState>,
     user: AuthUser,
-    Query(query): Query<ReadQuery>,
+    ApiQuery(query): ApiQuery<super::transactions::ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    read_your_writes(&state, &state.withdrawals, query.min_position).await?;
-    let items = withdrawal_rows(&state, doc! { "user_id": user.user_id().to_string() }).await?;
-    Ok(Json(
-        json!({ "items": items, "position": state.withdrawals.position() }),
-    ))
+    super::transactions::page(&state, &user, query, Some(TransactionKind::Withdrawal)).await
 }
 
 /// Waits until `projection` has applied `min_position` (if given), at most

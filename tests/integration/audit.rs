@@ -100,6 +100,39 @@ async fn auditors_read_and_verify_the_log_and_users_cannot() {
     let (_, page) = get(&base, &auditor, "/api/audit/events?limit=1").await;
     assert_eq!(page["head"]["hash"], previous.as_str());
 
+    // The README's outside check, verbatim: Python recomputes every hash from the JSON as sent.
+    let (_, page) = get(
+        &base,
+        &auditor,
+        "/api/audit/events?from_position=1&limit=1000",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("events.json"), page.to_string()).unwrap();
+    let script = r#"
+import hashlib, json
+page = json.load(open("events.json"))
+prev = "0" * 64
+for e in page["events"]:
+    body = {k: v for k, v in e.items() if k != "hash"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert e["prev_hash"] == prev, f"broken link at {e['position']}"
+    assert hashlib.sha256(canonical.encode()).hexdigest() == e["hash"], f"bad hash at {e['position']}"
+    prev = e["hash"]
+print("intact up to position", page["events"][-1]["position"], "- head is", page["head"]["position"])
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .current_dir(dir.path())
+        .output()
+        .expect("python3 runs (scripts/mongo.sh needs it too)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("intact up to position"));
+
     let stream = format!("credits-{}-USD", alice.id);
     let (status, body) = get(&base, &auditor, &format!("/api/audit/streams/{stream}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -133,6 +133,9 @@ async fn history_rows_filters_and_access_control() {
     assert_eq!(types(&before), ["deposit", "deposit"]);
     let (_, wallet_deposits) = get(&base, &alice, "/api/wallet/deposits").await;
     assert_eq!(types(&wallet_deposits), ["deposit", "deposit"]);
+    let (_, wallet_withdrawals) = get(&base, &alice, "/api/wallet/withdrawals").await;
+    assert_eq!(types(&wallet_withdrawals), ["withdrawal"]);
+    assert_eq!(wallet_withdrawals["items"][0]["id"], withdrawal_id.as_str());
 
     // One transaction; another user's is not found.
     let (status, one) = get(&base, &alice, &format!("/api/transactions/{transfer_id}")).await;
