@@ -16,12 +16,10 @@
 //!   channel, so memory stays flat whatever the number of rows; a client that goes away stops
 //!   the export.
 
-use std::str::FromStr;
-
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
-use cryptovault_projections::entries::{Entry, EntryKind, RunningBalance, StatementLine};
+use cryptovault_projections::entries::{EntryKind, RunningBalance};
 use futures::TryStreamExt;
 use mongodb::Database;
 use rust_decimal::Decimal;
@@ -208,48 +206,42 @@ pub async fn sum_entries(
         .collect())
 }
 
-/// Reads a `ledger_entries` document back into an [`Entry`].
-fn entry_from(document: &Document) -> Result<Entry, WriteError> {
-    let malformed = |what: &str| WriteError::Malformed(format!("{what} in {document}"));
-    let uuid = |field| {
-        document
-            .get_str(field)
-            .ok()
-            .and_then(|s| Uuid::from_str(s).ok())
-    };
-    let decimal = |field| match document.get(field) {
-        Some(Bson::Decimal128(d)) => Ok(from_decimal128(d)),
+/// One statement movement as stored in `ledger_entries`, borrowing the raw document's text.
+struct Movement<'a> {
+    kind: EntryKind,
+    reference: &'a str,
+    counterparty: Option<&'a str>,
+    /// Signed change to the total balance.
+    amount: Decimal,
+    occurred_at: DateTime<Utc>,
+    position: i64,
+}
+
+/// Reads a movement straight from the raw BSON (no intermediate `Document`: the export's
+/// hot path).
+fn movement(raw: &RawDocument) -> Result<Movement<'_>, WriteError> {
+    let malformed = |what: &str| WriteError::Malformed(format!("{what} of a ledger entry"));
+    let decimal = |field| match raw.get(field) {
+        Ok(Some(bson::RawBsonRef::Decimal128(d))) => Ok(from_decimal128(&d)),
         _ => Err(malformed(field)),
     };
-    let kind = match document.get_str("kind").map_err(|_| malformed("kind"))? {
-        "deposit" => EntryKind::Deposit,
-        "withdrawal_hold" => EntryKind::WithdrawalHold,
-        "withdrawal" => EntryKind::Withdrawal,
-        "withdrawal_released" => EntryKind::WithdrawalReleased,
-        "transfer_in" => EntryKind::TransferIn,
-        "transfer_out" => EntryKind::TransferOut,
-        _ => return Err(malformed("kind")),
-    };
-    Ok(Entry {
-        user_id: uuid("user_id").ok_or_else(|| malformed("user_id"))?,
-        asset: document
-            .get_str("asset")
-            .map_err(|_| malformed("asset"))?
-            .to_owned(),
+    let kind = raw
+        .get_str("kind")
+        .ok()
+        .and_then(EntryKind::parse)
+        .ok_or_else(|| malformed("kind"))?;
+    Ok(Movement {
         kind,
-        reference: uuid("reference").ok_or_else(|| malformed("reference"))?,
-        counterparty: uuid("counterparty_id"),
-        available: decimal("available")?,
-        held: decimal("held")?,
-        occurred_at: document
+        reference: raw
+            .get_str("reference")
+            .map_err(|_| malformed("reference"))?,
+        counterparty: raw.get_str("counterparty_id").ok(),
+        amount: decimal("available")? + decimal("held")?,
+        occurred_at: raw
             .get_datetime("occurred_at")
             .map_err(|_| malformed("occurred_at"))?
             .to_chrono(),
-        position: document
-            .get_i64("position")
-            .ok()
-            .and_then(|p| u64::try_from(p).ok())
-            .ok_or_else(|| malformed("position"))?,
+        position: raw.get_i64("position").map_err(|_| malformed("position"))?,
     })
 }
 
@@ -331,18 +323,24 @@ async fn write_statement(
             filter.insert("occurred_at", range);
         }
         let mut cursor = db
-            .collection::<Document>(LEDGER_ENTRIES)
+            .collection::<RawDocumentBuf>(LEDGER_ENTRIES)
             .find(filter)
             .sort(doc! { "occurred_at": 1, "position": 1 })
+            .projection(doc! {
+                "_id": 0, "kind": 1, "reference": 1, "counterparty_id": 1,
+                "available": 1, "held": 1, "occurred_at": 1, "position": 1,
+            })
             .batch_size(10_000)
             .await?;
         while let Some(document) = cursor.try_next().await? {
-            let Some(line) = running.push(entry_from(&document)?) else {
+            let line = movement(&document)?;
+            if !line.kind.is_movement() {
                 continue;
-            };
+            }
+            let balance = running.add(line.amount);
             match request.format {
                 Format::Csv => {
-                    write_csv_line(&mut csv, &line, &fmt)?;
+                    write_csv_line(&mut csv, asset, &line, balance, &fmt)?;
                     if csv.get_ref().len() >= CHUNK_BYTES {
                         out.buffer.append(&mut drain(&mut csv)?);
                     }
@@ -351,7 +349,7 @@ async fn write_statement(
                     if running.movements > 1 {
                         out.buffer.push(b',');
                     }
-                    serde_json::to_writer(&mut out.buffer, &json_line(&line, &fmt))?;
+                    serde_json::to_writer(&mut out.buffer, &json_line(&line, balance, &fmt))?;
                 }
             }
             out.maybe_flush().await?;
@@ -401,34 +399,35 @@ fn drain(csv: &mut csv::Writer<Vec<u8>>) -> Result<Vec<u8>, WriteError> {
 
 fn write_csv_line(
     csv: &mut csv::Writer<Vec<u8>>,
-    line: &StatementLine,
+    asset: &str,
+    line: &Movement<'_>,
+    balance: Decimal,
     fmt: &impl Fn(Decimal) -> String,
 ) -> Result<(), csv::Error> {
-    let entry = &line.entry;
     csv.write_record([
-        entry.asset.as_str(),
-        entry.kind.as_str(),
-        &time(entry.occurred_at),
-        &entry.position.to_string(),
-        &entry.reference.to_string(),
-        &entry
-            .counterparty
-            .map(|c| c.to_string())
-            .unwrap_or_default(),
+        asset,
+        line.kind.as_str(),
+        &time(line.occurred_at),
+        &line.position.to_string(),
+        line.reference,
+        line.counterparty.unwrap_or_default(),
         &fmt(line.amount),
-        &fmt(line.balance),
+        &fmt(balance),
     ])
 }
 
-fn json_line(line: &StatementLine, fmt: &impl Fn(Decimal) -> String) -> serde_json::Value {
-    let entry = &line.entry;
+fn json_line(
+    line: &Movement<'_>,
+    balance: Decimal,
+    fmt: &impl Fn(Decimal) -> String,
+) -> serde_json::Value {
     json!({
-        "type": entry.kind.as_str(),
-        "occurred_at": time(entry.occurred_at),
-        "position": entry.position,
-        "reference": entry.reference,
-        "counterparty_id": entry.counterparty,
+        "type": line.kind.as_str(),
+        "occurred_at": time(line.occurred_at),
+        "position": line.position,
+        "reference": line.reference,
+        "counterparty_id": line.counterparty,
         "amount": fmt(line.amount),
-        "balance": fmt(line.balance),
+        "balance": fmt(balance),
     })
 }

@@ -39,6 +39,20 @@ impl EntryKind {
         }
     }
 
+    /// The kind named `text` (as [`Self::as_str`] writes it).
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Deposit,
+            Self::WithdrawalHold,
+            Self::Withdrawal,
+            Self::WithdrawalReleased,
+            Self::TransferIn,
+            Self::TransferOut,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
+    }
+
     /// Whether this kind changes the total balance (statements list only these).
     pub fn is_movement(self) -> bool {
         !matches!(self, Self::WithdrawalHold | Self::WithdrawalReleased)
@@ -163,13 +177,19 @@ impl RunningBalance {
             return None;
         }
         let amount = entry.total();
-        self.balance += amount;
-        self.movements += 1;
+        let balance = self.add(amount);
         Some(StatementLine {
             entry,
             amount,
-            balance: self.balance,
+            balance,
         })
+    }
+
+    /// Adds a movement of `amount` (signed change to the total); returns the balance after it.
+    pub fn add(&mut self, amount: Decimal) -> Decimal {
+        self.balance += amount;
+        self.movements += 1;
+        self.balance
     }
 
     /// The closing balance (equal to the opening plus every movement's amount).
