@@ -1,8 +1,8 @@
 //! Live data: `GET /api/prices`, WebSocket `/ws/prices`, and WebSocket `/ws/account`, which
 //! pushes the signed-in user's balance and transaction updates as the projectors apply events.
 //!
-//! `/ws/account` is authenticated like any request (the `access_token` cookie, or
-//! `Authorization: Bearer`); it filters every applied event down to the ones whose ledger
+//! `/ws/account` is authenticated like any request (the `access_token` cookie — from an allowed
+//! `Origin` only, see [`allowed_origin`] — or `Authorization: Bearer`); it filters every applied event down to the ones whose ledger
 //! entries or history rows belong to the caller, so no other user's data is ever sent.
 //! Messages are JSON text frames:
 //! `{"type":"balance","balances":[…],"position":N}` and
@@ -12,6 +12,7 @@ use std::collections::HashSet;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -62,10 +63,44 @@ async fn push_prices(state: AppState, mut socket: WebSocket) {
 async fn ws_account(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
-) -> Response {
+) -> Result<Response, ApiError> {
+    if user.via_cookie && !allowed_origin(&state, &headers) {
+        return Err(ApiError::Forbidden(
+            "a cookie-authenticated WebSocket must be opened from this site or an origin in CORS_ORIGINS"
+                .into(),
+        ));
+    }
     let user_id = user.user_id();
-    upgrade.on_upgrade(move |socket| push_account(state, user_id, socket))
+    Ok(upgrade.on_upgrade(move |socket| push_account(state, user_id, socket)))
+}
+
+/// Cross-site WebSocket hijacking guard. WebSocket handshakes are not subject to CORS and a
+/// browser attaches cookies to them, so a cookie-authenticated socket is accepted only from the
+/// same origin (the `Origin` names the `Host` the request came to), an origin in
+/// `CORS_ORIGINS`, or `APP_URL`. Without an `Origin` header the client is not a browser (a
+/// browser always sends one) and cannot be a confused deputy.
+fn allowed_origin(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return !headers.contains_key(header::ORIGIN);
+    };
+    let origin = origin.trim_end_matches('/');
+    let same_host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|host| {
+            origin
+                .split_once("://")
+                .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+        });
+    let config = &state.config;
+    same_host
+        || config
+            .cors_origins
+            .iter()
+            .chain(config.app_url.iter())
+            .any(|allowed| allowed.trim_end_matches('/').eq_ignore_ascii_case(origin))
 }
 
 /// Whether any of `events` moves `user`'s money.

@@ -68,6 +68,31 @@ async fn ws_account_pushes_own_updates_and_nothing_of_others() {
         connect(&base, "/ws/account", None).await.is_err(),
         "anonymous sockets are refused"
     );
+    // With the session cookie, only from this site or an allowed origin (no CSWSH).
+    let with_cookie = |origin: &str| {
+        let mut request = format!("{}/ws/account", base.replacen("http://", "ws://", 1))
+            .into_client_request()
+            .unwrap();
+        let headers = request.headers_mut();
+        headers.insert(
+            "cookie",
+            format!("access_token={}", alice.token).parse().unwrap(),
+        );
+        headers.insert("origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    assert!(
+        with_cookie("https://evil.example").await.is_err(),
+        "cross-site socket refused"
+    );
+    let mut same_site = with_cookie(&base)
+        .await
+        .expect("same-origin socket accepted")
+        .0;
+    let first = next_json(&mut same_site, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(first["type"], "balance");
     let mut alices = connect(&base, "/ws/account", Some(&alice)).await.unwrap();
     let mut bobs = connect(&base, "/ws/account", Some(&bob)).await.unwrap();
     let first = next_json(&mut alices, Duration::from_secs(5))
