@@ -164,17 +164,6 @@ fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn period_filter(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Option<Document> {
-    let mut range = Document::new();
-    if let Some(from) = from {
-        range.insert("$gte", bson::DateTime::from_chrono(from));
-    }
-    if let Some(to) = to {
-        range.insert("$lt", bson::DateTime::from_chrono(to));
-    }
-    (!range.is_empty()).then_some(range)
-}
-
 /// Sum of `available` and `held` over `filter` (exact).
 pub async fn sum_entries(
     db: &Database,
@@ -319,7 +308,7 @@ async fn write_statement(
         let mut filter = doc! {
             "user_id": &user, "asset": asset, "movement": true, "position": { "$lte": bound },
         };
-        if let Some(range) = period_filter(request.from, request.to) {
+        if let Some(range) = crate::http::paging::range((request.from, request.to)) {
             filter.insert("occurred_at", range);
         }
         let mut cursor = db

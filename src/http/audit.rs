@@ -6,13 +6,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bson::{doc, Document};
 use cryptovault_projections::balances::Balances;
-use futures::TryStreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::extract::AuthUser;
-use super::paging::{decode_cursor, encode_cursor, number, page_size, period};
+use super::paging::{newest_first, number, page_size, period, range};
 use super::query::ApiQuery;
 use super::wallet::read_your_writes;
 use crate::identity::Role;
@@ -165,38 +164,13 @@ async fn audit_logs(
             })
         }
     }
-    let (from, to) = period(query.from.as_deref(), query.to.as_deref())?;
-    let mut at = Document::new();
-    if let Some(from) = from {
-        at.insert("$gte", bson::DateTime::from_chrono(from));
-    }
-    if let Some(to) = to {
-        at.insert("$lt", bson::DateTime::from_chrono(to));
-    }
-    if !at.is_empty() {
+    if let Some(at) = range(period(query.from.as_deref(), query.to.as_deref())?) {
         filter.insert("occurred_at", at);
     }
-    if let Some(cursor) = query.cursor.as_deref() {
-        filter.insert("_id", doc! { "$lt": decode_cursor(cursor)? as i64 });
-    }
     read_your_writes(&state, &state.audit, min_position).await?;
-    let rows: Vec<Document> = state
-        .db
-        .collection::<Document>(AUDIT_LOGS)
-        .find(filter)
-        .sort(doc! { "_id": -1 })
-        .limit(limit as i64 + 1)
-        .await
-        .map_err(anyhow::Error::from)?
-        .try_collect()
-        .await
-        .map_err(anyhow::Error::from)?;
-    let more = rows.len() > limit as usize;
-    let rows = &rows[..rows.len().min(limit as usize)];
-    let next_cursor = more
-        .then(|| rows.last().and_then(|r| r.get_i64("_id").ok()))
-        .flatten()
-        .map(|p| encode_cursor(p as u64));
+    let collection = state.db.collection::<Document>(AUDIT_LOGS);
+    let (rows, next_cursor) =
+        newest_first(&collection, filter, "_id", query.cursor.as_deref(), limit).await?;
     let items: Vec<Value> = rows
         .iter()
         .map(|r| {

@@ -7,7 +7,10 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use bson::{doc, Document};
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use mongodb::Collection;
 
 use crate::identity::domain::InvalidInput;
 
@@ -82,6 +85,66 @@ pub fn period(from: Option<&str>, to: Option<&str>) -> Result<Period, InvalidInp
         }
     }
     Ok((from, to))
+}
+
+/// A MongoDB range condition for a [`Period`] (`$gte` from, `$lt` to), if it bounds anything.
+pub fn range(period: Period) -> Option<Document> {
+    let mut range = Document::new();
+    if let Some(from) = period.0 {
+        range.insert("$gte", bson::DateTime::from_chrono(from));
+    }
+    if let Some(to) = period.1 {
+        range.insert("$lt", bson::DateTime::from_chrono(to));
+    }
+    (!range.is_empty()).then_some(range)
+}
+
+/// One page of `collection` newest first by the Int64 field `key` (a key that never changes
+/// and only grows for new rows, see the module docs): the rows matching `filter` below the
+/// `cursor`'s key, at most `limit`, and the cursor of the next page if there is one.
+pub async fn newest_first(
+    collection: &Collection<Document>,
+    mut filter: Document,
+    key: &str,
+    cursor: Option<&str>,
+    limit: u64,
+) -> Result<(Vec<Document>, Option<String>), PageError> {
+    if let Some(cursor) = cursor {
+        let below = i64::try_from(decode_cursor(cursor)?).unwrap_or(i64::MAX);
+        filter.insert(key, doc! { "$lt": below });
+    }
+    let mut rows: Vec<Document> = collection
+        .find(filter)
+        .sort(doc! { key: -1 })
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
+        .await?
+        .try_collect()
+        .await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next = more
+        .then(|| rows.last().and_then(|r| r.get_i64(key).ok()))
+        .flatten()
+        .map(|k| encode_cursor(k.max(0) as u64));
+    Ok((rows, next))
+}
+
+/// Why a page could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error(transparent)]
+    Cursor(#[from] InvalidInput),
+    #[error(transparent)]
+    Mongo(#[from] mongodb::error::Error),
+}
+
+impl From<PageError> for super::error::ApiError {
+    fn from(e: PageError) -> Self {
+        match e {
+            PageError::Cursor(invalid) => invalid.into(),
+            PageError::Mongo(error) => anyhow::Error::from(error).into(),
+        }
+    }
 }
 
 #[cfg(test)]

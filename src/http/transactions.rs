@@ -9,7 +9,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bson::{doc, Document};
 use cryptovault_projections::history::TransactionKind;
-use futures::TryStreamExt;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -18,7 +17,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::extract::AuthUser;
 use super::json::ApiJson;
-use super::paging::{decode_cursor, encode_cursor, number, page_size, period};
+use super::paging::{newest_first, number, page_size, period, range};
 use super::query::ApiQuery;
 use super::wallet::read_your_writes;
 use crate::identity::domain::InvalidInput;
@@ -96,38 +95,19 @@ pub async fn page(
     if let Some(raw) = query.asset.as_deref() {
         filter.insert("asset", state.ledger.assets.asset(raw, "asset")?);
     }
-    let (from, to) = period(query.from.as_deref(), query.to.as_deref())?;
-    let mut created = Document::new();
-    if let Some(from) = from {
-        created.insert("$gte", bson::DateTime::from_chrono(from));
-    }
-    if let Some(to) = to {
-        created.insert("$lt", bson::DateTime::from_chrono(to));
-    }
-    if !created.is_empty() {
+    if let Some(created) = range(period(query.from.as_deref(), query.to.as_deref())?) {
         filter.insert("created_at", created);
     }
-    if let Some(cursor) = query.cursor.as_deref() {
-        filter.insert("position", doc! { "$lt": decode_cursor(cursor)? as i64 });
-    }
     read_your_writes(state, &state.transactions, min_position).await?;
-    let rows: Vec<Document> = state
-        .db
-        .collection::<Document>(TRANSACTIONS)
-        .find(filter)
-        .sort(doc! { "position": -1 })
-        .limit(limit as i64 + 1)
-        .await
-        .map_err(anyhow::Error::from)?
-        .try_collect()
-        .await
-        .map_err(anyhow::Error::from)?;
-    let more = rows.len() > limit as usize;
-    let rows = &rows[..rows.len().min(limit as usize)];
-    let next_cursor = more
-        .then(|| rows.last().and_then(|r| r.get_i64("position").ok()))
-        .flatten()
-        .map(|p| encode_cursor(p as u64));
+    let collection = state.db.collection::<Document>(TRANSACTIONS);
+    let (rows, next_cursor) = newest_first(
+        &collection,
+        filter,
+        "position",
+        query.cursor.as_deref(),
+        limit,
+    )
+    .await?;
     let items: Vec<Value> = rows.iter().map(|r| item(state, r)).collect();
     Ok(Json(json!({
         "items": items,

@@ -7,18 +7,7 @@ use cryptovault_events::{EventEnvelope, GENESIS_HASH};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{logged_in, position, signed_up, spawn_app, TestDb, TestUser};
-
-async fn get(base: &str, user: &TestUser, path: &str) -> (StatusCode, Value) {
-    let response = Client::new()
-        .get(format!("{base}{path}"))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+use crate::helpers::{get_json as get, logged_in, position, signed_up, spawn_app, TestDb};
 
 #[tokio::test]
 async fn auditors_read_and_verify_the_log_and_users_cannot() {

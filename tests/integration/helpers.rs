@@ -327,3 +327,15 @@ pub async fn wait_for_projection(t: &TestDb, name: &str) {
     }
     panic!("projection {name} did not reach {head}");
 }
+
+/// `GET base+path` as `user`: the status and the JSON body (`null` when there is none).
+pub async fn get_json(base: &str, user: &TestUser, path: &str) -> (StatusCode, Value) {
+    let response = Http::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}

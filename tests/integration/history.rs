@@ -6,18 +6,7 @@ use std::collections::HashSet;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{admin, position, post, signed_up, spawn_app, TestDb, TestUser};
-
-async fn get(base: &str, user: &TestUser, path: &str) -> (StatusCode, Value) {
-    let response = Client::new()
-        .get(format!("{base}{path}"))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+use crate::helpers::{admin, get_json as get, position, post, signed_up, spawn_app, TestDb};
 
 fn types(body: &Value) -> Vec<&str> {
     body["items"]

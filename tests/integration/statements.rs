@@ -12,7 +12,9 @@ use reqwest::{Client, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use crate::helpers::{admin, balance, position, post, signed_up, spawn_app, TestDb, TestUser};
+use crate::helpers::{
+    admin, balance, get_json, position, post, signed_up, spawn_app, TestDb, TestUser,
+};
 
 fn at(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -181,18 +183,15 @@ async fn statements_balance_to_the_last_decimal_in_csv_and_json() {
     assert_eq!(&rows[2][4], paid.as_str());
 
     // The opening balance is the balance as of the start of the period.
-    let as_of: Value = Client::new()
-        .get(format!(
-            "{base}/api/wallet/balance?as_of={}&min_position={head}",
+    let (_, as_of) = get_json(
+        &base,
+        &alice,
+        &format!(
+            "/api/wallet/balance?as_of={}&min_position={head}",
             at(middle)
-        ))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     let btc = as_of["balances"]
         .as_array()
         .unwrap()
@@ -314,18 +313,15 @@ async fn balances_as_of_random_instants_equal_a_fold_of_the_log() {
     }
     let assets = Assets::default();
     for instant in instants {
-        let body: Value = Client::new()
-            .get(format!(
-                "{base}/api/wallet/balance?as_of={}&min_position={head}",
+        let (_, body) = get_json(
+            &base,
+            &alice,
+            &format!(
+                "/api/wallet/balance?as_of={}&min_position={head}",
                 at(instant)
-            ))
-            .bearer_auth(&alice.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            ),
+        )
+        .await;
         let expected = balances_of(mine.iter().filter(|e| e.occurred_at <= instant));
         let (available, held) = expected.get("ETH").copied().unwrap_or_default();
         let eth = body["balances"]
@@ -342,18 +338,12 @@ async fn balances_as_of_random_instants_equal_a_fold_of_the_log() {
         assert_eq!(eth["held"], assets.format(held, "ETH"), "at {instant}");
     }
     // Bob's view never includes Alice's side.
-    let body: Value = Client::new()
-        .get(format!(
-            "{base}/api/wallet/balance?as_of={}&min_position={head}",
-            at(last)
-        ))
-        .bearer_auth(&bob.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, body) = get_json(
+        &base,
+        &bob,
+        &format!("/api/wallet/balance?as_of={}&min_position={head}", at(last)),
+    )
+    .await;
     let eth = body["balances"]
         .as_array()
         .unwrap()
