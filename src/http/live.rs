@@ -4,7 +4,8 @@
 //! `/ws/account` is authenticated like any request (the `access_token` cookie — from an allowed
 //! `Origin` only, see [`allowed_origin`] — or `Authorization: Bearer`); it filters every applied event down to the ones whose ledger
 //! entries or history rows belong to the caller, so no other user's data is ever sent.
-//! Messages are JSON text frames:
+//! A socket closes (code 1008) when its access token expires or its session is logged out
+//! (checked every 15 s). Messages are JSON text frames:
 //! `{"type":"balance","balances":[…],"position":N}` and
 //! `{"type":"transaction","transaction":{…},"position":N}`.
 
@@ -72,9 +73,25 @@ async fn ws_account(
                 .into(),
         ));
     }
-    let user_id = user.user_id();
-    Ok(upgrade.on_upgrade(move |socket| push_account(state, user_id, socket)))
+    let session = Session {
+        user: user.user_id(),
+        jti: user.claims.jti,
+        expires_at: user.claims.exp,
+    };
+    Ok(upgrade.on_upgrade(move |socket| push_account(state, session, socket)))
 }
+
+/// The credentials a socket was opened with: it lives no longer than they do.
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    user: Uuid,
+    jti: Uuid,
+    /// The access token's `exp` (seconds since the Unix epoch).
+    expires_at: i64,
+}
+
+/// How often an open `/ws/account` checks that its access token has not been revoked (logout).
+const REVOCATION_CHECK: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Cross-site WebSocket hijacking guard. WebSocket handshakes are not subject to CORS and a
 /// browser attaches cookies to them, so a cookie-authenticated socket is accepted only from the
@@ -137,7 +154,14 @@ async fn balance_message(state: &AppState, user: Uuid) -> Result<Value, ApiError
     Ok(balance)
 }
 
-async fn push_account(state: AppState, user: Uuid, mut socket: WebSocket) {
+async fn push_account(state: AppState, session: Session, mut socket: WebSocket) {
+    let user = session.user;
+    let expiry = std::time::Duration::from_secs(
+        u64::try_from(session.expires_at - chrono::Utc::now().timestamp()).unwrap_or(0),
+    );
+    let expired = tokio::time::sleep(expiry);
+    tokio::pin!(expired);
+    let mut revocation_check = tokio::time::interval(REVOCATION_CHECK);
     let mut balances = state.balances.applied();
     let mut history = state.transactions.applied();
     let Ok(first) = balance_message(&state, user).await else {
@@ -175,6 +199,26 @@ async fn push_account(state: AppState, user: Uuid, mut socket: WebSocket) {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
             },
+            () = &mut expired => {
+                close(&mut socket, "access token expired; reconnect with a fresh one").await;
+                return;
+            }
+            _ = revocation_check.tick() => {
+                let revoked = state.identity.sessions.is_access_revoked(session.jti).await;
+                if !matches!(revoked, Ok(false)) {
+                    close(&mut socket, "session ended").await;
+                    return;
+                }
+            }
         }
     }
+}
+
+/// Closes with code 1008 (policy violation) and a reason the client can show.
+async fn close(socket: &mut WebSocket, reason: &'static str) {
+    let frame = axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::POLICY,
+        reason: reason.into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
 }

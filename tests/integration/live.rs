@@ -270,3 +270,32 @@ async fn the_coincap_adapter_reads_quotes_and_degrades_when_unreachable() {
     t.drop_database().await;
     t2.drop_database().await;
 }
+
+#[tokio::test]
+async fn an_account_socket_closes_when_its_access_token_expires() {
+    let t = TestDb::new("ws_expiry").await;
+    let base = spawn_app(&t, &[("ACCESS_TOKEN_TTL_SECS", "2")]).await;
+    let alice = signed_up(&base, "alice@example.com").await;
+    let mut socket = connect(&base, "/ws/account", Some(&alice)).await.unwrap();
+    assert_eq!(
+        next_json(&mut socket, Duration::from_secs(2))
+            .await
+            .unwrap()["type"],
+        "balance"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(6), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the socket closes within the token's lifetime plus slack");
+    let frame = closed.expect("a close frame with a reason");
+    assert_eq!(u16::from(frame.code), 1008);
+    assert!(frame.reason.contains("expired"));
+    t.drop_database().await;
+}
