@@ -245,7 +245,7 @@ struct ExportArgs {
 }
 
 async fn export(args: ExportArgs, output: Option<std::path::PathBuf>) -> anyhow::Result<i32> {
-    use crate::http::paging::period;
+    use crate::period::period;
     use crate::projection::replay::bring_up_to_date;
     use crate::projection::transactions::TransactionsModel;
     use crate::statement::{Format, StatementRequest};

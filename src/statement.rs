@@ -308,7 +308,7 @@ async fn write_statement(
         let mut filter = doc! {
             "user_id": &user, "asset": asset, "movement": true, "position": { "$lte": bound },
         };
-        if let Some(range) = crate::http::paging::range((request.from, request.to)) {
+        if let Some(range) = crate::period::range((request.from, request.to)) {
             filter.insert("occurred_at", range);
         }
         let mut cursor = db

@@ -8,11 +8,11 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bson::{doc, Document};
-use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::Collection;
 
 use crate::identity::domain::InvalidInput;
+pub use crate::period::{parse_instant, period, range, Period};
 
 const CURSOR_PREFIX: &str = "v1:";
 
@@ -56,47 +56,6 @@ pub fn page_size(raw: Option<&str>, default: u64, max: u64) -> Result<u64, Inval
             message: format!("must be between 1 and {max}"),
         }),
     }
-}
-
-/// An RFC 3339 instant (`2026-11-28T10:00:00Z`). A `+` offset that arrived as a space (an
-/// unencoded `+` in a query string) is accepted.
-pub fn parse_instant(raw: &str, field: &'static str) -> Result<DateTime<Utc>, InvalidInput> {
-    DateTime::parse_from_rfc3339(&raw.trim().replace(' ', "+"))
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| InvalidInput {
-            field,
-            message: "must be an RFC 3339 date-time, e.g. 2026-11-28T10:00:00Z".into(),
-        })
-}
-
-/// Optional `(from, to)` bounds of a period.
-pub type Period = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-
-/// Optional `from` / `to` bounds (`from` inclusive, `to` exclusive), `from` before `to`.
-pub fn period(from: Option<&str>, to: Option<&str>) -> Result<Period, InvalidInput> {
-    let from = from.map(|raw| parse_instant(raw, "from")).transpose()?;
-    let to = to.map(|raw| parse_instant(raw, "to")).transpose()?;
-    if let (Some(from), Some(to)) = (from, to) {
-        if from >= to {
-            return Err(InvalidInput {
-                field: "to",
-                message: "must be after from".into(),
-            });
-        }
-    }
-    Ok((from, to))
-}
-
-/// A MongoDB range condition for a [`Period`] (`$gte` from, `$lt` to), if it bounds anything.
-pub fn range(period: Period) -> Option<Document> {
-    let mut range = Document::new();
-    if let Some(from) = period.0 {
-        range.insert("$gte", bson::DateTime::from_chrono(from));
-    }
-    if let Some(to) = period.1 {
-        range.insert("$lt", bson::DateTime::from_chrono(to));
-    }
-    (!range.is_empty()).then_some(range)
 }
 
 /// One page of `collection` newest first by the Int64 field `key` (a key that never changes
@@ -162,20 +121,5 @@ mod tests {
         fn any_text_is_answered_without_panicking(text in "\\PC{0,40}") {
             let _ = decode_cursor(&text);
         }
-    }
-
-    #[test]
-    fn instants_and_periods() {
-        assert!(parse_instant("2026-11-28T10:00:00 01:00", "as_of").is_ok());
-        assert_eq!(
-            parse_instant("yesterday", "as_of").unwrap_err().field,
-            "as_of"
-        );
-        assert_eq!(
-            period(Some("2026-11-28T10:00:00Z"), Some("2026-11-28T09:00:00Z"))
-                .unwrap_err()
-                .field,
-            "to"
-        );
     }
 }
