@@ -200,7 +200,7 @@ fn main() {
         println!("raw cursor read of {read} event documents: {raw:>9.0} docs/s");
         macro_rules! replay_one {
             ($model:expr) => {{
-                let report = replay(&client, &db, &store, $model, |_, _| {}).await.unwrap();
+                let report = replay(&client, &db, &store, $model, Default::default(), |_, _| {}).await.unwrap();
                 println!(
                     "replay {:<12} {:>9.0} events/s  ({:.2} s, {:>3.0}% of raw read)",
                     report.projection, report.events_per_second, report.seconds, 100.0 * report.events_per_second / raw

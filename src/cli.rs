@@ -42,6 +42,9 @@ pub enum Command {
         /// No progress bar (for scripts and logs).
         #[arg(long)]
         quiet: bool,
+        /// Take over from a replay of the same projection that died (a live one is refused).
+        #[arg(long)]
+        force: bool,
     },
     /// Write a user's statement (opening balance, movements, closing balance per asset).
     Export {
@@ -122,7 +125,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 1
             })
         }
-        Command::Replay { projection, quiet } => replay(projection.as_deref(), quiet).await,
+        Command::Replay {
+            projection,
+            quiet,
+            force,
+        } => replay(projection.as_deref(), quiet, force).await,
         Command::Export {
             email,
             format,
@@ -180,8 +187,8 @@ fn progress_bar(name: &str, quiet: bool) -> indicatif::ProgressBar {
     bar
 }
 
-async fn replay(only: Option<&str>, quiet: bool) -> anyhow::Result<i32> {
-    use crate::projection::replay::replay as rebuild;
+async fn replay(only: Option<&str>, quiet: bool, force: bool) -> anyhow::Result<i32> {
+    use crate::projection::replay::{replay as rebuild, ReplayOptions};
     use crate::projection::{audit, balances, transactions, withdrawals};
     let names: Vec<&str> = match only {
         None => PROJECTIONS.to_vec(),
@@ -197,6 +204,7 @@ async fn replay(only: Option<&str>, quiet: bool) -> anyhow::Result<i32> {
         .await
         .context("opening the event store")?;
     let db = client.database(&settings.db_name);
+    let options = ReplayOptions { force };
     for name in names {
         let bar = progress_bar(name, quiet);
         let progress = |position: u64, head: u64| {
@@ -204,13 +212,24 @@ async fn replay(only: Option<&str>, quiet: bool) -> anyhow::Result<i32> {
             bar.set_position(position);
         };
         let report = match name {
-            "balances" => rebuild(&client, &db, &store, balances::BalancesModel, progress).await?,
+            "balances" => {
+                rebuild(
+                    &client,
+                    &db,
+                    &store,
+                    balances::BalancesModel,
+                    options,
+                    progress,
+                )
+                .await?
+            }
             "withdrawals" => {
                 rebuild(
                     &client,
                     &db,
                     &store,
                     withdrawals::WithdrawalsModel,
+                    options,
                     progress,
                 )
                 .await?
@@ -221,11 +240,12 @@ async fn replay(only: Option<&str>, quiet: bool) -> anyhow::Result<i32> {
                     &db,
                     &store,
                     transactions::TransactionsModel,
+                    options,
                     progress,
                 )
                 .await?
             }
-            _ => rebuild(&client, &db, &store, audit::AuditModel, progress).await?,
+            _ => rebuild(&client, &db, &store, audit::AuditModel, options, progress).await?,
         };
         bar.finish_and_clear();
         println!(

@@ -50,43 +50,23 @@ pub async fn replay<M: ReadModel>(
     db: &Database,
     store: &EventStore,
     model: M,
+    options: ReplayOptions,
     progress: impl Fn(u64, u64),
 ) -> anyhow::Result<ReplayReport> {
-    let model = Arc::new(model);
     let shadow = Runner {
         client: client.clone(),
         db: db.clone(),
-        model: model.clone(),
+        model: Arc::new(model),
         target: Target::shadow::<M>(),
     };
-    for collection in M::COLLECTIONS {
-        db.collection::<Document>(&shadow.target.collection(collection))
-            .drop()
-            .await?;
-        // Exists even if no event produces a row, so that the swap can rename it.
-        db.create_collection(shadow.target.collection(collection))
-            .await?;
-    }
-    let checkpoints = db.collection::<Document>(CHECKPOINTS);
-    checkpoints
-        .update_one(
-            doc! { "_id": &shadow.target.checkpoint },
-            doc! { "$set": { "position": 0_i64, "txn": 0_i64 } },
-        )
-        .upsert(true)
-        .await?;
-    let started = Instant::now();
-    let mut position = catch_up(&shadow, store, 0, &progress).await?;
-    let events = position;
-    let seconds = started.elapsed().as_secs_f64();
-    // Indexes after the bulk load (cheaper than maintaining them row by row), then a last
-    // catch-up so that the swap leaves as little as possible for the live runners.
-    create_indexes::<M>(db, &shadow.target).await?;
-    position = catch_up(&shadow, store, position, &progress).await?;
-    swap::<M>(client, db, &shadow.target, position).await?;
-    checkpoints
+    claim(db, &shadow.target, options.force).await?;
+    let rebuilt = rebuild_and_swap(&shadow, store, &progress).await;
+    // Released on failure too (the next replay starts the shadow over); only a crash leaves
+    // the claim behind, for `--force`.
+    db.collection::<Document>(CHECKPOINTS)
         .delete_one(doc! { "_id": &shadow.target.checkpoint })
         .await?;
+    let (events, position, seconds) = rebuilt?;
     let live = Runner {
         target: Target::live::<M>(),
         ..shadow
@@ -99,6 +79,77 @@ pub async fn replay<M: ReadModel>(
         seconds,
         events_per_second: events as f64 / seconds.max(1e-9),
     })
+}
+
+/// Options of [`replay`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayOptions {
+    /// Take over a claim left by a replay that died (see [`claim`]).
+    pub force: bool,
+}
+
+/// Claims the shadow of a read model for this replay: its checkpoint document is created here
+/// and removed when the replay ends, so a second concurrent replay of the same read model is
+/// refused instead of interleaving with this one in the same shadow collections.
+async fn claim(db: &Database, shadow: &Target, force: bool) -> anyhow::Result<()> {
+    let checkpoints = db.collection::<Document>(CHECKPOINTS);
+    let claim = doc! {
+        "_id": &shadow.checkpoint,
+        "position": 0_i64,
+        "txn": 0_i64,
+        "replay_started_at": bson::DateTime::now(),
+    };
+    if force {
+        checkpoints
+            .replace_one(doc! { "_id": &shadow.checkpoint }, claim)
+            .upsert(true)
+            .await?;
+        return Ok(());
+    }
+    match checkpoints.insert_one(claim).await {
+        Ok(_) => Ok(()),
+        Err(e) if crate::store::schema::is_duplicate_key(&e) => {
+            let since = checkpoints
+                .find_one(doc! { "_id": &shadow.checkpoint })
+                .await?
+                .and_then(|d| d.get_datetime("replay_started_at").ok().copied())
+                .map(|t| t.to_chrono().to_rfc3339())
+                .unwrap_or_else(|| "an unknown time".into());
+            anyhow::bail!(
+                "another replay of {} has been running since {since}; if that process died, run this replay with --force",
+                shadow.checkpoint.trim_end_matches(super::runner::SHADOW_SUFFIX)
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Steps 1–2 of the module docs; returns (events replayed, position swapped in, seconds of
+/// the bulk replay).
+async fn rebuild_and_swap<M: ReadModel>(
+    shadow: &Runner<M>,
+    store: &EventStore,
+    progress: &impl Fn(u64, u64),
+) -> anyhow::Result<(u64, u64, f64)> {
+    let db = &shadow.db;
+    for collection in M::COLLECTIONS {
+        db.collection::<Document>(&shadow.target.collection(collection))
+            .drop()
+            .await?;
+        // Exists even if no event produces a row, so that the swap can rename it.
+        db.create_collection(shadow.target.collection(collection))
+            .await?;
+    }
+    let started = Instant::now();
+    let mut position = catch_up(shadow, store, 0, progress).await?;
+    let events = position;
+    let seconds = started.elapsed().as_secs_f64();
+    // Indexes after the bulk load (cheaper than maintaining them row by row), then a last
+    // catch-up so that the swap leaves as little as possible for the live runners.
+    create_indexes::<M>(db, &shadow.target).await?;
+    position = catch_up(shadow, store, position, progress).await?;
+    swap::<M>(&shadow.client, db, &shadow.target, position).await?;
+    Ok((events, position, seconds))
 }
 
 /// Brings the live copy of `model` up to the current head from its stored checkpoint (what a

@@ -244,6 +244,36 @@ async fn replay_while_serving_swaps_in_identical_read_models() {
     let names = t.db().list_collection_names().await.unwrap();
     assert!(names.iter().all(|n| !n.ends_with("__replay")), "{names:?}");
 
+    // A second replay of a projection while one runs (here: a claim left by one) is refused;
+    // --force takes over.
+    t.db()
+        .collection::<Document>("projection_checkpoints")
+        .insert_one(doc! { "_id": "audit__replay", "position": 0_i64, "txn": 0_i64, "replay_started_at": bson::DateTime::now() })
+        .await
+        .unwrap();
+    let out = t.cli(&["replay", "--quiet", "--projection", "audit"]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--force"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = t
+        .cli(&["replay", "--quiet", "--projection", "audit", "--force"])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let claims = t
+        .db()
+        .collection::<Document>("projection_checkpoints")
+        .count_documents(doc! { "_id": "audit__replay" })
+        .await
+        .unwrap();
+    assert_eq!(claims, 0, "the claim is released");
+
     // A single projection can be replayed too; unknown names are refused.
     let out = t
         .cli(&["replay", "--quiet", "--projection", "balances"])
