@@ -1,31 +1,27 @@
 //! Identity and access over real HTTP against the real MongoDB.
 
-use std::time::Duration;
-
 use cryptovault::identity::totp;
-use cryptovault_events::identity::LoginFailed;
-use cryptovault_events::DomainEvent;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{signed_up, spawn_app, TestDb, PASSWORD, TEST_JWT_SECRET};
+use crate::helpers::{signed_up, spawn_app, TestDb, PASSWORD};
 
-fn browser() -> Client {
+pub(crate) fn browser() -> Client {
     Client::builder().cookie_store(true).build().unwrap()
 }
 
-fn cookie(response: &Response, name: &str) -> Option<String> {
+pub(crate) fn cookie(response: &Response, name: &str) -> Option<String> {
     response
         .cookies()
         .find(|c| c.name() == name)
         .map(|c| c.value().to_owned())
 }
 
-async fn body(response: Response) -> Value {
+pub(crate) async fn body(response: Response) -> Value {
     response.json().await.unwrap_or(Value::Null)
 }
 
-async fn signup(client: &Client, base: &str, email: &str) -> Response {
+pub(crate) async fn signup(client: &Client, base: &str, email: &str) -> Response {
     client
         .post(format!("{base}/api/auth/signup"))
         .json(&json!({ "email": email, "password": PASSWORD, "name": "Test User" }))
@@ -34,7 +30,7 @@ async fn signup(client: &Client, base: &str, email: &str) -> Response {
         .unwrap()
 }
 
-async fn login(client: &Client, base: &str, email: &str, password: &str) -> Response {
+pub(crate) async fn login(client: &Client, base: &str, email: &str, password: &str) -> Response {
     client
         .post(format!("{base}/api/auth/login"))
         .json(&json!({ "email": email, "password": password }))
@@ -44,7 +40,7 @@ async fn login(client: &Client, base: &str, email: &str, password: &str) -> Resp
 }
 
 /// Signs up and logs in; returns the Bearer access token and user id.
-async fn bearer_user(base: &str, email: &str) -> (String, String) {
+pub(crate) async fn bearer_user(base: &str, email: &str) -> (String, String) {
     let user = signed_up(base, email).await;
     (user.token, user.id)
 }
@@ -132,148 +128,6 @@ async fn the_cookie_flow_signup_login_me_refresh_reuse_logout() {
 }
 
 #[tokio::test]
-async fn a_logged_out_access_token_is_refused_even_as_bearer() {
-    let t = TestDb::new("auth_logout").await;
-    let base = spawn_app(&t, &[]).await;
-    let (token, _) = bearer_user(&base, "bob@example.com").await;
-    let client = Client::new();
-    let out = client
-        .post(format!("{base}/api/auth/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(out.status(), StatusCode::OK);
-    let me = client
-        .get(format!("{base}/api/auth/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
-    t.drop_database().await;
-}
-
-fn forge(header: &jsonwebtoken::Header, claims: &Value, secret: &str) -> String {
-    jsonwebtoken::encode(
-        header,
-        claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
-
-#[tokio::test]
-async fn bearer_tokens_work_and_forged_ones_do_not() {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    let t = TestDb::new("auth_bearer").await;
-    let base = spawn_app(&t, &[]).await;
-    let (token, user_id) = bearer_user(&base, "carol@example.com").await;
-    let client = Client::new();
-    let me = |token: String| {
-        let client = client.clone();
-        let base = base.clone();
-        async move {
-            client
-                .get(format!("{base}/api/auth/me"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    };
-    assert_eq!(me(token.clone()).await, StatusCode::OK);
-    // Bearer requests need no CSRF token, even for unsafe methods.
-    let put = client
-        .put(format!("{base}/api/auth/profile"))
-        .bearer_auth(&token)
-        .json(&json!({ "name": "Carol C." }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), StatusCode::OK);
-
-    let now = chrono::Utc::now().timestamp();
-    let claims = |exp: i64, aud: &str| {
-        json!({ "sub": user_id, "roles": ["user", "admin"], "iss": "cryptovault", "aud": aud,
-                "exp": exp, "iat": now, "jti": uuid::Uuid::now_v7(), "sid": uuid::Uuid::now_v7() })
-    };
-    let hs256 = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    // Sanity: a token forged with the right secret and claims is accepted, so the refusals
-    // below are about the one thing each changes.
-    assert_eq!(
-        me(forge(
-            &hs256,
-            &claims(now + 600, "cryptovault-api"),
-            TEST_JWT_SECRET
-        ))
-        .await,
-        StatusCode::OK
-    );
-
-    let mut tampered = token.clone();
-    let last = tampered.pop().unwrap();
-    tampered.push(if last == 'A' { 'B' } else { 'A' });
-    assert_eq!(
-        me(tampered).await,
-        StatusCode::UNAUTHORIZED,
-        "tampered signature"
-    );
-
-    let hs512 = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512);
-    assert_eq!(
-        me(forge(
-            &hs512,
-            &claims(now + 600, "cryptovault-api"),
-            TEST_JWT_SECRET
-        ))
-        .await,
-        StatusCode::UNAUTHORIZED,
-        "wrong algorithm"
-    );
-    let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-    let none_claims = URL_SAFE_NO_PAD.encode(claims(now + 600, "cryptovault-api").to_string());
-    assert_eq!(
-        me(format!("{none_header}.{none_claims}.")).await,
-        StatusCode::UNAUTHORIZED,
-        "alg none"
-    );
-    assert_eq!(
-        me(forge(
-            &hs256,
-            &claims(now - 5, "cryptovault-api"),
-            TEST_JWT_SECRET
-        ))
-        .await,
-        StatusCode::UNAUTHORIZED,
-        "expired"
-    );
-    assert_eq!(
-        me(forge(
-            &hs256,
-            &claims(now + 600, "another-api"),
-            TEST_JWT_SECRET
-        ))
-        .await,
-        StatusCode::UNAUTHORIZED,
-        "wrong audience"
-    );
-    assert_eq!(
-        me(forge(
-            &hs256,
-            &claims(now + 600, "cryptovault-api"),
-            "some-other-secret-0123456789abcdef"
-        ))
-        .await,
-        StatusCode::UNAUTHORIZED,
-        "wrong key"
-    );
-    t.drop_database().await;
-}
-
-#[tokio::test]
 async fn cookie_authenticated_writes_need_the_csrf_token() {
     let t = TestDb::new("auth_csrf").await;
     let base = spawn_app(&t, &[]).await;
@@ -346,82 +200,6 @@ async fn concurrent_signups_with_one_email_exactly_one_succeeds() {
         .await
         .unwrap();
     assert_eq!(registered, 1);
-    t.drop_database().await;
-}
-
-#[tokio::test]
-async fn repeated_failures_lock_the_account_until_the_window_passes() {
-    let t = TestDb::new("auth_lockout").await;
-    let base = spawn_app(
-        &t,
-        &[("LOGIN_MAX_FAILURES", "3"), ("LOGIN_LOCKOUT_SECS", "2")],
-    )
-    .await;
-    let client = Client::new();
-    signup(&client, &base, "erin@example.com").await;
-
-    // Unknown address and wrong password look the same.
-    let unknown = login(&client, &base, "nobody@example.com", PASSWORD).await;
-    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
-    let unknown = body(unknown).await["error"]["message"].clone();
-    for _ in 0..3 {
-        let wrong = login(&client, &base, "erin@example.com", "not the password").await;
-        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(body(wrong).await["error"]["message"], unknown);
-    }
-    let locked = login(&client, &base, "erin@example.com", PASSWORD).await;
-    assert_eq!(locked.status(), StatusCode::LOCKED);
-    assert!(locked.headers().get("retry-after").is_some());
-    assert_eq!(body(locked).await["error"]["code"], "account_locked");
-
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(
-        login(&client, &base, "erin@example.com", PASSWORD)
-            .await
-            .status(),
-        StatusCode::OK
-    );
-
-    // Every attempt is in the log, with the client's IP.
-    let store = t.store().await;
-    let user_id = store
-        .read_stream("email-erin@example.com", 1, 1)
-        .await
-        .unwrap()[0]
-        .payload["user_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let logins = store
-        .read_stream(&format!("logins-{user_id}"), 1, 100)
-        .await
-        .unwrap();
-    let failures: Vec<LoginFailed> = logins
-        .iter()
-        .filter_map(|e| LoginFailed::from_envelope(e).ok())
-        .collect();
-    assert_eq!(
-        failures
-            .iter()
-            .filter(|f| f.reason == "invalid_password")
-            .count(),
-        3
-    );
-    assert_eq!(
-        failures
-            .iter()
-            .filter(|f| f.reason == "account_locked")
-            .count(),
-        1
-    );
-    assert!(failures
-        .iter()
-        .all(|f| f.ip.as_deref() == Some("127.0.0.1")));
-    assert_eq!(logins.last().unwrap().event_type, "LoginSucceeded");
-    assert_eq!(
-        logins.last().unwrap().metadata.ip.as_deref(),
-        Some("127.0.0.1")
-    );
     t.drop_database().await;
 }
 
@@ -506,101 +284,6 @@ async fn two_factor_setup_verify_login_and_disable() {
     assert_eq!(
         login(&client, &base, "frank@example.com", PASSWORD)
             .await
-            .status(),
-        StatusCode::OK
-    );
-    t.drop_database().await;
-}
-
-#[tokio::test]
-async fn rate_limits_answer_429_with_retry_after_per_ip_per_user_and_on_login() {
-    let t = TestDb::new("auth_rate").await;
-    let base = spawn_app(
-        &t,
-        &[
-            ("RATE_LIMIT_PER_IP_PER_MIN", "8"),
-            ("RATE_LIMIT_LOGIN_PER_MIN", "3"),
-            ("RATE_LIMIT_PER_USER_PER_MIN", "2"),
-        ],
-    )
-    .await;
-    let from = |ip: [u8; 4]| {
-        Client::builder()
-            .local_address(std::net::IpAddr::from(ip))
-            .build()
-            .unwrap()
-    };
-    // Login: 3 per minute per IP (signup counts too).
-    let a = from([127, 0, 0, 1]);
-    assert_eq!(
-        signup(&a, &base, "gina@example.com").await.status(),
-        StatusCode::CREATED
-    );
-    let token = body(login(&a, &base, "gina@example.com", PASSWORD).await).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    login(&a, &base, "gina@example.com", "wrong password!").await;
-    let limited = login(&a, &base, "gina@example.com", PASSWORD).await;
-    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(
-        limited.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            >= 1
-    );
-    assert_eq!(body(limited).await["error"]["code"], "rate_limited");
-
-    // Per user on wallet routes (limited before routing, so even an unknown path counts).
-    let wallet = |client: &Client| {
-        client
-            .get(format!("{base}/api/wallet/balance"))
-            .bearer_auth(&token)
-            .send()
-    };
-    let second_ip = from([127, 0, 0, 2]);
-    assert_ne!(
-        wallet(&a).await.unwrap().status(),
-        StatusCode::TOO_MANY_REQUESTS
-    );
-    assert_ne!(
-        wallet(&second_ip).await.unwrap().status(),
-        StatusCode::TOO_MANY_REQUESTS
-    );
-    assert_eq!(
-        wallet(&second_ip).await.unwrap().status(),
-        StatusCode::TOO_MANY_REQUESTS,
-        "per user, across IPs"
-    );
-
-    // Overall per IP: 8 per minute; this IP has used 5 (signup, three logins, one wallet call).
-    for _ in 0..3 {
-        assert_ne!(
-            a.get(format!("{base}/health"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            StatusCode::TOO_MANY_REQUESTS
-        );
-    }
-    assert_eq!(
-        a.get(format!("{base}/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::TOO_MANY_REQUESTS
-    );
-    // Another IP is unaffected.
-    let c = from([127, 0, 0, 3]);
-    assert_eq!(
-        c.get(format!("{base}/health"))
-            .send()
-            .await
-            .unwrap()
             .status(),
         StatusCode::OK
     );

@@ -4,6 +4,8 @@
 mod audit;
 mod auth;
 mod auth_fuzz;
+mod auth_limits;
+mod auth_tokens;
 mod event_store;
 mod helpers;
 mod history;
