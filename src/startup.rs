@@ -84,6 +84,7 @@ pub async fn connect(settings: &StoreSettings) -> anyhow::Result<Client> {
         .context("MONGO_URL is not a valid MongoDB connection string")?;
     options.app_name = Some("cryptovault".into());
     options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
+    options.max_pool_size = Some(64);
     let client = Client::with_options(options).context("MONGO_URL")?;
     Ok(client)
 }

@@ -134,6 +134,9 @@ pub async fn stored_checkpoint(db: &Database, name: &str) -> mongodb::error::Res
 
 /// Events applied per transaction at most.
 const CHUNK: usize = 500;
+/// Longest wait for more events once a chunk has its first one (adds at most this much to the
+/// projection lag).
+const LINGER: Duration = Duration::from_millis(5);
 
 /// Starts the runner for `model` as a background task.
 pub async fn spawn<M: ReadModel>(
@@ -218,7 +221,14 @@ async fn run<M: ReadModel>(
             }
         };
         tx.send_replace(from);
-        let mut chunks = std::pin::pin!(store.subscribe(from).ready_chunks(CHUNK));
+        // A chunk closes when it is full or LINGER after its first event: under a steady trickle
+        // of appends this turns one transaction (with its durable commit) per event into one
+        // per few milliseconds, per read model.
+        let mut chunks = std::pin::pin!(tokio_stream::StreamExt::chunks_timeout(
+            store.subscribe(from),
+            CHUNK,
+            LINGER
+        ));
         while let Some(chunk) = chunks.next().await {
             let events: Result<Vec<EventEnvelope>, _> = chunk.into_iter().collect();
             let events = match events {
