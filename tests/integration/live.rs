@@ -257,13 +257,27 @@ async fn the_coincap_adapter_reads_quotes_and_degrades_when_unreachable() {
         ],
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let prices: Value = reqwest::get(format!("{base}/api/prices"))
+    // The first snapshot exists before any fetch; wait for one produced by a failed fetch.
+    let first: Value = reqwest::get(format!("{base}/api/prices"))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
+    let mut prices = first.clone();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        prices = reqwest::get(format!("{base}/api/prices"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if prices["as_of"] != first["as_of"] {
+            break;
+        }
+    }
+    assert_ne!(prices["as_of"], first["as_of"], "a refresh happened");
     assert_eq!(prices["source"], "simulated", "{prices}");
     assert_eq!(prices["degraded"], true);
     assert_eq!(prices["prices"].as_array().unwrap().len(), 6);
