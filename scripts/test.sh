@@ -1,9 +1,30 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against a real MongoDB replica set, fetching and starting it first.
 # Each test creates its own database on that server. Extra arguments go to `cargo test`.
+#
+# The test server is its own instance (port 27118 unless CV_MONGO_PORT is set), apart from the
+# development one of scripts/run.sh. Its data lives in memory (/dev/shm) where the machine has
+# it: the suite writes gigabytes of throw-away data, and on a shared virtual disk a slow fsync
+# once stalled every test for half a minute. Durability settings are unchanged (majority,
+# journaled); only the medium differs. CV_MONGO_RUN_ROOT chooses another place.
+# Tests run one at a time (RUST_TEST_THREADS, default 1): each integration test starts whole
+# service instances, and two of them side by side on a two-core machine starved each other
+# until requests hit the 30 s timeout (see ARCHITECTURE.md, Testing).
+# When a test fails, the operations mongod logged as slow during the run are printed too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export CV_MONGO_PORT="${CV_MONGO_PORT:-27118}"
+if [ -z "${CV_MONGO_RUN_ROOT:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then
+  export CV_MONGO_RUN_ROOT=/dev/shm/cryptovault-test
+fi
 MONGO_URL="$(scripts/mongo.sh start)"
 export MONGO_URL
 export CRYPTOVAULT_TEST_MONGO_URL="$MONGO_URL"
-cargo test --workspace "$@"
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"
+mark="$(scripts/mongo.sh log-size)"
+status=0
+cargo test --workspace "$@" || status=$?
+if [ "$status" -ne 0 ]; then
+  scripts/mongo.sh slow "$mark" 1000 || true
+fi
+exit "$status"

@@ -13,6 +13,8 @@ pub mod idempotency;
 pub mod identity;
 /// Assets, accounts and the commands that move money.
 pub mod ledger;
+/// The MongoDB driver's connection pool in logs and metrics.
+pub mod mongo_monitor;
 /// Client-given periods and instants (RFC 3339) and their MongoDB range.
 pub mod period;
 /// Market prices (simulated feed, CoinCap adapter).

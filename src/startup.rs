@@ -85,6 +85,7 @@ pub async fn connect(settings: &StoreSettings) -> anyhow::Result<Client> {
     options.app_name = Some("cryptovault".into());
     options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
     options.max_pool_size = Some(64);
+    crate::mongo_monitor::install(&mut options);
     let client = Client::with_options(options).context("MONGO_URL")?;
     Ok(client)
 }

@@ -41,3 +41,32 @@ pub fn metrics_handle() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// How long an awaited step may take before [`warn_if_slow`] reports it.
+pub const SLOW_STEP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Awaits `step`; if it has not finished after [`SLOW_STEP`], logs a warning naming `what`
+/// (and again when it finally finishes), so a stalled dependency is visible while it stalls.
+/// The step itself is neither cancelled nor retried.
+pub async fn warn_if_slow<F: std::future::IntoFuture>(what: &'static str, step: F) -> F::Output {
+    let started = std::time::Instant::now();
+    let mut step = std::pin::pin!(step.into_future());
+    tokio::select! {
+        output = &mut step => return output,
+        () = tokio::time::sleep(SLOW_STEP) => {
+            tracing::warn!(
+                step = what,
+                mongodb_pools = %crate::mongo_monitor::pool_snapshot(),
+                "still waiting after {} s",
+                SLOW_STEP.as_secs()
+            );
+        }
+    }
+    let output = step.await;
+    tracing::warn!(
+        step = what,
+        took_ms = started.elapsed().as_millis() as u64,
+        "slow step finished"
+    );
+    output
+}

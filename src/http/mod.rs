@@ -38,10 +38,13 @@ pub mod transactions;
 /// `/api/wallet`: deposits, withdrawals, transfers, balances.
 pub mod wallet;
 
-use axum::extract::DefaultBodyLimit;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::Router;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::startup::AppState;
 
@@ -61,9 +64,9 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
             error::error_response(StatusCode::NOT_FOUND, "not_found", "no such route")
         })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+        .layer(axum::middleware::from_fn_with_state(
             config.request_timeout,
+            request_timeout,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -76,4 +79,23 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
     Ok(router
         .layer(axum::middleware::from_fn(request_context::request_context))
         .with_state(state))
+}
+
+/// Answers 503 `timeout` (in the error shape, logged) when the handler has not produced a
+/// response within `REQUEST_TIMEOUT_SECS`. Only the time to the response head counts: a statement
+/// that has started streaming is not cut off.
+async fn request_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!(%method, %path, limit_secs = limit.as_secs_f64(), "request timed out");
+            error::error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request took too long and was abandoned; it may or may not have taken effect, \
+                 retry with the same Idempotency-Key",
+            )
+        }
+    }
 }

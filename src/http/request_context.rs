@@ -10,6 +10,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+/// Requests slower than this are logged as warnings.
+const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 tokio::task_local! {
@@ -66,11 +69,12 @@ pub async fn request_context(request: Request, next: Next) -> Response {
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
     span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            latency_ms = elapsed.as_secs_f64() * 1e3,
-            "request finished"
-        );
+        let (status, latency_ms) = (response.status().as_u16(), elapsed.as_secs_f64() * 1e3);
+        if elapsed > SLOW_REQUEST {
+            tracing::warn!(status, latency_ms, "slow request finished");
+        } else {
+            tracing::info!(status, latency_ms, "request finished");
+        }
     });
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);

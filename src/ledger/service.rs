@@ -201,7 +201,8 @@ impl Ledger {
             .entry(stream.clone())
             .or_default()
             .clone();
-        let guard = lock.clone().lock_owned().await;
+        let guard =
+            crate::telemetry::warn_if_slow("ledger: account lock", lock.clone().lock_owned()).await;
         AccountGuard {
             stream,
             lock,

@@ -107,7 +107,13 @@ impl ProjectionHandle {
         let mut local = self.checkpoint.clone();
         loop {
             if *local.borrow_and_update() >= position
-                || stored_checkpoint(&self.db, self.name).await.unwrap_or(0) >= position
+                || crate::telemetry::warn_if_slow(
+                    "projection: read the stored checkpoint",
+                    stored_checkpoint(&self.db, self.name),
+                )
+                .await
+                .unwrap_or(0)
+                    >= position
             {
                 return true;
             }

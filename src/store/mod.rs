@@ -124,12 +124,15 @@ impl EventStore {
     pub async fn append(&self, batch: AppendBatch) -> Result<AppendResult, AppendError> {
         batch.validate().map_err(AppendError::Invalid)?;
         let (reply, outcome) = oneshot::channel();
-        self.inner
-            .writer
-            .send(PendingAppend { batch, reply })
+        crate::telemetry::warn_if_slow(
+            "event store: queue an append",
+            self.inner.writer.send(PendingAppend { batch, reply }),
+        )
+        .await
+        .map_err(|_| StoreError::WriterStopped)?;
+        crate::telemetry::warn_if_slow("event store: wait for the writer's answer", outcome)
             .await
-            .map_err(|_| StoreError::WriterStopped)?;
-        outcome.await.map_err(|_| StoreError::WriterStopped)?
+            .map_err(|_| StoreError::WriterStopped)?
     }
 
     /// Events of one stream with `stream_version >= from_version`, in version order, at most
@@ -147,9 +150,9 @@ impl EventStore {
                 doc! { "stream_id": stream_id, "stream_version": { "$gte": to_i64(from_version) } },
             )
             .sort(doc! { "stream_version": 1 })
-            .limit(to_i64(limit as u64))
-            .await?;
-        decode_all(cursor).await
+            .limit(to_i64(limit as u64));
+        let cursor = crate::telemetry::warn_if_slow("event store: read a stream", cursor).await?;
+        crate::telemetry::warn_if_slow("event store: decode a stream", decode_all(cursor)).await
     }
 
     /// The last `limit` events of a stream, newest first.

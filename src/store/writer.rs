@@ -36,6 +36,10 @@ use super::error::{AppendError, StoreError};
 use super::plan::{plan_group, GroupPlan, Head, StoredState};
 use super::schema::{is_duplicate_key, HEAD_ID};
 use super::StoreConfig;
+use crate::telemetry::warn_if_slow;
+
+/// A group commit slower than this is logged as a warning (a healthy one takes milliseconds).
+const SLOW_GROUP_COMMIT: Duration = Duration::from_secs(1);
 
 /// A batch waiting for the writer, with the channel its outcome goes back on.
 pub struct PendingAppend {
@@ -114,8 +118,16 @@ impl Writer {
                 group.into_iter().map(|p| (p.batch, p.reply)).unzip();
             let started = Instant::now();
             let outcome = self.commit_with_retries(&mut session, &batches).await;
-            metrics::histogram!("event_store_group_commit_seconds")
-                .record(started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            metrics::histogram!("event_store_group_commit_seconds").record(took.as_secs_f64());
+            if took > SLOW_GROUP_COMMIT {
+                tracing::warn!(
+                    took_ms = took.as_millis() as u64,
+                    events,
+                    batches = batches.len(),
+                    "slow group commit"
+                );
+            }
             metrics::histogram!("event_store_group_events").record(events as f64);
             match outcome {
                 Ok(outcomes) => {
@@ -147,10 +159,21 @@ impl Writer {
         loop {
             attempt += 1;
             if session.is_none() {
-                *session = Some(self.client.start_session().await?);
+                *session = Some(
+                    crate::telemetry::warn_if_slow(
+                        "writer: start a session",
+                        self.client.start_session(),
+                    )
+                    .await?,
+                );
             }
             let s = session.as_mut().expect("session was just created");
-            match self.commit_group(s, batches, thorough).await {
+            match crate::telemetry::warn_if_slow(
+                "writer: one commit attempt",
+                self.commit_group(s, batches, thorough),
+            )
+            .await
+            {
                 Ok(plan) => {
                     self.remember(&plan);
                     return Ok(plan.outcomes);
@@ -169,6 +192,7 @@ impl Writer {
                         }
                     }
                     let retryable = is_retryable(&error);
+                    tracing::debug!(attempt, %error, retryable, "group commit attempt failed");
                     if !retryable || Instant::now() >= deadline {
                         return Err(match error {
                             StoreError::Mongo(e) if retryable => StoreError::RetriesExhausted {
@@ -217,8 +241,12 @@ impl Writer {
             .read_concern(ReadConcern::snapshot())
             .write_concern(durable_write_concern())
             .await?;
-        let head = self.claim_head(s).await?;
-        let stored = self.read_stored_state(s, batches, thorough).await?;
+        let head = warn_if_slow("writer: claim the head", self.claim_head(s)).await?;
+        let stored = warn_if_slow(
+            "writer: read stream versions",
+            self.read_stored_state(s, batches, thorough),
+        )
+        .await?;
         let mut plan = plan_group(head.clone(), stored, batches);
         if !thorough && plan.outcomes.iter().any(Result::is_err) {
             // Confirm refusals against the database before reporting them.
@@ -234,7 +262,11 @@ impl Writer {
             .iter()
             .map(to_document)
             .collect::<Result<Vec<_>, _>>()?;
-        self.events.insert_many(documents).session(&mut *s).await?;
+        warn_if_slow(
+            "writer: insert events",
+            self.events.insert_many(documents).session(&mut *s),
+        )
+        .await?;
         self.meta
             .update_one(
                 doc! { "_id": HEAD_ID },
@@ -242,7 +274,7 @@ impl Writer {
             )
             .session(&mut *s)
             .await?;
-        commit(s).await?;
+        warn_if_slow("writer: commit", commit(s)).await?;
         Ok(plan)
     }
 

@@ -74,11 +74,27 @@ pub fn event(writer: &str, n: u64) -> NewEvent {
 pub const TEST_JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
 pub const TEST_CSRF_SECRET: &str = "test-csrf-secret-0123456789abcdef012345678";
 
+/// Sends the service's warnings and errors (`RUST_LOG` overrides the level) to the test
+/// harness's captured output, which is printed only when a test fails: a failed assertion then
+/// comes with the service's own account of what went wrong.
+fn capture_service_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 /// Starts the application on an ephemeral loopback port with `overrides` on top of the test
 /// configuration (generous rate limits unless overridden); returns its base URL.
 pub async fn spawn_app(t: &TestDb, overrides: &[(&str, &str)]) -> String {
     use cryptovault::config::Config;
     use cryptovault::startup::Application;
+    capture_service_logs();
     let mut vars: std::collections::HashMap<String, String> = [
         ("MONGO_URL", mongo_url()),
         ("DB_NAME", t.name.clone()),

@@ -71,3 +71,33 @@ async fn unknown_routes_answer_in_the_error_shape_with_the_request_id() {
     assert_eq!(body["error"]["request_id"], "rid-404");
     t.drop_database().await;
 }
+
+/// A request that outlives `REQUEST_TIMEOUT_SECS` gets 503 `timeout` in the error shape, with
+/// its request id (here: a balance read waiting for a position that never comes).
+#[tokio::test]
+async fn a_request_over_the_time_limit_gets_503_timeout_in_the_error_shape() {
+    let t = TestDb::new("http_timeout").await;
+    let base = crate::helpers::spawn_app(
+        &t,
+        &[
+            ("REQUEST_TIMEOUT_SECS", "1"),
+            ("READ_YOUR_WRITES_TIMEOUT_MS", "10000"),
+        ],
+    )
+    .await;
+    let user = crate::helpers::signed_up(&base, "slow@example.com").await;
+    let started = std::time::Instant::now();
+    let response = reqwest::Client::new()
+        .get(format!("{base}/api/wallet/balance?min_position=999999"))
+        .bearer_auth(&user.token)
+        .header("X-Request-ID", "rid-slow")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "timeout", "{body}");
+    assert_eq!(body["error"]["request_id"], "rid-slow");
+    t.drop_database().await;
+}

@@ -39,14 +39,14 @@ async fn replay_while_serving_swaps_in_identical_read_models() {
     let carol = signed_up(&base, "carol@example.com").await;
     let boss = admin(&t, &base, "boss@example.com").await;
     for user in [&alice, &bob] {
-        let (status, _) = post(
+        let (status, body) = post(
             &base,
             user,
             "/api/wallet/deposits",
             json!({"asset": "USD", "amount": "1000"}),
         )
         .await;
-        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(status, StatusCode::CREATED, "{body}");
     }
     let (_, deposit) = post(
         &base,
@@ -89,14 +89,14 @@ async fn replay_while_serving_swaps_in_identical_read_models() {
         } else {
             (&bob, "alice@example.com")
         };
-        let (status, _) = post(
+        let (status, body) = post(
             &base,
             from,
             "/api/wallet/transfers",
             json!({"to_email": to, "asset": "USD", "amount": "1.25"}),
         )
         .await;
-        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(status, StatusCode::CREATED, "transfer {n}: {body}");
     }
 
     // While the replay runs: writes continue, and Carol's reads must always see her complete
