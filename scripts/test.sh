@@ -4,12 +4,11 @@
 #
 # The test server is its own instance (port 27118 unless CV_MONGO_PORT is set), apart from the
 # development one of scripts/run.sh. Its data lives in memory (/dev/shm) where the machine has
-# it: the suite writes gigabytes of throw-away data, and on a shared virtual disk a slow fsync
-# once stalled every test for half a minute. Durability settings are unchanged (majority,
-# journaled); only the medium differs. CV_MONGO_RUN_ROOT chooses another place.
+# it: the suite writes gigabytes of throw-away data. Durability settings are unchanged
+# (majority, journaled); only the medium differs. CV_MONGO_RUN_ROOT chooses another place.
 # Tests run one at a time (RUST_TEST_THREADS, default 1): each integration test starts whole
-# service instances, and two of them side by side on a two-core machine starved each other
-# until requests hit the 30 s timeout (see ARCHITECTURE.md, Testing).
+# service instances, and the heavy ones side by side on a two-core machine slow each other
+# into multi-second requests; one at a time, timings stay far from every limit.
 # When a test fails, the operations mongod logged as slow during the run are printed too.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -23,6 +23,8 @@ struct PoolStats {
     checked_out: AtomicI64,
     waiting: AtomicI64,
     open: AtomicI64,
+    /// Connections created but not yet ready (TCP connect + handshake), with their start.
+    establishing: Mutex<std::collections::HashMap<u32, std::time::Instant>>,
 }
 
 /// Every live client's pool in this process (a test process runs many).
@@ -36,12 +38,16 @@ pub fn pool_snapshot() -> String {
         .iter()
         .filter_map(Weak::upgrade)
         .map(|p| {
+            let establishing = p.establishing.lock().expect("pool stats poisoned");
+            let oldest = establishing.values().map(|t| t.elapsed().as_millis()).max();
             format!(
-                "{}/{} checked out, {} waiting, {} open",
+                "{}/{} checked out, {} waiting, {} open, {} establishing (oldest {} ms)",
                 p.checked_out.load(Ordering::Relaxed),
                 p.max,
                 p.waiting.load(Ordering::Relaxed),
-                p.open.load(Ordering::Relaxed)
+                p.open.load(Ordering::Relaxed),
+                establishing.len(),
+                oldest.unwrap_or(0)
             )
         })
         .collect::<Vec<_>>()
@@ -88,11 +94,25 @@ pub fn install(options: &mut ClientOptions) {
                 let now = s.checked_out.fetch_sub(1, Ordering::Relaxed) - 1;
                 metrics::gauge!("mongodb_connections_checked_out").set(now as f64);
             }
-            CmapEvent::ConnectionCreated(_) => {
+            CmapEvent::ConnectionCreated(e) => {
                 s.open.fetch_add(1, Ordering::Relaxed);
+                s.establishing
+                    .lock()
+                    .expect("pool stats poisoned")
+                    .insert(e.connection_id, std::time::Instant::now());
             }
-            CmapEvent::ConnectionClosed(_) => {
+            CmapEvent::ConnectionReady(e) => {
+                s.establishing
+                    .lock()
+                    .expect("pool stats poisoned")
+                    .remove(&e.connection_id);
+            }
+            CmapEvent::ConnectionClosed(e) => {
                 s.open.fetch_sub(1, Ordering::Relaxed);
+                s.establishing
+                    .lock()
+                    .expect("pool stats poisoned")
+                    .remove(&e.connection_id);
             }
             CmapEvent::PoolCleared(_) => tracing::warn!("MongoDB connection pool cleared"),
             _ => {}

@@ -227,14 +227,18 @@ async fn run<M: ReadModel>(
             }
         };
         tx.send_replace(from);
+        // The subscription runs in a task of its own and hands events over a bounded channel.
+        // Chunking it in place would leave its read suspended mid-operation whenever a chunk
+        // closes, while this task applies the chunk with the same MongoDB client: the driver
+        // hands its (fair) session-pool lock to the suspended read, which nobody polls, and
+        // every operation of the client waits forever. That deadlock froze whole test
+        // services for 30 s and more; see ARCHITECTURE.md, "Projection runner".
+        let feed = SubscriptionFeed::start(&store, from);
         // A chunk closes when it is full or LINGER after its first event: under a steady trickle
         // of appends this turns one transaction (with its durable commit) per event into one
         // per few milliseconds, per read model.
-        let mut chunks = std::pin::pin!(tokio_stream::StreamExt::chunks_timeout(
-            store.subscribe(from),
-            CHUNK,
-            LINGER
-        ));
+        let mut chunks =
+            std::pin::pin!(tokio_stream::StreamExt::chunks_timeout(feed, CHUNK, LINGER));
         while let Some(chunk) = chunks.next().await {
             let events: Result<Vec<EventEnvelope>, _> = chunk.into_iter().collect();
             let events = match events {
@@ -285,6 +289,46 @@ async fn run<M: ReadModel>(
                 }
             }
         }
+    }
+}
+
+/// A subscription polled by its own task, delivering into a bounded channel; the task stops
+/// when the feed is dropped.
+struct SubscriptionFeed {
+    events: tokio::sync::mpsc::Receiver<Result<EventEnvelope, crate::store::StoreError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SubscriptionFeed {
+    fn start(store: &EventStore, from: u64) -> Self {
+        let (tx, events) = tokio::sync::mpsc::channel(CHUNK * 2);
+        let subscription = store.subscribe(from);
+        let task = tokio::spawn(async move {
+            let mut subscription = std::pin::pin!(subscription);
+            while let Some(item) = subscription.next().await {
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Self { events, task }
+    }
+}
+
+impl futures::Stream for SubscriptionFeed {
+    type Item = Result<EventEnvelope, crate::store::StoreError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.events.poll_recv(cx)
+    }
+}
+
+impl Drop for SubscriptionFeed {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
