@@ -21,6 +21,8 @@ const SLOW: Duration = Duration::from_secs(1);
 struct PoolStats {
     max: u32,
     checked_out: AtomicI64,
+    /// Checkouts started and not finished. A checkout abandoned by its caller (a cancelled
+    /// request) never finishes, so this can over-count; `checked_out` is exact.
     waiting: AtomicI64,
     open: AtomicI64,
     /// Connections created but not yet ready (TCP connect + handshake), with their start.
