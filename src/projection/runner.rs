@@ -232,7 +232,7 @@ async fn run<M: ReadModel>(
         // closes, while this task applies the chunk with the same MongoDB client: the driver
         // hands its (fair) session-pool lock to the suspended read, which nobody polls, and
         // every operation of the client waits forever. That deadlock froze whole test
-        // services for 30 s and more; see ARCHITECTURE.md, "Projection runner".
+        // services for 30 s and more; see the runner rule in ARCHITECTURE.md ("The ledger").
         let feed = SubscriptionFeed::start(&store, from);
         // A chunk closes when it is full or LINGER after its first event: under a steady trickle
         // of appends this turns one transaction (with its durable commit) per event into one

@@ -152,7 +152,7 @@ impl EventStore {
             .sort(doc! { "stream_version": 1 })
             .limit(to_i64(limit as u64));
         let cursor = crate::telemetry::warn_if_slow("event store: read a stream", cursor).await?;
-        crate::telemetry::warn_if_slow("event store: decode a stream", decode_all(cursor)).await
+        decode_all(cursor).await
     }
 
     /// The last `limit` events of a stream, newest first.

@@ -160,15 +160,11 @@ impl Writer {
             attempt += 1;
             if session.is_none() {
                 *session = Some(
-                    crate::telemetry::warn_if_slow(
-                        "writer: start a session",
-                        self.client.start_session(),
-                    )
-                    .await?,
+                    warn_if_slow("writer: start a session", self.client.start_session()).await?,
                 );
             }
             let s = session.as_mut().expect("session was just created");
-            match crate::telemetry::warn_if_slow(
+            match warn_if_slow(
                 "writer: one commit attempt",
                 self.commit_group(s, batches, thorough),
             )
@@ -241,12 +237,8 @@ impl Writer {
             .read_concern(ReadConcern::snapshot())
             .write_concern(durable_write_concern())
             .await?;
-        let head = warn_if_slow("writer: claim the head", self.claim_head(s)).await?;
-        let stored = warn_if_slow(
-            "writer: read stream versions",
-            self.read_stored_state(s, batches, thorough),
-        )
-        .await?;
+        let head = self.claim_head(s).await?;
+        let stored = self.read_stored_state(s, batches, thorough).await?;
         let mut plan = plan_group(head.clone(), stored, batches);
         if !thorough && plan.outcomes.iter().any(Result::is_err) {
             // Confirm refusals against the database before reporting them.
@@ -262,11 +254,7 @@ impl Writer {
             .iter()
             .map(to_document)
             .collect::<Result<Vec<_>, _>>()?;
-        warn_if_slow(
-            "writer: insert events",
-            self.events.insert_many(documents).session(&mut *s),
-        )
-        .await?;
+        self.events.insert_many(documents).session(&mut *s).await?;
         self.meta
             .update_one(
                 doc! { "_id": HEAD_ID },
@@ -274,7 +262,7 @@ impl Writer {
             )
             .session(&mut *s)
             .await?;
-        warn_if_slow("writer: commit", commit(s)).await?;
+        commit(s).await?;
         Ok(plan)
     }
 
