@@ -17,7 +17,9 @@ use uuid::Uuid;
 use super::account::{AccountState, Refusal};
 use super::amount::Assets;
 use crate::identity::RequestMeta;
-use crate::store::{AppendBatch, AppendError, EventStore, ExpectedVersion, StoreError};
+use crate::store::{
+    AppendBatch, AppendError, AppendResult, AppendedEvent, EventStore, ExpectedVersion, StoreError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -105,8 +107,9 @@ const ACCOUNT_CACHE_LIMIT: usize = 100_000;
 pub struct Ledger {
     store: EventStore,
     pub assets: Assets,
-    /// Last folded state per account stream; refreshed incrementally from the stream on every
-    /// use, so it is never trusted beyond what the store confirms (the append's expected version).
+    /// Last known state per account: refreshed incrementally from its streams when read, and
+    /// moved forward by this process's own successful debits. A decision may start from it
+    /// without reading (see [`Ledger::run`] for why that is safe).
     cache: Arc<Mutex<HashMap<String, AccountState>>>,
     /// One async mutex per account stream: commands on one account in this process queue
     /// instead of racing (races between processes are still settled by expected versions).
@@ -138,6 +141,24 @@ fn new_event<E: DomainEvent + Clone>(event: &E, id: Uuid, metadata: &EventMetada
     new
 }
 
+/// An event this process has just appended, as an envelope to fold. Without its chain fields:
+/// it is folded into the cache, never stored or shown.
+fn placed_envelope(event: &NewEvent, at: &AppendedEvent) -> EventEnvelope {
+    EventEnvelope {
+        event_id: event.event_id,
+        stream_id: at.stream_id.clone(),
+        stream_version: at.stream_version,
+        position: at.position,
+        event_type: event.event_type.clone(),
+        schema_version: event.schema_version,
+        occurred_at: event.occurred_at,
+        metadata: event.metadata.clone(),
+        payload: event.payload.clone(),
+        prev_hash: String::new(),
+        hash: String::new(),
+    }
+}
+
 fn metadata(meta: &RequestMeta, actor: Uuid) -> EventMetadata {
     EventMetadata {
         request_id: meta.request_id.clone(),
@@ -156,6 +177,49 @@ impl Ledger {
             assets,
             cache: Arc::default(),
             locks: Arc::default(),
+        }
+    }
+
+    /// The state a decision starts from: the cached state as it is (no read), or — when
+    /// `fresh`, or when the account is not cached — the stored state ([`Ledger::account`]).
+    async fn account_for_decision(
+        &self,
+        user_id: Uuid,
+        asset: &str,
+        fresh: bool,
+    ) -> Result<AccountState, LedgerError> {
+        if !fresh {
+            let cached = self
+                .cache
+                .lock()
+                .expect("cache poisoned")
+                .get(&account_stream(user_id, asset))
+                .cloned();
+            if let Some(state) = cached {
+                return Ok(state);
+            }
+        }
+        self.account(user_id, asset).await
+    }
+
+    /// After a successful append: moves the cached account forward by this process's own
+    /// events on its `account-…` stream, when they directly follow the cached version (otherwise
+    /// another process appended in between and the entry is dropped, to be read afresh).
+    fn remember_appended(&self, batch: &AppendBatch, result: &AppendResult) {
+        let mut placed = result.events.iter();
+        let mut cache = self.cache.lock().expect("cache poisoned");
+        for stream in &batch.streams {
+            for event in &stream.events {
+                let Some(at) = placed.next() else { return };
+                let Some(state) = cache.get_mut(&stream.stream_id) else {
+                    continue;
+                };
+                if state.version + 1 == at.stream_version {
+                    state.apply(&placed_envelope(event, at));
+                } else {
+                    cache.remove(&stream.stream_id);
+                }
+            }
         }
     }
 
@@ -239,7 +303,15 @@ impl Ledger {
         Ok(second.map_or(first.position, |e| e.position.max(first.position)))
     }
 
-    /// Runs `decide` on fresh state and appends, retrying on conflicts.
+    /// Decides and appends, retrying on conflicts. `attempt(fresh)` decides on the account
+    /// state from [`Ledger::account_for_decision`].
+    ///
+    /// The first attempt decides on the cached state without reading the streams. That is safe:
+    /// an accepted decision is appended with the account's cached version as expected version,
+    /// so if anything was appended to `account-…` meanwhile (by another process) the append
+    /// conflicts and the next attempt reads; and credits the cache has not seen can only make
+    /// `available` higher than it thinks. A refusal decided on the cache is never reported
+    /// before the decision is repeated on freshly read state.
     async fn run<E, F, Fut>(
         &self,
         ids: &CommandIds,
@@ -247,23 +319,33 @@ impl Ledger {
     ) -> Result<Applied<E>, LedgerError>
     where
         E: DomainEvent,
-        F: FnMut() -> Fut,
+        F: FnMut(bool) -> Fut,
         Fut: std::future::Future<Output = Result<(E, AppendBatch), LedgerError>>,
     {
         if let Some(done) = self.already_applied(ids).await? {
             return Ok(done);
         }
+        let mut fresh = false;
         for _ in 0..MAX_ATTEMPTS {
-            let (event, batch) = attempt().await?;
-            match self.store.append(batch).await {
+            let (event, batch) = match attempt(fresh).await {
+                Ok(decided) => decided,
+                Err(LedgerError::Refused(_)) if !fresh => {
+                    fresh = true;
+                    continue;
+                }
+                Err(refused) => return Err(refused),
+            };
+            match self.store.append(batch.clone()).await {
                 Ok(result) => {
+                    self.remember_appended(&batch, &result);
                     return Ok(Applied {
                         event,
                         position: result.last_position(),
-                    })
+                    });
                 }
                 Err(AppendError::Conflict { .. }) => {
                     metrics::counter!("ledger_command_conflicts_total").increment(1);
+                    fresh = true;
                     tokio::task::yield_now().await;
                 }
                 Err(other) => return Err(LedgerError::Internal(other.into())),
@@ -285,7 +367,7 @@ impl Ledger {
         let metadata = metadata(meta, user_id);
         let metadata = &metadata;
         // A credit cannot break an invariant: no read, no expected version, no lock.
-        self.run(&ids, || async move {
+        self.run(&ids, |_| async move {
             let event = AccountState::new(user_id, asset).deposit(ids.entity_id, amount);
             let batch = AppendBatch::single(
                 credits_stream(user_id, asset),
@@ -309,8 +391,8 @@ impl Ledger {
         let metadata = metadata(meta, user_id);
         let metadata = &metadata;
         let _lock = self.lock_account(user_id, asset).await;
-        self.run(&ids, || async move {
-            let account = self.account(user_id, asset).await?;
+        self.run(&ids, |fresh| async move {
+            let account = self.account_for_decision(user_id, asset, fresh).await?;
             let event = account.request_withdrawal(ids.entity_id, amount, address)?;
             let opened = WithdrawalOpened {
                 withdrawal_id: ids.entity_id,
@@ -361,8 +443,8 @@ impl Ledger {
         let metadata = metadata(meta, admin);
         let (metadata, asset, decide) = (&metadata, asset.as_str(), &decide);
         let _lock = self.lock_account(user_id, asset).await;
-        self.run(&ids, || async move {
-            let account = self.account(user_id, asset).await?;
+        self.run(&ids, |fresh| async move {
+            let account = self.account_for_decision(user_id, asset, fresh).await?;
             let event = decide(&account)?;
             let batch = AppendBatch::single(
                 account_stream(user_id, asset),
@@ -393,8 +475,8 @@ impl Ledger {
         let metadata = metadata(meta, from);
         let (metadata, note) = (&metadata, note);
         let _lock = self.lock_account(from, asset).await;
-        self.run(&ids, || async move {
-            let account = self.account(from, asset).await?;
+        self.run(&ids, |fresh| async move {
+            let account = self.account_for_decision(from, asset, fresh).await?;
             let (sent, received) = account.transfer(ids.entity_id, to, amount, note.clone())?;
             let batch = AppendBatch::single(
                 account_stream(from, asset),

@@ -302,6 +302,71 @@ async fn hot_account_exactly_ten_of_sixty_four_transfers_succeed() {
     t.drop_database().await;
 }
 
+/// Decisions start from the in-process account cache; these are the two ways it can be behind
+/// the log, and the outcome must be as if it had read: another instance debited the account
+/// (the append conflicts, the decision is re-run on the stored state), and credits it has not
+/// seen (the refusal is confirmed on the stored state, which accepts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn decisions_from_a_stale_account_cache_end_as_if_it_had_read() {
+    let t = TestDb::new("ledger_cache").await;
+    let (a, b) = (spawn_app(&t, &[]).await, spawn_app(&t, &[]).await);
+    let sender = user(&a, "cache-sender@example.com").await;
+    user(&a, "cache-receiver@example.com").await;
+    let send = |base: &str, amount: &str| {
+        let (base, sender, amount) = (base.to_owned(), sender.clone(), amount.to_owned());
+        async move {
+            post(
+                &base,
+                &sender,
+                "/api/wallet/transfers",
+                json!({ "to_email": "cache-receiver@example.com", "asset": "BTC", "amount": amount }),
+            )
+            .await
+        }
+    };
+    let deposit = |base: &str, amount: &str| {
+        let (base, sender, amount) = (base.to_owned(), sender.clone(), amount.to_owned());
+        async move {
+            post(
+                &base,
+                &sender,
+                "/api/wallet/deposits",
+                json!({ "asset": "BTC", "amount": amount }),
+            )
+            .await
+        }
+    };
+    assert_eq!(deposit(&a, "10").await.0, StatusCode::CREATED);
+    // A caches the account at 6 available; B debits 5 behind A's back (1 left).
+    assert_eq!(send(&a, "4").await.0, StatusCode::CREATED);
+    assert_eq!(send(&b, "5").await.0, StatusCode::CREATED);
+    // A's cache says 6: the append conflicts and the re-run on stored state refuses.
+    let (status, body) = send(&a, "5").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_funds");
+    // Money in that A's cache has not seen: a deposit through B, then the whole of it.
+    assert_eq!(send(&a, "1").await.0, StatusCode::CREATED);
+    assert_eq!(deposit(&b, "3").await.0, StatusCode::CREATED);
+    let (status, body) = send(&a, "3").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let last = position(&body);
+    let (status, body) = send(&a, "0.00000001").await;
+    assert_eq!(
+        body["error"]["code"], "insufficient_funds",
+        "{status} {body}"
+    );
+
+    assert_eq!(
+        balance(&a, &sender, "BTC", last).await,
+        (
+            "0.00000000".into(),
+            "0.00000000".into(),
+            "0.00000000".into()
+        )
+    );
+    t.drop_database().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bank_test_with_two_service_instances_keeps_every_invariant() {
     let t = TestDb::new("ledger_bank").await;
