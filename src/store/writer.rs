@@ -8,6 +8,13 @@
 //! 1. `findOneAndUpdate` on the head document. This claims the log: a concurrent transaction of
 //!    another process touching the head fails with a `WriteConflict` and retries, so positions
 //!    are assigned in commit order and never interleave.
+//!
+//!    Fast path: when the writer knows the head it left after its last commit and the versions
+//!    of every touched stream, it plans the group before the transaction and opens it with a
+//!    *conditional* update of the head (`{position, hash}` as it left them → the new head). That
+//!    update is the claim, the check that no other process appended since, and the head's move
+//!    in one round trip. If it matches nothing, another process has appended: the same
+//!    transaction carries on with the steps below.
 //! 2. Take the touched streams' versions from the writer's cache, reading misses from `events`.
 //! 3. [`plan_group`] decides every batch (pure). If it refuses a batch, the refusal is confirmed
 //!    against the database first (the cache may be stale, the batch may be a retry): the
@@ -70,6 +77,9 @@ pub struct Writer {
     /// Last committed version of streams this writer has seen. Possibly stale when other
     /// processes append to the same streams; see the module docs for why that is safe.
     versions: HashMap<String, u64>,
+    /// The head as this writer's last commit left it; stale when another process appended
+    /// since, which the fast path's conditional head update detects.
+    head: Option<Head>,
 }
 
 impl Writer {
@@ -87,6 +97,7 @@ impl Writer {
             config,
             head_tx,
             versions: HashMap::new(),
+            head: None,
         }
     }
 
@@ -177,6 +188,8 @@ impl Writer {
                 Err(error) => {
                     // Dropping the session aborts any transaction it still has open.
                     *session = None;
+                    // The commit may or may not have happened: read the head next time.
+                    self.head = None;
                     metrics::counter!("event_store_transaction_retries_total").increment(1);
                     if matches!(&error, StoreError::Mongo(e) if is_duplicate_key(e)) {
                         // An id exists or a cached version is stale: read everything next time.
@@ -209,6 +222,7 @@ impl Writer {
         let Some(position) = plan.envelopes.last().map(|e| e.position) else {
             return;
         };
+        self.head = Some(plan.head.clone());
         self.head_tx.send_if_modified(|head| {
             let advanced = position > *head;
             if advanced {
@@ -233,10 +247,23 @@ impl Writer {
         batches: &[AppendBatch],
         thorough: bool,
     ) -> Result<GroupPlan, StoreError> {
+        let fast = if thorough {
+            None
+        } else {
+            self.plan_from_cache(batches)
+        };
         s.start_transaction()
             .read_concern(ReadConcern::snapshot())
             .write_concern(durable_write_concern())
             .await?;
+        if let Some((old_head, plan)) = fast {
+            if self.move_head(s, &old_head, &plan.head).await? {
+                self.insert(s, &plan).await?;
+                commit(s).await?;
+                return Ok(plan);
+            }
+            metrics::counter!("event_store_stale_head_total").increment(1);
+        }
         let head = self.claim_head(s).await?;
         let stored = self.read_stored_state(s, batches, thorough).await?;
         let mut plan = plan_group(head.clone(), stored, batches);
@@ -249,12 +276,7 @@ impl Writer {
             s.abort_transaction().await?;
             return Ok(plan);
         }
-        let documents = plan
-            .envelopes
-            .iter()
-            .map(to_document)
-            .collect::<Result<Vec<_>, _>>()?;
-        self.events.insert_many(documents).session(&mut *s).await?;
+        self.insert(s, &plan).await?;
         self.meta
             .update_one(
                 doc! { "_id": HEAD_ID },
@@ -264,6 +286,54 @@ impl Writer {
             .await?;
         commit(s).await?;
         Ok(plan)
+    }
+
+    /// The fast path's plan: `Some` when the head and every touched stream's version are known
+    /// from this writer's own commits and every batch is accepted on them (a refusal is
+    /// confirmed against the database, on the full path). Returns the head it starts from.
+    fn plan_from_cache(&self, batches: &[AppendBatch]) -> Option<(Head, GroupPlan)> {
+        let head = self.head.clone()?;
+        let mut stored = StoredState::default();
+        for stream in batches.iter().flat_map(|b| b.streams.iter()) {
+            let version = *self.versions.get(&stream.stream_id)?;
+            stored.versions.insert(stream.stream_id.clone(), version);
+        }
+        let plan = plan_group(head.clone(), stored, batches);
+        (!plan.envelopes.is_empty() && plan.outcomes.iter().all(Result::is_ok))
+            .then_some((head, plan))
+    }
+
+    /// Moves the head from `old` to `new` if it is still at `old`; false when another process
+    /// has moved it. Writes the head document, so it claims the log like [`Self::claim_head`].
+    async fn move_head(
+        &self,
+        s: &mut ClientSession,
+        old: &Head,
+        new: &Head,
+    ) -> Result<bool, StoreError> {
+        let moved = self
+            .meta
+            .update_one(
+                doc! { "_id": HEAD_ID, "position": to_i64(old.position), "hash": &old.hash },
+                doc! {
+                    "$set": { "position": to_i64(new.position), "hash": &new.hash },
+                    "$inc": { "txn": 1_i64 },
+                },
+            )
+            .session(&mut *s)
+            .await?;
+        Ok(moved.matched_count == 1)
+    }
+
+    /// Inserts the plan's sealed events.
+    async fn insert(&self, s: &mut ClientSession, plan: &GroupPlan) -> Result<(), StoreError> {
+        let documents = plan
+            .envelopes
+            .iter()
+            .map(to_document)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.events.insert_many(documents).session(&mut *s).await?;
+        Ok(())
     }
 
     /// Reads the head inside the transaction and writes to it, so that a concurrent writer's

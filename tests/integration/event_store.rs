@@ -335,3 +335,37 @@ async fn two_instances_appending_any_to_one_stream_keep_its_versions_gapless() {
     assert!(b.verify().await.unwrap().is_intact());
     t.drop_database().await;
 }
+
+#[tokio::test]
+async fn a_writer_behind_another_process_continues_the_log_and_the_chain() {
+    // Writer `a` plans on the head and stream versions its own commits left. Here both are
+    // stale in turn: the head (b appended since a's last commit), then a stream version (b's
+    // append to "s" came before a's last commit, which touched another stream).
+    let t = TestDb::new("stale_head").await;
+    let (a, b) = (t.store().await, t.store().await);
+    let one = |stream: &str, n: u64| {
+        AppendBatch::single(stream, ExpectedVersion::Any, vec![event(stream, n)])
+    };
+    let placed =
+        |r: cryptovault::store::AppendResult| (r.events[0].position, r.events[0].stream_version);
+    assert_eq!(placed(a.append(one("s", 1)).await.unwrap()), (1, 1));
+    assert_eq!(placed(b.append(one("s", 2)).await.unwrap()), (2, 2));
+    assert_eq!(placed(a.append(one("t", 3)).await.unwrap()), (3, 1));
+    assert_eq!(placed(a.append(one("s", 4)).await.unwrap()), (4, 3));
+    let conflict = a
+        .append(AppendBatch::single(
+            "s",
+            ExpectedVersion::Exact(2),
+            vec![event("s", 5)],
+        ))
+        .await;
+    assert!(
+        matches!(conflict, Err(AppendError::Conflict { actual: 3, .. })),
+        "{conflict:?}"
+    );
+    assert_eq!(placed(b.append(one("s", 6)).await.unwrap()), (5, 4));
+    let report = a.verify().await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!((report.events_verified, report.head_position), (5, 5));
+    t.drop_database().await;
+}
