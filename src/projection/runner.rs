@@ -339,10 +339,18 @@ impl<M: ReadModel> Runner<M> {
         events: &[EventEnvelope],
     ) -> mongodb::error::Result<Applied> {
         let mut attempt = 0u32;
+        let mut inserts = true;
         loop {
             let mut session = self.client.start_session().await?;
-            match self.apply(&mut session, events).await {
+            match self.apply(&mut session, events, inserts).await {
                 Ok(applied) => return Ok(applied),
+                // A row to create exists already: only a reset racing the runner (the rows of a
+                // chunk deleted, its checkpoint not yet moved back) does that. Apply the chunk
+                // with upserts, which leave existing rows as they are.
+                Err(e) if inserts && crate::store::schema::is_duplicate_key(&e) => {
+                    tracing::warn!(projection = M::NAME, error = %e, "row to create exists; applying the chunk with upserts");
+                    inserts = false;
+                }
                 Err(e)
                     if attempt < 20
                         && (e.contains_label(TRANSIENT_TRANSACTION_ERROR)
@@ -360,10 +368,13 @@ impl<M: ReadModel> Runner<M> {
     }
 
     /// One transaction: lock and read the checkpoint, apply the events after it, move it.
+    /// With `inserts`, rows the model creates are inserted rather than upserted
+    /// ([`split_inserts`]).
     async fn apply(
         &self,
         s: &mut ClientSession,
         events: &[EventEnvelope],
+        inserts: bool,
     ) -> mongodb::error::Result<Applied> {
         s.start_transaction()
             .read_concern(ReadConcern::snapshot())
@@ -392,14 +403,16 @@ impl<M: ReadModel> Runner<M> {
         let last = last.position;
         for (collection, updates) in self.model.updates(fresh) {
             let name = self.target.collection(collection);
-            let (inserts, updates) = if self.target.suffix.is_empty() {
-                (Vec::new(), updates)
-            } else {
+            let (inserts, updates) = if inserts {
                 split_inserts(updates)
+            } else {
+                (Vec::new(), updates)
             };
             if !inserts.is_empty() {
+                // Typed, so that a duplicate `_id` comes back as an error (see the retry above).
                 self.db
-                    .run_command(doc! { "insert": &name, "documents": inserts, "ordered": true })
+                    .collection::<Document>(&name)
+                    .insert_many(inserts)
                     .session(&mut *s)
                     .await?;
             }
@@ -427,12 +440,12 @@ impl<M: ReadModel> Runner<M> {
     }
 }
 
-/// Splits update statements for a collection that is being built from empty (a replay's
-/// shadow): a create-only statement (`upsert` with only `$setOnInsert`, keyed by `_id`) becomes
-/// a plain insert, which MongoDB applies about twice as fast. The inserts go first; the
-/// remaining statements keep their order. That is equivalent because a create-only statement
-/// never follows a change to the same row (rows are created by the event that starts them),
-/// and it is exactly-once because the checkpoint is — a duplicate `_id` would abort the chunk.
+/// Splits a chunk's update statements: a create-only statement (`upsert` with only
+/// `$setOnInsert`, keyed by `_id`) becomes a plain insert, which MongoDB applies about twice as
+/// fast. The inserts go first; the remaining statements keep their order. That is equivalent
+/// because a create-only statement never follows a change to the same row (rows are created by
+/// the event that starts them), and it is exactly-once because the checkpoint is — a duplicate
+/// `_id` aborts the chunk, which is then applied with upserts.
 fn split_inserts(updates: Vec<Document>) -> (Vec<Document>, Vec<Document>) {
     let mut inserts = Vec::new();
     let mut rest = Vec::new();

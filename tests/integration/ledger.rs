@@ -472,6 +472,42 @@ async fn bank_test_with_two_service_instances_keeps_every_invariant() {
     t.drop_database().await;
 }
 
+/// Runners insert the rows an event creates (cheaper than upserts). A row that exists already
+/// (a reset racing its runner leaves such rows) must not stop the projection: the chunk is
+/// applied again with upserts, which keep the existing row.
+#[tokio::test]
+async fn a_row_that_exists_already_does_not_stop_its_projection() {
+    let t = TestDb::new("ledger_row_exists").await;
+    let base = spawn_app(&t, &[]).await;
+    let alice = user(&base, "exists@example.com").await;
+    wait_for_projection(&t, "audit").await;
+    let next = t.store().await.head().await.unwrap().0 + 1;
+    t.db()
+        .collection::<bson::Document>("audit_logs")
+        .insert_one(doc! { "_id": next as i64, "action": "placed by the test" })
+        .await
+        .unwrap();
+    let (status, body) = post(
+        &base,
+        &alice,
+        "/api/wallet/deposits",
+        json!({ "asset": "BTC", "amount": "1" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(position(&body), next);
+    wait_for_projection(&t, "audit").await;
+    let row = t
+        .db()
+        .collection::<bson::Document>("audit_logs")
+        .find_one(doc! { "_id": next as i64 })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.get_str("action").unwrap(), "placed by the test");
+    t.drop_database().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_killed_mid_stream_resumes_and_matches_a_fresh_rebuild() {
     use cryptovault::identity::RequestMeta;
