@@ -1,7 +1,9 @@
 //! The ledger: assets and amounts, per-user accounts, and the commands that move money.
 //!
-//! `amount` and `account` are pure; `service` runs commands against the event store.
+//! `amount` and `account` are pure; `service` runs commands against the event store; `slots`
+//! coordinates commands on one account inside the process.
 
 pub mod account;
 pub mod amount;
 pub mod service;
+pub mod slots;

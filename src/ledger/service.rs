@@ -16,10 +16,9 @@ use uuid::Uuid;
 
 use super::account::{AccountState, Refusal};
 use super::amount::Assets;
+use super::slots::AccountSlots;
 use crate::identity::RequestMeta;
-use crate::store::{
-    AppendBatch, AppendError, AppendResult, AppendedEvent, EventStore, ExpectedVersion, StoreError,
-};
+use crate::store::{AppendBatch, AppendError, EventStore, ExpectedVersion, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -111,28 +110,9 @@ pub struct Ledger {
     /// moved forward by this process's own successful debits. A decision may start from it
     /// without reading (see [`Ledger::run`] for why that is safe).
     cache: Arc<Mutex<HashMap<String, AccountState>>>,
-    /// One async mutex per account stream: commands on one account in this process queue
-    /// instead of racing (races between processes are still settled by expected versions).
-    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-}
-
-/// Holds an account's in-process lock; forgets the lock when nobody else waits for it.
-struct AccountGuard {
-    stream: String,
-    lock: Arc<tokio::sync::Mutex<()>>,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-}
-
-impl Drop for AccountGuard {
-    fn drop(&mut self) {
-        self.guard.take();
-        let mut locks = self.locks.lock().expect("lock map poisoned");
-        // Two references: the map's and ours. Nobody else waits; drop the entry.
-        if Arc::strong_count(&self.lock) == 2 {
-            locks.remove(&self.stream);
-        }
-    }
+    /// Commands on one account in this process decide one at a time and queue behind each
+    /// other (races between processes are settled by expected versions).
+    slots: AccountSlots,
 }
 
 fn new_event<E: DomainEvent + Clone>(event: &E, id: Uuid, metadata: &EventMetadata) -> NewEvent {
@@ -141,14 +121,15 @@ fn new_event<E: DomainEvent + Clone>(event: &E, id: Uuid, metadata: &EventMetada
     new
 }
 
-/// An event this process has just appended, as an envelope to fold. Without its chain fields:
-/// it is folded into the cache, never stored or shown.
-fn placed_envelope(event: &NewEvent, at: &AppendedEvent) -> EventEnvelope {
+/// An event this process has queued on an account stream at `stream_version`, as an envelope
+/// to fold into the cache. Without position and chain fields: it is folded, never stored or
+/// shown.
+fn queued_envelope(event: &NewEvent, stream_id: &str, stream_version: u64) -> EventEnvelope {
     EventEnvelope {
         event_id: event.event_id,
-        stream_id: at.stream_id.clone(),
-        stream_version: at.stream_version,
-        position: at.position,
+        stream_id: stream_id.to_owned(),
+        stream_version,
+        position: 0,
         event_type: event.event_type.clone(),
         schema_version: event.schema_version,
         occurred_at: event.occurred_at,
@@ -176,7 +157,7 @@ impl Ledger {
             store,
             assets,
             cache: Arc::default(),
-            locks: Arc::default(),
+            slots: AccountSlots::default(),
         }
     }
 
@@ -202,25 +183,34 @@ impl Ledger {
         self.account(user_id, asset).await
     }
 
-    /// After a successful append: moves the cached account forward by this process's own
-    /// events on its `account-…` stream, when they directly follow the cached version (otherwise
-    /// another process appended in between and the entry is dropped, to be read afresh).
-    fn remember_appended(&self, batch: &AppendBatch, result: &AppendResult) {
-        let mut placed = result.events.iter();
+    /// Right after queueing an accepted decision (under the account's lock): moves the cached
+    /// account forward by the batch's events on its `account-…` stream, as if they were already
+    /// committed, so that the next command on the account can decide and queue behind it
+    /// without waiting. If the entry is not at the version the batch expects (it was dropped or
+    /// replaced meanwhile), it is dropped.
+    fn apply_queued(&self, account: &str, batch: &AppendBatch) {
+        let Some(stream) = batch.streams.iter().find(|s| s.stream_id == account) else {
+            return;
+        };
+        let ExpectedVersion::Exact(expected) = stream.expected else {
+            return;
+        };
         let mut cache = self.cache.lock().expect("cache poisoned");
-        for stream in &batch.streams {
-            for event in &stream.events {
-                let Some(at) = placed.next() else { return };
-                let Some(state) = cache.get_mut(&stream.stream_id) else {
-                    continue;
-                };
-                if state.version + 1 == at.stream_version {
-                    state.apply(&placed_envelope(event, at));
-                } else {
-                    cache.remove(&stream.stream_id);
-                }
-            }
+        let Some(state) = cache.get_mut(account) else {
+            return;
+        };
+        if state.version != expected {
+            cache.remove(account);
+            return;
         }
+        for (offset, event) in (1..).zip(&stream.events) {
+            state.apply(&queued_envelope(event, account, expected + offset));
+        }
+    }
+
+    /// Drops an account from the cache: a queued batch it assumed did not commit as assumed.
+    fn forget(&self, account: &str) {
+        self.cache.lock().expect("cache poisoned").remove(account);
     }
 
     /// The current state of an account: the cached fold plus whatever its `account-…` and
@@ -256,25 +246,6 @@ impl Ledger {
         Ok(state)
     }
 
-    async fn lock_account(&self, user_id: Uuid, asset: &str) -> AccountGuard {
-        let stream = account_stream(user_id, asset);
-        let lock = self
-            .locks
-            .lock()
-            .expect("lock map poisoned")
-            .entry(stream.clone())
-            .or_default()
-            .clone();
-        let guard =
-            crate::telemetry::warn_if_slow("ledger: account lock", lock.clone().lock_owned()).await;
-        AccountGuard {
-            stream,
-            lock,
-            guard: Some(guard),
-            locks: self.locks.clone(),
-        }
-    }
-
     /// When a keyed command's first event exists, the command was applied: its answer.
     async fn already_applied<E: DomainEvent>(
         &self,
@@ -303,18 +274,25 @@ impl Ledger {
         Ok(second.map_or(first.position, |e| e.position.max(first.position)))
     }
 
-    /// Decides and appends, retrying on conflicts. `attempt(fresh)` decides on the account
-    /// state from [`Ledger::account_for_decision`].
+    /// Decides and appends, retrying on conflicts. `attempt(fresh)` decides on the state of
+    /// `account` (user, asset) from [`Ledger::account_for_decision`]; `None` for commands that
+    /// read no account (deposits).
     ///
-    /// The first attempt decides on the cached state without reading the streams. That is safe:
-    /// an accepted decision is appended with the account's cached version as expected version,
-    /// so if anything was appended to `account-…` meanwhile (by another process) the append
-    /// conflicts and the next attempt reads; and credits the cache has not seen can only make
-    /// `available` higher than it thinks. A refusal decided on the cache is never reported
-    /// before the decision is repeated on freshly read state.
+    /// Each attempt holds the account's in-process lock only while it decides and queues its
+    /// batch, then applies the batch to the cached account and lets the next command on the
+    /// account decide on that state while this one commits. Several commands on one account
+    /// thus share a group commit instead of taking one each.
+    ///
+    /// Deciding on the cache without reading is safe: an accepted decision is appended with the
+    /// cached version as expected version, so if the account changed otherwise (another
+    /// process, a queued batch that failed) the append conflicts and the next attempt reads the
+    /// stored streams; and credits the cache has not seen can only make `available` higher
+    /// than it thinks. A refusal decided on the cache is never reported before the decision is
+    /// repeated on freshly read state.
     async fn run<E, F, Fut>(
         &self,
         ids: &CommandIds,
+        account: Option<(Uuid, &str)>,
         mut attempt: F,
     ) -> Result<Applied<E>, LedgerError>
     where
@@ -325,8 +303,17 @@ impl Ledger {
         if let Some(done) = self.already_applied(ids).await? {
             return Ok(done);
         }
+        let stream = account.map(|(user_id, asset)| account_stream(user_id, asset));
         let mut fresh = false;
         for _ in 0..MAX_ATTEMPTS {
+            let turn = match &stream {
+                Some(stream) => Some(self.slots.decide(stream).await),
+                None => None,
+            };
+            if let (Some(turn), true) = (&turn, fresh) {
+                // Read a stored state that includes every batch this process has queued.
+                turn.settle().await;
+            }
             let (event, batch) = match attempt(fresh).await {
                 Ok(decided) => decided,
                 Err(LedgerError::Refused(_)) if !fresh => {
@@ -335,9 +322,24 @@ impl Ledger {
                 }
                 Err(refused) => return Err(refused),
             };
-            match self.store.append(batch.clone()).await {
+            let outcome = match (&stream, turn) {
+                (Some(stream), Some(turn)) => match self.store.enqueue(batch.clone()).await {
+                    Ok(outcome) => {
+                        self.apply_queued(stream, &batch);
+                        let in_flight = turn.queued().await;
+                        let outcome = outcome.await;
+                        if !matches!(&outcome, Ok(result) if !result.already_appended) {
+                            self.forget(stream);
+                        }
+                        drop(in_flight);
+                        outcome
+                    }
+                    Err(error) => Err(error),
+                },
+                _ => self.store.append(batch).await,
+            };
+            match outcome {
                 Ok(result) => {
-                    self.remember_appended(&batch, &result);
                     return Ok(Applied {
                         event,
                         position: result.last_position(),
@@ -367,7 +369,7 @@ impl Ledger {
         let metadata = metadata(meta, user_id);
         let metadata = &metadata;
         // A credit cannot break an invariant: no read, no expected version, no lock.
-        self.run(&ids, |_| async move {
+        self.run(&ids, None, |_| async move {
             let event = AccountState::new(user_id, asset).deposit(ids.entity_id, amount);
             let batch = AppendBatch::single(
                 credits_stream(user_id, asset),
@@ -390,8 +392,7 @@ impl Ledger {
     ) -> Result<Applied<cryptovault_events::ledger::WithdrawalRequested>, LedgerError> {
         let metadata = metadata(meta, user_id);
         let metadata = &metadata;
-        let _lock = self.lock_account(user_id, asset).await;
-        self.run(&ids, |fresh| async move {
+        self.run(&ids, Some((user_id, asset)), |fresh| async move {
             let account = self.account_for_decision(user_id, asset, fresh).await?;
             let event = account.request_withdrawal(ids.entity_id, amount, address)?;
             let opened = WithdrawalOpened {
@@ -442,8 +443,7 @@ impl Ledger {
         let (user_id, asset) = self.withdrawal_account(withdrawal_id).await?;
         let metadata = metadata(meta, admin);
         let (metadata, asset, decide) = (&metadata, asset.as_str(), &decide);
-        let _lock = self.lock_account(user_id, asset).await;
-        self.run(&ids, |fresh| async move {
+        self.run(&ids, Some((user_id, asset)), |fresh| async move {
             let account = self.account_for_decision(user_id, asset, fresh).await?;
             let event = decide(&account)?;
             let batch = AppendBatch::single(
@@ -474,8 +474,7 @@ impl Ledger {
         let (from, to, amount, asset) = (*from, *to, *amount, asset.as_str());
         let metadata = metadata(meta, from);
         let (metadata, note) = (&metadata, note);
-        let _lock = self.lock_account(from, asset).await;
-        self.run(&ids, |fresh| async move {
+        self.run(&ids, Some((from, asset)), |fresh| async move {
             let account = self.account_for_decision(from, asset, fresh).await?;
             let (sent, received) = account.transfer(ids.entity_id, to, amount, note.clone())?;
             let batch = AppendBatch::single(

@@ -19,6 +19,7 @@ pub mod subscription;
 pub mod verify;
 pub mod writer;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,6 +123,17 @@ impl EventStore {
     /// landed. Re-appending a batch whose event ids all exist returns their original placement
     /// and writes nothing. On [`AppendError::Conflict`] nothing is written.
     pub async fn append(&self, batch: AppendBatch) -> Result<AppendResult, AppendError> {
+        self.enqueue(batch).await?.await
+    }
+
+    /// Queues a batch for the writer and returns the future of its outcome (as [`Self::append`]
+    /// would). Batches are decided in the order they are queued, so a caller may queue a batch
+    /// that expects the version an earlier queued batch creates, before that one committed; if
+    /// the earlier one fails, the later one fails with a conflict.
+    pub async fn enqueue(
+        &self,
+        batch: AppendBatch,
+    ) -> Result<impl Future<Output = Result<AppendResult, AppendError>> + use<>, AppendError> {
         batch.validate().map_err(AppendError::Invalid)?;
         let (reply, outcome) = oneshot::channel();
         crate::telemetry::warn_if_slow(
@@ -130,9 +142,11 @@ impl EventStore {
         )
         .await
         .map_err(|_| StoreError::WriterStopped)?;
-        crate::telemetry::warn_if_slow("event store: wait for the writer's answer", outcome)
-            .await
-            .map_err(|_| StoreError::WriterStopped)?
+        Ok(async move {
+            crate::telemetry::warn_if_slow("event store: wait for the writer's answer", outcome)
+                .await
+                .map_err(|_| StoreError::WriterStopped)?
+        })
     }
 
     /// Events of one stream with `stream_version >= from_version`, in version order, at most

@@ -302,6 +302,59 @@ async fn hot_account_exactly_ten_of_sixty_four_transfers_succeed() {
     t.drop_database().await;
 }
 
+/// Commands on one account queue behind each other's in-flight batches, deciding on the state
+/// those batches will leave. When another instance debits the account meanwhile, queued
+/// batches fail and must be decided again on stored state: still exactly ten succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_account_on_two_instances_exactly_ten_of_forty_transfers_succeed() {
+    let t = TestDb::new("ledger_hot_two").await;
+    let instances = [spawn_app(&t, &[]).await, spawn_app(&t, &[]).await];
+    let sender = user(&instances[0], "hot2@example.com").await;
+    let receiver = user(&instances[0], "cold2@example.com").await;
+    let (status, _) = post(
+        &instances[0],
+        &sender,
+        "/api/wallet/deposits",
+        json!({ "asset": "BTC", "amount": "10" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let attempts = (0..40).map(|i| {
+        let (base, sender) = (instances[i % 2].clone(), sender.clone());
+        async move {
+            post(
+                &base,
+                &sender,
+                "/api/wallet/transfers",
+                json!({ "to_email": "cold2@example.com", "asset": "BTC", "amount": "1" }),
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let ok: Vec<u64> = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .map(|(_, b)| position(b))
+        .collect();
+    assert_eq!(ok.len(), 10, "{results:?}");
+    assert!(results
+        .iter()
+        .filter(|(s, _)| *s != StatusCode::CREATED)
+        .all(|(s, b)| *s == StatusCode::UNPROCESSABLE_ENTITY
+            && b["error"]["code"] == "insufficient_funds"));
+    let last = *ok.iter().max().unwrap();
+    assert_eq!(
+        balance(&instances[1], &sender, "BTC", last).await.0,
+        "0.00000000"
+    );
+    assert_eq!(
+        balance(&instances[0], &receiver, "BTC", last).await.0,
+        "10.00000000"
+    );
+    t.drop_database().await;
+}
+
 /// Decisions start from the in-process account cache; these are the two ways it can be behind
 /// the log, and the outcome must be as if it had read: another instance debited the account
 /// (the append conflicts, the decision is re-run on the stored state), and credits it has not
