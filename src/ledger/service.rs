@@ -96,7 +96,8 @@ pub struct Applied<E> {
     pub position: u64,
 }
 
-/// Attempts of one command before giving up on a hot account (each attempt re-reads it).
+/// Attempts of one command before giving up on a hot account (every attempt after the first
+/// reads the account's stored streams).
 const MAX_ATTEMPTS: usize = 64;
 
 /// Accounts remembered by the in-process cache before it starts afresh.
@@ -107,8 +108,9 @@ pub struct Ledger {
     store: EventStore,
     pub assets: Assets,
     /// Last known state per account: refreshed incrementally from its streams when read, and
-    /// moved forward by this process's own successful debits. A decision may start from it
-    /// without reading (see [`Ledger::run`] for why that is safe).
+    /// moved forward by every batch this process queues on the account, as if it had already
+    /// committed (dropped again when it does not). A decision may start from it without reading
+    /// (see [`Ledger::run`] for why that is safe).
     cache: Arc<Mutex<HashMap<String, AccountState>>>,
     /// Commands on one account in this process decide one at a time and queue behind each
     /// other (races between processes are settled by expected versions).
