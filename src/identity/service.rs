@@ -236,10 +236,16 @@ impl Identity {
                 return Err(IdentityError::TotpRequired);
             };
             let secret = self.sessions.totp_secret(user.user_id).await?;
-            let valid =
-                secret.is_some_and(|(s, confirmed)| confirmed && totp::check(&s, code, unix_now()));
-            if !valid {
+            let step = secret
+                .filter(|(_, confirmed)| *confirmed)
+                .and_then(|(s, _)| totp::matching_step(&s, code, unix_now()));
+            let Some(step) = step else {
                 self.record_failure(Some(user.user_id), &email, "invalid_totp", meta)
+                    .await?;
+                return Err(IdentityError::InvalidTotp);
+            };
+            if !self.sessions.use_totp_step(user.user_id, step).await? {
+                self.record_failure(Some(user.user_id), &email, "totp_reused", meta)
                     .await?;
                 return Err(IdentityError::InvalidTotp);
             }
@@ -420,6 +426,19 @@ impl Identity {
         Ok((secret, url))
     }
 
+    /// Accepts `code` once: valid now, and its time step not used before (RFC 6238 §5.2).
+    async fn use_totp_code(
+        &self,
+        user_id: Uuid,
+        secret: &str,
+        code: &str,
+    ) -> Result<(), IdentityError> {
+        match totp::matching_step(secret, code, unix_now()) {
+            Some(step) if self.sessions.use_totp_step(user_id, step).await? => Ok(()),
+            _ => Err(IdentityError::InvalidTotp),
+        }
+    }
+
     /// Confirms enrolment with a valid code; from then on login needs a code.
     pub async fn totp_verify(
         &self,
@@ -430,9 +449,7 @@ impl Identity {
         let Some((secret, _)) = self.sessions.totp_secret(user_id).await? else {
             return Err(IdentityError::InvalidState("call 2fa/setup first"));
         };
-        if !totp::check(&secret, code, unix_now()) {
-            return Err(IdentityError::InvalidTotp);
-        }
+        self.use_totp_code(user_id, &secret, code).await?;
         self.change_user(user_id, |user| {
             if user.totp_enabled {
                 return Err(IdentityError::InvalidState(
@@ -462,10 +479,10 @@ impl Identity {
                 "two-factor authentication is not enabled",
             ));
         }
-        let secret = self.sessions.totp_secret(user_id).await?;
-        if !secret.is_some_and(|(s, _)| totp::check(&s, code, unix_now())) {
+        let Some((secret, _)) = self.sessions.totp_secret(user_id).await? else {
             return Err(IdentityError::InvalidTotp);
-        }
+        };
+        self.use_totp_code(user_id, &secret, code).await?;
         self.change_user(user_id, |user| {
             if !user.totp_enabled {
                 return Err(IdentityError::InvalidState(

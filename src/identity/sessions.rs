@@ -4,7 +4,8 @@
 //!   is never stored), grouped in families (one family per login); TTL index on `expires_at`.
 //! - `revoked_tokens`: ids (`jti`) of access tokens revoked before their expiry (logout); TTL
 //!   index on `expires_at`, so an entry lives exactly as long as the token could.
-//! - `totp_secrets`: TOTP secrets (kept out of the immutable log so that they can be deleted).
+//! - `totp_secrets`: TOTP secrets (kept out of the immutable log so that they can be deleted)
+//!   and the last time step whose code was accepted (a code is accepted once).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -244,6 +245,24 @@ impl Sessions {
             let secret = d.get_str("secret").ok()?.to_owned();
             Some((secret, d.get_bool("confirmed").unwrap_or(false)))
         }))
+    }
+
+    /// Records that the code of time step `step` was used. False when this step or a later one
+    /// was used already (a replayed code) or the user has no secret. Atomic: of two concurrent
+    /// uses of one code exactly one gets true.
+    pub async fn use_totp_step(&self, user_id: Uuid, step: u64) -> mongodb::error::Result<bool> {
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        let used = self
+            .totp
+            .update_one(
+                doc! {
+                    "_id": user_id.to_string(),
+                    "$or": [{ "last_step": { "$exists": false } }, { "last_step": { "$lt": step } }],
+                },
+                doc! { "$set": { "last_step": step } },
+            )
+            .await?;
+        Ok(used.modified_count == 1)
     }
 
     pub async fn confirm_totp(&self, user_id: Uuid) -> mongodb::error::Result<()> {

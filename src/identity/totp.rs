@@ -26,14 +26,21 @@ pub fn otpauth_url(secret_base32: &str, account: &str) -> Option<String> {
     totp(secret_base32, account)?.to_url().ok()
 }
 
-/// Whether `code` is valid at `unix_time` (seconds). Non-numeric or wrong-length codes are
-/// simply invalid.
-pub fn check(secret_base32: &str, code: &str, unix_time: u64) -> bool {
+/// The time step (`unix_time / 30`, give or take one) whose code `code` is, if it is valid at
+/// `unix_time` (seconds). Non-numeric or wrong-length codes are simply invalid. RFC 6238 §5.2:
+/// a step's code is accepted once — callers record the step
+/// (`Sessions::use_totp_step`) before they accept it.
+pub fn matching_step(secret_base32: &str, code: &str, unix_time: u64) -> Option<u64> {
     let code = code.trim();
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
+        return None;
     }
-    totp(secret_base32, "check").is_some_and(|t| t.check(code, unix_time).is_some())
+    totp(secret_base32, "check")?.check(code, unix_time)
+}
+
+/// Whether `code` is valid at `unix_time` (seconds), used or not.
+pub fn check(secret_base32: &str, code: &str, unix_time: u64) -> bool {
+    matching_step(secret_base32, code, unix_time).is_some()
 }
 
 /// The code valid at `unix_time` (used by tests and by nothing else in the service).
@@ -52,6 +59,7 @@ mod tests {
         let code = code_at(&secret, now).unwrap();
         assert!(check(&secret, &code, now));
         assert!(check(&secret, &code, now + 30)); // one step of skew
+        assert_eq!(matching_step(&secret, &code, now + 30), Some(now / 30));
         assert!(!check(&secret, &code, now + 120));
         for garbage in ["", "12345", "1234567", "abcdef", "１２３４５６"] {
             assert!(!check(&secret, garbage, now), "{garbage:?}");

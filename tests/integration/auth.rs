@@ -233,7 +233,15 @@ async fn two_factor_setup_verify_login_and_disable() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    let code = totp::code_at(&secret, now()).unwrap();
+    // A code is accepted once (RFC 6238 §5.2): verify, login and disable each use their own time
+    // step, s - 1, s and s + 1 (all within the ±1 step of skew). Start early in a step so that
+    // the three requests are done before it ends.
+    if now() % 30 > 20 {
+        tokio::time::sleep(std::time::Duration::from_secs(30 - now() % 30)).await;
+    }
+    let s = now() / 30;
+    let code_of = |step: u64| totp::code_at(&secret, step * 30).unwrap();
+    let code = code_of(s - 1);
     let verified = client
         .post(format!("{base}/api/auth/2fa/verify"))
         .bearer_auth(&token)
@@ -265,18 +273,46 @@ async fn two_factor_setup_verify_login_and_disable() {
         .await
         .unwrap();
     assert_eq!(body(bad_code).await["error"]["code"], "invalid_totp");
-    let with = client
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({ "email": "frank@example.com", "password": PASSWORD, "totp_code": totp::code_at(&secret, now()).unwrap() }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(with.status(), StatusCode::OK);
+    let login_with = |code: String| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            client
+                .post(format!("{base}/api/auth/login"))
+                .json(&json!({ "email": "frank@example.com", "password": PASSWORD, "totp_code": code }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let replayed = login_with(code_of(s - 1)).await;
+    assert_eq!(
+        replayed.status(),
+        StatusCode::UNAUTHORIZED,
+        "the enrolment code again"
+    );
+    assert_eq!(body(replayed).await["error"]["code"], "invalid_totp");
+    // The same fresh code twice at once: exactly one login.
+    let (first, second) = tokio::join!(login_with(code_of(s)), login_with(code_of(s)));
+    let mut statuses = [first.status(), second.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::UNAUTHORIZED]);
 
     let disabled = client
         .post(format!("{base}/api/auth/2fa/disable"))
         .bearer_auth(&token)
-        .json(&json!({ "code": totp::code_at(&secret, now()).unwrap() }))
+        .json(&json!({ "code": code_of(s) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        disabled.status(),
+        StatusCode::UNAUTHORIZED,
+        "a used code does not disable 2FA"
+    );
+    let disabled = client
+        .post(format!("{base}/api/auth/2fa/disable"))
+        .bearer_auth(&token)
+        .json(&json!({ "code": code_of(s + 1) }))
         .send()
         .await
         .unwrap();
