@@ -251,12 +251,30 @@ async fn every_command_works_and_every_rejection_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hot_account_exactly_ten_of_sixty_four_transfers_succeed() {
-    let t = TestDb::new("ledger_hot").await;
-    let base = spawn_app(&t, &[]).await;
-    let sender = user(&base, "hot@example.com").await;
-    let receiver = user(&base, "cold@example.com").await;
+    hot_account_exactly_ten_succeed("ledger_hot", 1, 64).await;
+}
+
+/// Commands on one account queue behind each other's in-flight batches, deciding on the state
+/// those batches will leave. When another instance debits the account meanwhile, queued
+/// batches fail and must be decided again on stored state: still exactly ten succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_account_on_two_instances_exactly_ten_of_forty_transfers_succeed() {
+    hot_account_exactly_ten_succeed("ledger_hot_two", 2, 40).await;
+}
+
+/// An account funded with 10 BTC; `attempts` concurrent transfers of 1 BTC out of it, spread
+/// over `instances` service instances on one database. Exactly ten succeed, every other one is
+/// refused with `insufficient_funds`, and the balances end exact.
+async fn hot_account_exactly_ten_succeed(name: &str, instances: usize, attempts: usize) {
+    let t = TestDb::new(name).await;
+    let mut bases = Vec::new();
+    for _ in 0..instances {
+        bases.push(spawn_app(&t, &[]).await);
+    }
+    let sender = user(&bases[0], "hot@example.com").await;
+    let receiver = user(&bases[0], "cold@example.com").await;
     let (status, _) = post(
-        &base,
+        &bases[0],
         &sender,
         "/api/wallet/deposits",
         json!({ "asset": "BTC", "amount": "10" }),
@@ -264,8 +282,8 @@ async fn hot_account_exactly_ten_of_sixty_four_transfers_succeed() {
     .await;
     assert_eq!(status, StatusCode::CREATED);
 
-    let attempts = (0..64).map(|_| {
-        let (base, sender) = (base.clone(), sender.clone());
+    let transfers = (0..attempts).map(|i| {
+        let (base, sender) = (bases[i % instances].clone(), sender.clone());
         async move {
             post(
                 &base,
@@ -276,11 +294,11 @@ async fn hot_account_exactly_ten_of_sixty_four_transfers_succeed() {
             .await
         }
     });
-    let results = futures::future::join_all(attempts).await;
-    let ok: Vec<&Value> = results
+    let results = futures::future::join_all(transfers).await;
+    let ok: Vec<u64> = results
         .iter()
         .filter(|(s, _)| *s == StatusCode::CREATED)
-        .map(|(_, b)| b)
+        .map(|(_, b)| position(b))
         .collect();
     assert_eq!(
         ok.len(),
@@ -293,63 +311,14 @@ async fn hot_account_exactly_ten_of_sixty_four_transfers_succeed() {
         .filter(|(s, _)| *s != StatusCode::CREATED)
         .all(|(s, b)| *s == StatusCode::UNPROCESSABLE_ENTITY
             && b["error"]["code"] == "insufficient_funds"));
-    let last = ok.iter().map(|b| position(b)).max().unwrap();
-    assert_eq!(balance(&base, &sender, "BTC", last).await.0, "0.00000000");
-    assert_eq!(
-        balance(&base, &receiver, "BTC", last).await.0,
-        "10.00000000"
-    );
-    t.drop_database().await;
-}
-
-/// Commands on one account queue behind each other's in-flight batches, deciding on the state
-/// those batches will leave. When another instance debits the account meanwhile, queued
-/// batches fail and must be decided again on stored state: still exactly ten succeed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn hot_account_on_two_instances_exactly_ten_of_forty_transfers_succeed() {
-    let t = TestDb::new("ledger_hot_two").await;
-    let instances = [spawn_app(&t, &[]).await, spawn_app(&t, &[]).await];
-    let sender = user(&instances[0], "hot2@example.com").await;
-    let receiver = user(&instances[0], "cold2@example.com").await;
-    let (status, _) = post(
-        &instances[0],
-        &sender,
-        "/api/wallet/deposits",
-        json!({ "asset": "BTC", "amount": "10" }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let attempts = (0..40).map(|i| {
-        let (base, sender) = (instances[i % 2].clone(), sender.clone());
-        async move {
-            post(
-                &base,
-                &sender,
-                "/api/wallet/transfers",
-                json!({ "to_email": "cold2@example.com", "asset": "BTC", "amount": "1" }),
-            )
-            .await
-        }
-    });
-    let results = futures::future::join_all(attempts).await;
-    let ok: Vec<u64> = results
-        .iter()
-        .filter(|(s, _)| *s == StatusCode::CREATED)
-        .map(|(_, b)| position(b))
-        .collect();
-    assert_eq!(ok.len(), 10, "{results:?}");
-    assert!(results
-        .iter()
-        .filter(|(s, _)| *s != StatusCode::CREATED)
-        .all(|(s, b)| *s == StatusCode::UNPROCESSABLE_ENTITY
-            && b["error"]["code"] == "insufficient_funds"));
     let last = *ok.iter().max().unwrap();
+    let (first, last_instance) = (&bases[0], &bases[instances - 1]);
     assert_eq!(
-        balance(&instances[1], &sender, "BTC", last).await.0,
+        balance(last_instance, &sender, "BTC", last).await.0,
         "0.00000000"
     );
     assert_eq!(
-        balance(&instances[0], &receiver, "BTC", last).await.0,
+        balance(first, &receiver, "BTC", last).await.0,
         "10.00000000"
     );
     t.drop_database().await;
