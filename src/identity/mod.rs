@@ -1,7 +1,7 @@
 //! Identity and access: event-sourced users, passwords, sessions, CSRF, TOTP, roles.
 //!
 //! `domain` holds the pure rules; `service` runs the commands against the event store and the
-//! session collections; `password`, `tokens`, `csrf`, `totp` wrap the crates that do the
+//! session collections (`two_factor` the 2FA ones); `password`, `tokens`, `csrf`, `totp` wrap the crates that do the
 //! cryptography. The HTTP side is `crate::http::auth`.
 
 pub mod csrf;
@@ -11,6 +11,7 @@ pub mod service;
 pub mod sessions;
 pub mod tokens;
 pub mod totp;
+pub mod two_factor;
 
 pub use domain::Role;
 pub use service::{Identity, IdentityError, IdentitySettings, RequestMeta, Session};

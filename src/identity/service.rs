@@ -8,8 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use cryptovault_events::identity::{
     email_stream, logins_stream, user_stream, EmailClaimed, LoginFailed, LoginSucceeded,
-    PasswordChanged, ProfileUpdated, RoleGranted, TwoFactorDisabled, TwoFactorEnabled,
-    UserRegistered,
+    PasswordChanged, ProfileUpdated, RoleGranted, UserRegistered,
 };
 use cryptovault_events::{DomainEvent, EventMetadata, NewEvent};
 use uuid::Uuid;
@@ -72,7 +71,7 @@ pub struct RequestMeta {
 }
 
 impl RequestMeta {
-    fn metadata(&self, actor: Option<String>) -> EventMetadata {
+    pub(super) fn metadata(&self, actor: Option<String>) -> EventMetadata {
         EventMetadata {
             request_id: self.request_id.clone(),
             correlation_id: self.request_id.clone(),
@@ -116,7 +115,7 @@ const LOGIN_HISTORY: usize = 64;
 /// Retries of a user-stream update that lost an optimistic-concurrency race.
 const CONFLICT_RETRIES: usize = 8;
 
-fn event<E: DomainEvent>(e: E, metadata: EventMetadata) -> NewEvent {
+pub(super) fn event<E: DomainEvent>(e: E, metadata: EventMetadata) -> NewEvent {
     e.into_new_event(Utc::now(), metadata)
 }
 
@@ -411,94 +410,6 @@ impl Identity {
         Ok(())
     }
 
-    /// Starts 2FA enrolment: a new secret, pending until confirmed by [`Self::totp_verify`].
-    pub async fn totp_setup(&self, user_id: Uuid) -> Result<(String, String), IdentityError> {
-        let user = self.user(user_id).await?;
-        if user.totp_enabled {
-            return Err(IdentityError::InvalidState(
-                "two-factor authentication is already enabled",
-            ));
-        }
-        let secret = totp::new_secret();
-        let url = totp::otpauth_url(&secret, &user.email)
-            .ok_or_else(|| anyhow::anyhow!("could not build the otpauth URL"))?;
-        self.sessions.put_pending_totp(user_id, &secret).await?;
-        Ok((secret, url))
-    }
-
-    /// Accepts `code` once: valid now, and its time step not used before (RFC 6238 §5.2).
-    async fn use_totp_code(
-        &self,
-        user_id: Uuid,
-        secret: &str,
-        code: &str,
-    ) -> Result<(), IdentityError> {
-        match totp::matching_step(secret, code, unix_now()) {
-            Some(step) if self.sessions.use_totp_step(user_id, step).await? => Ok(()),
-            _ => Err(IdentityError::InvalidTotp),
-        }
-    }
-
-    /// Confirms enrolment with a valid code; from then on login needs a code.
-    pub async fn totp_verify(
-        &self,
-        user_id: Uuid,
-        code: &str,
-        meta: &RequestMeta,
-    ) -> Result<(), IdentityError> {
-        let Some((secret, _)) = self.sessions.totp_secret(user_id).await? else {
-            return Err(IdentityError::InvalidState("call 2fa/setup first"));
-        };
-        self.use_totp_code(user_id, &secret, code).await?;
-        self.change_user(user_id, |user| {
-            if user.totp_enabled {
-                return Err(IdentityError::InvalidState(
-                    "two-factor authentication is already enabled",
-                ));
-            }
-            Ok(vec![event(
-                TwoFactorEnabled {},
-                meta.metadata(Some(user_id.to_string())),
-            )])
-        })
-        .await?;
-        self.sessions.confirm_totp(user_id).await?;
-        Ok(())
-    }
-
-    /// Turns 2FA off; needs a valid current code.
-    pub async fn totp_disable(
-        &self,
-        user_id: Uuid,
-        code: &str,
-        meta: &RequestMeta,
-    ) -> Result<(), IdentityError> {
-        let user = self.user(user_id).await?;
-        if !user.totp_enabled {
-            return Err(IdentityError::InvalidState(
-                "two-factor authentication is not enabled",
-            ));
-        }
-        let Some((secret, _)) = self.sessions.totp_secret(user_id).await? else {
-            return Err(IdentityError::InvalidTotp);
-        };
-        self.use_totp_code(user_id, &secret, code).await?;
-        self.change_user(user_id, |user| {
-            if !user.totp_enabled {
-                return Err(IdentityError::InvalidState(
-                    "two-factor authentication is not enabled",
-                ));
-            }
-            Ok(vec![event(
-                TwoFactorDisabled {},
-                meta.metadata(Some(user_id.to_string())),
-            )])
-        })
-        .await?;
-        self.sessions.delete_totp(user_id).await?;
-        Ok(())
-    }
-
     /// Adds a role (idempotent: granting a role the user has writes nothing).
     pub async fn grant_role(
         &self,
@@ -524,7 +435,7 @@ impl Identity {
 
     /// Decides on the current user state and appends with that state's version as the expected
     /// version, retrying when a concurrent change won the race.
-    async fn change_user(
+    pub(super) async fn change_user(
         &self,
         user_id: Uuid,
         decide: impl Fn(&UserState) -> Result<Vec<NewEvent>, IdentityError>,
@@ -617,6 +528,6 @@ impl Identity {
     }
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     u64::try_from(Utc::now().timestamp()).unwrap_or(0)
 }

@@ -11,6 +11,7 @@ mod helpers;
 mod history;
 mod http_operations;
 mod ledger;
+mod ledger_concurrency;
 mod live;
 mod replay;
 mod statements;

@@ -1,0 +1,99 @@
+//! Two-factor authentication: enrolment (setup, then verify with a first code) and disable.
+//! Every code is accepted once (RFC 6238 §5.2): its time step is recorded atomically with
+//! `Sessions::use_totp_step` before it counts — here and in `Identity::login`.
+
+use cryptovault_events::identity::{TwoFactorDisabled, TwoFactorEnabled};
+use uuid::Uuid;
+
+use super::service::{event, unix_now, Identity, IdentityError, RequestMeta};
+use super::totp;
+
+impl Identity {
+    /// Starts 2FA enrolment: a new secret, pending until confirmed by [`Self::totp_verify`].
+    pub async fn totp_setup(&self, user_id: Uuid) -> Result<(String, String), IdentityError> {
+        let user = self.user(user_id).await?;
+        if user.totp_enabled {
+            return Err(IdentityError::InvalidState(
+                "two-factor authentication is already enabled",
+            ));
+        }
+        let secret = totp::new_secret();
+        let url = totp::otpauth_url(&secret, &user.email)
+            .ok_or_else(|| anyhow::anyhow!("could not build the otpauth URL"))?;
+        self.sessions.put_pending_totp(user_id, &secret).await?;
+        Ok((secret, url))
+    }
+
+    /// Accepts `code` once: valid now, and its time step not used before (RFC 6238 §5.2).
+    async fn use_totp_code(
+        &self,
+        user_id: Uuid,
+        secret: &str,
+        code: &str,
+    ) -> Result<(), IdentityError> {
+        match totp::matching_step(secret, code, unix_now()) {
+            Some(step) if self.sessions.use_totp_step(user_id, step).await? => Ok(()),
+            _ => Err(IdentityError::InvalidTotp),
+        }
+    }
+
+    /// Confirms enrolment with a valid code; from then on login needs a code.
+    pub async fn totp_verify(
+        &self,
+        user_id: Uuid,
+        code: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), IdentityError> {
+        let Some((secret, _)) = self.sessions.totp_secret(user_id).await? else {
+            return Err(IdentityError::InvalidState("call 2fa/setup first"));
+        };
+        self.use_totp_code(user_id, &secret, code).await?;
+        self.change_user(user_id, |user| {
+            if user.totp_enabled {
+                return Err(IdentityError::InvalidState(
+                    "two-factor authentication is already enabled",
+                ));
+            }
+            Ok(vec![event(
+                TwoFactorEnabled {},
+                meta.metadata(Some(user_id.to_string())),
+            )])
+        })
+        .await?;
+        self.sessions.confirm_totp(user_id).await?;
+        Ok(())
+    }
+
+    /// Turns 2FA off; needs a valid current code.
+    pub async fn totp_disable(
+        &self,
+        user_id: Uuid,
+        code: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), IdentityError> {
+        let user = self.user(user_id).await?;
+        if !user.totp_enabled {
+            return Err(IdentityError::InvalidState(
+                "two-factor authentication is not enabled",
+            ));
+        }
+        let Some((secret, _)) = self.sessions.totp_secret(user_id).await? else {
+            return Err(IdentityError::InvalidTotp);
+        };
+        self.use_totp_code(user_id, &secret, code).await?;
+        self.change_user(user_id, |user| {
+            if !user.totp_enabled {
+                return Err(IdentityError::InvalidState(
+                    "two-factor authentication is not enabled",
+                ));
+            }
+            Ok(vec![event(
+                TwoFactorDisabled {},
+                meta.metadata(Some(user_id.to_string())),
+            )])
+        })
+        .await?;
+        self.sessions.delete_totp(user_id).await?;
+        Ok(())
+    }
+}
