@@ -348,7 +348,11 @@ impl<M: ReadModel> Runner<M> {
                 // chunk deleted, its checkpoint not yet moved back) does that. Apply the chunk
                 // with upserts, which leave existing rows as they are.
                 Err(e) if inserts && crate::store::schema::is_duplicate_key(&e) => {
-                    tracing::warn!(projection = M::NAME, error = %e, "row to create exists; applying the chunk with upserts");
+                    tracing::warn!(
+                        projection = M::NAME,
+                        error = %e,
+                        "row to create exists; applying the chunk with upserts"
+                    );
                     inserts = false;
                 }
                 Err(e)
