@@ -104,6 +104,7 @@ start() {
       --replSet "$REPLSET" --wiredTigerCacheSizeGB "${CV_MONGO_CACHE_GB:-1.5}" \
       --oplogSize "${CV_MONGO_OPLOG_MB:-1024}" \
       --setParameter transactionLifetimeLimitSeconds=10 \
+      ${CV_MONGO_TEST_COMMANDS:+--setParameter enableTestCommands=1} \
       --logpath "$LOG_FILE" --logappend --pidfilepath "$PID_FILE" --fork >/dev/null
   fi
   wait_primary

@@ -9,10 +9,14 @@
 # Tests run one at a time (RUST_TEST_THREADS, default 1): each integration test starts whole
 # service instances, and the heavy ones side by side on a two-core machine slow each other
 # into multi-second requests; one at a time, timings stay far from every limit.
+# The test server runs with `enableTestCommands`: tests/integration/store_faults.rs injects
+# failures with the `failCommand` fail point, scoped to its own client's appName.
 # When a test fails, the operations mongod logged as slow during the run are printed too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CV_MONGO_PORT="${CV_MONGO_PORT:-27118}"
+# Test commands (fail points) for the fault-injection tests; never on the development server.
+export CV_MONGO_TEST_COMMANDS=1
 if [ -z "${CV_MONGO_RUN_ROOT:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then
   export CV_MONGO_RUN_ROOT=/dev/shm/cryptovault-test
 fi

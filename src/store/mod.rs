@@ -53,6 +53,10 @@ pub struct StoreConfig {
     pub append_timeout: Duration,
     /// Capacity of the queue in front of the writer; callers wait when it is full.
     pub queue_capacity: usize,
+    /// Group transactions the writer overlaps: each inserts while the ones before it commit
+    /// (commits still happen one after another, in order). 1 turns the pipeline off; at most
+    /// the number of head slots (4).
+    pub pipeline_depth: usize,
 }
 
 impl Default for StoreConfig {
@@ -63,6 +67,7 @@ impl Default for StoreConfig {
             poll_interval: Duration::from_millis(50),
             append_timeout: Duration::from_secs(10),
             queue_capacity: 10_000,
+            pipeline_depth: 2,
         }
     }
 }
@@ -250,17 +255,18 @@ async fn read_head(db: &Database) -> Result<(u64, String), StoreError> {
 }
 
 async fn read_head_from(meta: &Collection<Document>) -> Result<(u64, String), StoreError> {
-    let head = meta
-        .find_one(doc! { "_id": schema::HEAD_ID })
+    let slots: Vec<Document> = meta
+        .find(doc! { "_id": { "$in": schema::HEAD_SLOTS.to_vec() } })
         .await?
+        .try_collect()
+        .await?;
+    slots
+        .iter()
+        .map(schema::head_from_slot)
+        .max_by_key(|head| head.position)
+        .map(|head| (head.position, head.hash))
         .ok_or_else(|| StoreError::Corrupt {
-            id: schema::HEAD_ID.into(),
-            reason: "head document missing".into(),
-        })?;
-    let position = u64::try_from(head.get_i64("position").unwrap_or(0)).unwrap_or(0);
-    let hash = head
-        .get_str("hash")
-        .unwrap_or(cryptovault_events::GENESIS_HASH)
-        .to_owned();
-    Ok((position, hash))
+            id: schema::HEAD_SLOTS[0].into(),
+            reason: "head documents missing".into(),
+        })
 }

@@ -4,15 +4,18 @@ use bson::{doc, Document};
 use mongodb::{options::IndexOptions, Database, IndexModel};
 
 use super::error::StoreError;
+use super::plan::Head;
 
 /// The global log: one document per event.
 pub const EVENTS: &str = "events";
-/// The `head` document: last position and last hash of the log.
+/// The head slots: where append transactions record the last position and hash of the log.
 pub const META: &str = "event_store_meta";
-/// `_id` of the head document in [`META`].
-pub const HEAD_ID: &str = "head";
+/// `_id`s of the head slots in [`META`]. Append transactions write them in turn, so two that
+/// overlap (the writer's pipeline) write different documents; the head of the log is the slot
+/// with the highest position.
+pub const HEAD_SLOTS: [&str; 4] = ["head", "head-1", "head-2", "head-3"];
 
-/// Creates the store's collections (with the validator), indexes and the head document, if they
+/// Creates the store's collections (with the validator), indexes and the head slots, if they
 /// do not exist. Safe to run concurrently from several processes and on every start.
 pub async fn ensure(db: &Database) -> Result<(), StoreError> {
     let existing = db.list_collection_names().await?;
@@ -53,25 +56,37 @@ pub async fn ensure(db: &Database) -> Result<(), StoreError> {
         ])
         .await?;
 
-    db.collection::<Document>(META)
-        .update_one(
-            doc! { "_id": HEAD_ID },
-            doc! { "$setOnInsert": {
-                "position": 0_i64,
-                "hash": cryptovault_events::GENESIS_HASH,
-                "txn": 0_i64,
-            }},
-        )
-        .upsert(true)
-        .await
-        .or_else(|e| {
-            if is_duplicate_key(&e) {
-                Ok(Default::default())
-            } else {
-                Err(e)
-            }
-        })?;
+    for slot in HEAD_SLOTS {
+        db.collection::<Document>(META)
+            .update_one(
+                doc! { "_id": slot },
+                doc! { "$setOnInsert": {
+                    "position": 0_i64,
+                    "hash": cryptovault_events::GENESIS_HASH,
+                }},
+            )
+            .upsert(true)
+            .await
+            .or_else(|e| {
+                if is_duplicate_key(&e) {
+                    Ok(Default::default())
+                } else {
+                    Err(e)
+                }
+            })?;
+    }
     Ok(())
+}
+
+/// The head a slot records (an unreadable field reads as the empty log's).
+pub fn head_from_slot(slot: &Document) -> Head {
+    Head {
+        position: u64::try_from(slot.get_i64("position").unwrap_or(0)).unwrap_or(0),
+        hash: slot
+            .get_str("hash")
+            .unwrap_or(cryptovault_events::GENESIS_HASH)
+            .to_owned(),
+    }
 }
 
 fn unique(keys: Document, name: &str) -> IndexModel {

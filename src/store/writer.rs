@@ -1,47 +1,54 @@
 //! The group-commit writer: one task per store instance that turns many concurrent appends into
-//! few MongoDB transactions.
+//! few MongoDB transactions, and overlaps consecutive transactions.
 //!
 //! Callers send their batch over a channel and wait on a oneshot. The task takes the first
 //! waiting batch plus everything queued behind it (up to [`StoreConfig::max_group_events`]) and
-//! commits them in one transaction:
+//! commits them in one transaction (`readConcern: snapshot`, `w: majority, j: true`).
 //!
-//! 1. `findOneAndUpdate` on the head document. This claims the log: a concurrent transaction of
-//!    another process touching the head fails with a `WriteConflict` and retries, so positions
-//!    are assigned in commit order and never interleave.
+//! **Positions are the claim.** Every group inserts its events at the positions right after the
+//! head it planned on, and `position_unique` admits one event per position: two transactions
+//! that planned on the same head both insert that head's next position, so the second gets a
+//! `WriteConflict` (or, once the first committed, a duplicate key) and reruns. A group can only
+//! commit positions N+1… after the group holding N committed, so the log stays gapless and in
+//! commit order. Each group also records its new head (`position`, `hash`) in one of
+//! [`HEAD_SLOTS`], alternately; the head of the log is the slot with the highest position. The
+//! slots anchor the chain's tail for `verify`, and the full path continues the log from them.
 //!
-//!    Fast path: when the writer knows the head it left after its last commit and the versions
-//!    of every touched stream, it plans the group before the transaction and opens it with a
-//!    *conditional* update of the head (`{position, hash}` as it left them → the new head). That
-//!    update is the claim, the check that no other process appended since, and the head's move
-//!    in one round trip. If it matches nothing, another process has appended: the same
-//!    transaction carries on with the steps below.
-//! 2. Take the touched streams' versions from the writer's cache, reading misses from `events`.
-//! 3. [`plan_group`] decides every batch (pure). If it refuses a batch, the refusal is confirmed
-//!    against the database first (the cache may be stale, the batch may be a retry): the
-//!    submitted ids and the versions are read afresh and the group is planned again.
-//! 4. Insert the sealed events, move the head, commit with `w: majority, j: true`. Nothing is
-//!    acknowledged before the commit returns.
+//! **Full path** (no cached state, or after a failure): read the head from the slots and the
+//! touched streams' versions (cache, misses from `events`), [`plan_group`] (pure); a refused
+//! batch is confirmed against the database first (fresh versions and an id lookup); insert,
+//! write a head slot, commit.
+//!
+//! **Fast path, pipelined:** when the writer knows the head its previous group leaves and the
+//! versions of every touched stream (its own commits), it plans a group *while the previous
+//! group's commit is still running*, opens a second transaction and inserts, then waits for the
+//! previous commit before starting its own. So the next group's insert overlaps the previous
+//! group's journal flush, and each commit starts only after the one before it was acknowledged.
+//! If the previous commit fails, the open transaction is aborted and both groups are rerun on
+//! the full path, in order. If the insert collides (another process appended: its positions or
+//! stream versions are taken), the group is rerun on the full path.
 //!
 //! The cache and the skipped id lookup are safe because the unique indexes back them: an event
 //! id that exists, or a stream version another process took, fails the insert with a duplicate
 //! key; the transaction is then rerun in *thorough* mode, which reads everything from the
 //! database. A group that accepts nothing is aborted, so refused batches write nothing at all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bson::{doc, Bson, Document};
 use mongodb::error::{ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
-use mongodb::options::{Acknowledgment, ReadConcern, ReturnDocument, WriteConcern};
+use mongodb::options::{Acknowledgment, ReadConcern, WriteConcern};
 use mongodb::{Client, ClientSession, Collection};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::append::{AppendBatch, AppendResult, AppendedEvent};
 use super::document::{to_document, to_i64};
 use super::error::{AppendError, StoreError};
 use super::plan::{plan_group, GroupPlan, Head, StoredState};
-use super::schema::{is_duplicate_key, HEAD_ID};
+use super::schema::{head_from_slot, is_duplicate_key, HEAD_SLOTS};
 use super::StoreConfig;
 use crate::telemetry::warn_if_slow;
 
@@ -53,6 +60,9 @@ pub struct PendingAppend {
     pub batch: AppendBatch,
     pub reply: oneshot::Sender<Result<AppendResult, AppendError>>,
 }
+
+type Reply = oneshot::Sender<Result<AppendResult, AppendError>>;
+type Outcomes = Vec<Result<AppendResult, AppendError>>;
 
 /// Durable write concern for every acknowledged write: majority, journaled.
 pub fn durable_write_concern() -> WriteConcern {
@@ -68,18 +78,44 @@ const LINGER_YIELDS: u32 = 8;
 /// Most stream versions the writer remembers; beyond it the cache starts afresh.
 const VERSION_CACHE_LIMIT: usize = 200_000;
 
+/// Batches taken together into one transaction, and where their answers go.
+struct Group {
+    batches: Vec<AppendBatch>,
+    replies: Vec<Reply>,
+    events: usize,
+    started: Instant,
+}
+
+/// What a pipelined transaction task returns: its session (ready for reuse: a failed
+/// transaction has been ended on the server) and the outcome.
+type TaskOutcome = (ClientSession, Result<(), StoreError>);
+
+/// A pipelined group: its transaction task inserts, waits for the group before it to commit,
+/// then commits.
+struct InFlight {
+    group: Group,
+    plan: GroupPlan,
+    task: JoinHandle<TaskOutcome>,
+}
+
 pub struct Writer {
     client: Client,
     events: Collection<Document>,
     meta: Collection<Document>,
     config: StoreConfig,
     head_tx: watch::Sender<u64>,
-    /// Last committed version of streams this writer has seen. Possibly stale when other
-    /// processes append to the same streams; see the module docs for why that is safe.
+    /// Version of streams as this writer's last planned group leaves them. Possibly stale when
+    /// other processes append to the same streams; see the module docs for why that is safe.
     versions: HashMap<String, u64>,
-    /// The head as this writer's last commit left it; stale when another process appended
-    /// since, which the fast path's conditional head update detects.
+    /// The head as this writer's last planned group leaves it (`None` when unknown: at start,
+    /// after any failure). Stale when another process appended since; the insert detects it.
     head: Option<Head>,
+    /// Sessions not in use (one per pipelined transaction is).
+    idle_sessions: Vec<ClientSession>,
+    /// Which of [`HEAD_SLOTS`] the next transaction writes.
+    next_slot: usize,
+    /// Resolves to whether the last pipelined transaction committed; the next one waits for it.
+    chain: Option<oneshot::Receiver<bool>>,
 }
 
 impl Writer {
@@ -98,100 +134,267 @@ impl Writer {
             head_tx,
             versions: HashMap::new(),
             head: None,
+            idle_sessions: Vec::new(),
+            next_slot: 0,
+            chain: None,
         }
     }
 
     /// Runs until every sender of `rx` is dropped.
     pub async fn run(mut self, mut rx: mpsc::Receiver<PendingAppend>) {
-        let mut session: Option<ClientSession> = None;
+        let depth = self.config.pipeline_depth.clamp(1, HEAD_SLOTS.len());
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut last_group_len = 0;
-        while let Some(first) = rx.recv().await {
-            let mut events = first.batch.event_count();
-            let mut group = vec![first];
-            let mut lingered = 0;
-            while events < self.config.max_group_events {
-                match rx.try_recv() {
-                    Ok(next) => {
-                        events += next.batch.event_count();
-                        group.push(next);
-                    }
-                    // Callers answered by the previous group are usually about to send again:
-                    // give them a few scheduler turns, so the group does not split in halves.
-                    Err(_) if group.len() < last_group_len && lingered < LINGER_YIELDS => {
-                        lingered += 1;
-                        tokio::task::yield_now().await;
-                    }
-                    Err(_) => break,
+        loop {
+            // Answer the oldest transaction as soon as it ends; start the next group while
+            // the pipeline has room.
+            let full = in_flight.len() >= depth;
+            let next = match in_flight.front_mut() {
+                Some(oldest) if full => Err((&mut oldest.task).await),
+                Some(oldest) => tokio::select! {
+                    biased;
+                    done = &mut oldest.task => Err(done),
+                    next = rx.recv() => Ok(next),
+                },
+                None => Ok(rx.recv().await),
+            };
+            match next {
+                Err(done) => {
+                    let oldest = in_flight.pop_front().expect("awaited above");
+                    self.settle(oldest, done, &mut in_flight).await;
+                }
+                Ok(None) => break,
+                Ok(Some(first)) => {
+                    let group = self.gather(first, &mut rx, &mut last_group_len).await;
+                    self.start(group, &mut in_flight).await;
                 }
             }
-            last_group_len = group.len();
-            let (batches, replies): (Vec<_>, Vec<_>) =
-                group.into_iter().map(|p| (p.batch, p.reply)).unzip();
-            let started = Instant::now();
-            let outcome = self.commit_with_retries(&mut session, &batches).await;
-            let took = started.elapsed();
-            metrics::histogram!("event_store_group_commit_seconds").record(took.as_secs_f64());
-            if took > SLOW_GROUP_COMMIT {
-                tracing::warn!(
-                    took_ms = took.as_millis() as u64,
-                    events,
-                    batches = batches.len(),
-                    "slow group commit"
-                );
-            }
-            metrics::histogram!("event_store_group_events").record(events as f64);
-            match outcome {
-                Ok(outcomes) => {
-                    for (reply, result) in replies.into_iter().zip(outcomes) {
-                        let _ = reply.send(result);
-                    }
+        }
+        self.drain(&mut in_flight).await;
+    }
+
+    /// The first batch plus everything queued behind it, up to the group limit.
+    async fn gather(
+        &self,
+        first: PendingAppend,
+        rx: &mut mpsc::Receiver<PendingAppend>,
+        last_group_len: &mut usize,
+    ) -> Group {
+        let mut events = first.batch.event_count();
+        let mut pending = vec![first];
+        let mut lingered = 0;
+        while events < self.config.max_group_events {
+            match rx.try_recv() {
+                Ok(next) => {
+                    events += next.batch.event_count();
+                    pending.push(next);
                 }
-                Err(error) => {
-                    let message = error.to_string();
-                    tracing::error!(error = %message, batches = batches.len(), "group commit failed");
-                    for reply in replies {
-                        let _ = reply.send(Err(AppendError::Store(StoreError::Unavailable(
-                            message.clone(),
-                        ))));
-                    }
+                // Callers answered by the previous group are usually about to send again:
+                // give them a few scheduler turns, so the group does not split in halves.
+                Err(_) if pending.len() < *last_group_len && lingered < LINGER_YIELDS => {
+                    lingered += 1;
+                    tokio::task::yield_now().await;
+                }
+                Err(_) => break,
+            }
+        }
+        *last_group_len = pending.len();
+        let (batches, replies) = pending.into_iter().map(|p| (p.batch, p.reply)).unzip();
+        Group {
+            batches,
+            replies,
+            events,
+            started: Instant::now(),
+        }
+    }
+
+    /// Starts `group`: on the fast path its transaction joins the pipeline; otherwise the
+    /// pipeline is drained and the group committed and answered here.
+    async fn start(&mut self, group: Group, in_flight: &mut VecDeque<InFlight>) {
+        let Some(plan) = self.plan_from_cache(&group.batches) else {
+            self.drain(in_flight).await;
+            self.commit_serially(group).await;
+            return;
+        };
+        let prepared = match plan.envelopes.iter().map(to_document).collect() {
+            Ok(documents) => self.session().await.map(|session| (documents, session)),
+            Err(error) => Err(error),
+        };
+        let Ok((documents, session)) = prepared else {
+            // The full path reports the error (or succeeds once MongoDB is back).
+            self.drain(in_flight).await;
+            self.commit_serially(group).await;
+            return;
+        };
+        let (committed, next_chain) = oneshot::channel();
+        let task = tokio::spawn(pipelined_transaction(
+            Target {
+                events: self.events.clone(),
+                meta: self.meta.clone(),
+                slot: self.take_slot(),
+            },
+            session,
+            documents,
+            plan.head.clone(),
+            self.chain.replace(next_chain),
+            committed,
+        ));
+        self.assume(&plan);
+        in_flight.push_back(InFlight { group, plan, task });
+    }
+
+    /// Settles every pipelined transaction, oldest first.
+    async fn drain(&mut self, in_flight: &mut VecDeque<InFlight>) {
+        while let Some(mut oldest) = in_flight.pop_front() {
+            let done = (&mut oldest.task).await;
+            self.settle(oldest, done, in_flight).await;
+        }
+    }
+
+    /// Answers the oldest pipelined group once its transaction ended. When it failed, every
+    /// later one failed too (each commits only after the one before it did): the writer forgets
+    /// what it assumed and reruns them all, in order, on the full path.
+    async fn settle(
+        &mut self,
+        oldest: InFlight,
+        done: Result<TaskOutcome, tokio::task::JoinError>,
+        in_flight: &mut VecDeque<InFlight>,
+    ) {
+        let error = match done {
+            Ok((session, Ok(()))) => {
+                self.idle_sessions.push(session);
+                self.publish(&oldest.plan);
+                self.answer(oldest.group, Ok(oldest.plan.outcomes));
+                return;
+            }
+            Ok((session, Err(error))) => {
+                self.idle_sessions.push(session);
+                if matches!(&error, StoreError::Mongo(e) if is_duplicate_key(e)) {
+                    // Another process appended (or an id exists): the cached state was stale.
+                    metrics::counter!("event_store_stale_head_total").increment(1);
+                }
+                error.to_string()
+            }
+            Err(join) => join.to_string(),
+        };
+        tracing::debug!(%error, "pipelined transaction failed; rerunning on the full path");
+        metrics::counter!("event_store_transaction_retries_total").increment(1);
+        self.head = None;
+        self.versions.clear();
+        self.chain = None;
+        let mut rerun = vec![oldest.group];
+        while let Some(mut later) = in_flight.pop_front() {
+            match (&mut later.task).await {
+                Ok((session, Ok(()))) => {
+                    // Cannot happen (it waited for the failed one); answer it if it does.
+                    self.idle_sessions.push(session);
+                    self.publish(&later.plan);
+                    self.answer(later.group, Ok(later.plan.outcomes));
+                }
+                Ok((session, Err(_))) => {
+                    self.idle_sessions.push(session);
+                    rerun.push(later.group);
+                }
+                Err(_) => rerun.push(later.group),
+            }
+        }
+        for group in rerun {
+            self.commit_serially(group).await;
+        }
+    }
+
+    /// Commits a group on its own (with retries) and answers it.
+    async fn commit_serially(&mut self, group: Group) {
+        let outcome = self.commit_with_retries(&group.batches).await;
+        self.answer(group, outcome);
+    }
+
+    fn answer(&self, group: Group, outcome: Result<Outcomes, StoreError>) {
+        let took = group.started.elapsed();
+        metrics::histogram!("event_store_group_commit_seconds").record(took.as_secs_f64());
+        metrics::histogram!("event_store_group_events").record(group.events as f64);
+        if took > SLOW_GROUP_COMMIT {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                events = group.events,
+                batches = group.batches.len(),
+                "slow group commit"
+            );
+        }
+        match outcome {
+            Ok(outcomes) => {
+                for (reply, result) in group.replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                tracing::error!(error = %message, batches = group.batches.len(), "group commit failed");
+                for reply in group.replies {
+                    let _ = reply.send(Err(AppendError::Store(StoreError::Unavailable(
+                        message.clone(),
+                    ))));
                 }
             }
         }
     }
 
+    async fn session(&mut self) -> Result<ClientSession, StoreError> {
+        match self.idle_sessions.pop() {
+            Some(session) => Ok(session),
+            None => Ok(warn_if_slow("writer: start a session", self.client.start_session()).await?),
+        }
+    }
+
     async fn commit_with_retries(
         &mut self,
-        session: &mut Option<ClientSession>,
         batches: &[AppendBatch],
-    ) -> Result<Vec<Result<AppendResult, AppendError>>, StoreError> {
+    ) -> Result<Outcomes, StoreError> {
         let deadline = Instant::now() + self.config.append_timeout;
         let mut attempt: u32 = 0;
         let mut thorough = false;
         loop {
             attempt += 1;
-            if session.is_none() {
-                *session = Some(
-                    warn_if_slow("writer: start a session", self.client.start_session()).await?,
-                );
-            }
-            let s = session.as_mut().expect("session was just created");
-            match warn_if_slow(
-                "writer: one commit attempt",
-                self.commit_group(s, batches, thorough),
-            )
-            .await
-            {
+            let mut session = self.session().await?;
+            let fast = if thorough {
+                None
+            } else {
+                self.plan_from_cache(batches)
+            };
+            let tried_fast = fast.is_some();
+            let result = match fast {
+                Some(plan) => {
+                    warn_if_slow(
+                        "writer: one commit attempt",
+                        self.commit_planned(&mut session, plan),
+                    )
+                    .await
+                }
+                None => {
+                    warn_if_slow(
+                        "writer: one commit attempt",
+                        self.commit_group(&mut session, batches, thorough),
+                    )
+                    .await
+                }
+            };
+            match result {
                 Ok(plan) => {
-                    self.remember(&plan);
+                    self.idle_sessions.push(session);
+                    self.assume(&plan);
+                    self.publish(&plan);
                     return Ok(plan.outcomes);
                 }
                 Err(error) => {
-                    // Dropping the session aborts any transaction it still has open.
-                    *session = None;
+                    discard(&mut session, &self.meta).await;
+                    self.idle_sessions.push(session);
                     // The commit may or may not have happened: read the head next time.
                     self.head = None;
                     metrics::counter!("event_store_transaction_retries_total").increment(1);
                     if matches!(&error, StoreError::Mongo(e) if is_duplicate_key(e)) {
+                        if tried_fast {
+                            metrics::counter!("event_store_stale_head_total").increment(1);
+                        }
                         // An id exists or a cached version is stale: read everything next time.
                         thorough = true;
                         for batch in batches {
@@ -211,18 +414,35 @@ impl Writer {
                             other => other,
                         });
                     }
-                    tokio::time::sleep(backoff(attempt)).await;
+                    // A fast attempt that met another process's appends goes straight on with
+                    // the full path; anything else backs off.
+                    if !tried_fast {
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
                 }
             }
         }
     }
 
-    /// After a commit: publish the new head and cache the new stream versions.
-    fn remember(&mut self, plan: &GroupPlan) {
+    /// The state after `plan` becomes the base the next group is planned on.
+    fn assume(&mut self, plan: &GroupPlan) {
+        if plan.envelopes.is_empty() {
+            return;
+        }
+        self.head = Some(plan.head.clone());
+        if self.versions.len() + plan.stream_versions.len() > VERSION_CACHE_LIMIT {
+            self.versions.clear();
+        }
+        for (stream, version) in &plan.stream_versions {
+            self.versions.insert(stream.clone(), *version);
+        }
+    }
+
+    /// After a commit: tell this instance's subscribers about the new head.
+    fn publish(&self, plan: &GroupPlan) {
         let Some(position) = plan.envelopes.last().map(|e| e.position) else {
             return;
         };
-        self.head = Some(plan.head.clone());
         self.head_tx.send_if_modified(|head| {
             let advanced = position > *head;
             if advanced {
@@ -232,39 +452,18 @@ impl Writer {
         });
         metrics::counter!("event_store_events_appended_total")
             .increment(plan.envelopes.len() as u64);
-        if self.versions.len() + plan.stream_versions.len() > VERSION_CACHE_LIMIT {
-            self.versions.clear();
-        }
-        for (stream, version) in &plan.stream_versions {
-            self.versions.insert(stream.clone(), *version);
-        }
     }
 
-    /// One attempt: the whole transaction. On success the outcomes are final.
+    /// The full path: one transaction reading the head and the stored state. On success the
+    /// outcomes are final.
     async fn commit_group(
-        &self,
+        &mut self,
         s: &mut ClientSession,
         batches: &[AppendBatch],
         thorough: bool,
     ) -> Result<GroupPlan, StoreError> {
-        let fast = if thorough {
-            None
-        } else {
-            self.plan_from_cache(batches)
-        };
-        s.start_transaction()
-            .read_concern(ReadConcern::snapshot())
-            .write_concern(durable_write_concern())
-            .await?;
-        if let Some((old_head, plan)) = fast {
-            if self.move_head(s, &old_head, &plan.head).await? {
-                self.insert(s, &plan).await?;
-                commit(s).await?;
-                return Ok(plan);
-            }
-            metrics::counter!("event_store_stale_head_total").increment(1);
-        }
-        let head = self.claim_head(s).await?;
+        open(s).await?;
+        let head = self.read_head(s).await?;
         let stored = self.read_stored_state(s, batches, thorough).await?;
         let mut plan = plan_group(head.clone(), stored, batches);
         if !thorough && plan.outcomes.iter().any(Result::is_err) {
@@ -276,85 +475,77 @@ impl Writer {
             s.abort_transaction().await?;
             return Ok(plan);
         }
-        self.insert(s, &plan).await?;
-        self.meta
-            .update_one(
-                doc! { "_id": HEAD_ID },
-                doc! { "$set": { "position": to_i64(plan.head.position), "hash": &plan.head.hash } },
-            )
-            .session(&mut *s)
-            .await?;
+        self.write(s, &plan).await?;
+        commit(s).await?;
+        Ok(plan)
+    }
+
+    /// A group planned from the cache, committed on its own.
+    async fn commit_planned(
+        &mut self,
+        s: &mut ClientSession,
+        plan: GroupPlan,
+    ) -> Result<GroupPlan, StoreError> {
+        open(s).await?;
+        self.write(s, &plan).await?;
         commit(s).await?;
         Ok(plan)
     }
 
     /// The fast path's plan: `Some` when the head and every touched stream's version are known
-    /// from this writer's own commits and every batch is accepted on them (a refusal is
-    /// confirmed against the database, on the full path). Returns the head it starts from.
-    fn plan_from_cache(&self, batches: &[AppendBatch]) -> Option<(Head, GroupPlan)> {
+    /// from this writer's own groups and every batch is accepted on them (a refusal is
+    /// confirmed against the database, on the full path).
+    fn plan_from_cache(&self, batches: &[AppendBatch]) -> Option<GroupPlan> {
         let head = self.head.clone()?;
         let mut stored = StoredState::default();
         for stream in batches.iter().flat_map(|b| b.streams.iter()) {
             let version = *self.versions.get(&stream.stream_id)?;
             stored.versions.insert(stream.stream_id.clone(), version);
         }
-        let plan = plan_group(head.clone(), stored, batches);
-        (!plan.envelopes.is_empty() && plan.outcomes.iter().all(Result::is_ok))
-            .then_some((head, plan))
+        let plan = plan_group(head, stored, batches);
+        (!plan.envelopes.is_empty() && plan.outcomes.iter().all(Result::is_ok)).then_some(plan)
     }
 
-    /// Moves the head from `old` to `new` if it is still at `old`; false when another process
-    /// has moved it. Writes the head document, so it claims the log like [`Self::claim_head`].
-    async fn move_head(
-        &self,
-        s: &mut ClientSession,
-        old: &Head,
-        new: &Head,
-    ) -> Result<bool, StoreError> {
-        let moved = self
-            .meta
-            .update_one(
-                doc! { "_id": HEAD_ID, "position": to_i64(old.position), "hash": &old.hash },
-                doc! {
-                    "$set": { "position": to_i64(new.position), "hash": &new.hash },
-                    "$inc": { "txn": 1_i64 },
-                },
-            )
-            .session(&mut *s)
-            .await?;
-        Ok(moved.matched_count == 1)
-    }
-
-    /// Inserts the plan's sealed events.
-    async fn insert(&self, s: &mut ClientSession, plan: &GroupPlan) -> Result<(), StoreError> {
+    /// Inserts the plan's sealed events and records its head in the next head slot.
+    async fn write(&mut self, s: &mut ClientSession, plan: &GroupPlan) -> Result<(), StoreError> {
         let documents = plan
             .envelopes
             .iter()
             .map(to_document)
             .collect::<Result<Vec<_>, _>>()?;
-        self.events.insert_many(documents).session(&mut *s).await?;
-        Ok(())
+        let target = Target {
+            events: self.events.clone(),
+            meta: self.meta.clone(),
+            slot: self.take_slot(),
+        };
+        target.write(s, documents, &plan.head).await
     }
 
-    /// Reads the head inside the transaction and writes to it, so that a concurrent writer's
-    /// transaction conflicts at once instead of after doing all its work.
-    async fn claim_head(&self, s: &mut ClientSession) -> Result<Head, StoreError> {
-        let head_doc = self
+    /// The head slot for the next transaction. Consecutive transactions take different slots,
+    /// so the pipeline's overlapping transactions never write the same document.
+    fn take_slot(&mut self) -> &'static str {
+        let slot = HEAD_SLOTS[self.next_slot];
+        self.next_slot = (self.next_slot + 1) % HEAD_SLOTS.len();
+        slot
+    }
+
+    /// The head of the log as this transaction's snapshot sees it: the highest head slot.
+    async fn read_head(&self, s: &mut ClientSession) -> Result<Head, StoreError> {
+        let mut cursor = self
             .meta
-            .find_one_and_update(doc! { "_id": HEAD_ID }, doc! { "$inc": { "txn": 1_i64 } })
-            .return_document(ReturnDocument::After)
+            .find(doc! { "_id": { "$in": HEAD_SLOTS.to_vec() } })
             .session(&mut *s)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt {
-                id: HEAD_ID.into(),
-                reason: "head document missing; run schema::ensure first".into(),
-            })?;
-        Ok(Head {
-            position: u64::try_from(head_doc.get_i64("position").unwrap_or(0)).unwrap_or(0),
-            hash: head_doc
-                .get_str("hash")
-                .unwrap_or(cryptovault_events::GENESIS_HASH)
-                .to_owned(),
+            .await?;
+        let mut head: Option<Head> = None;
+        while let Some(slot) = cursor.next(&mut *s).await {
+            let slot = head_from_slot(&slot?);
+            if head.as_ref().is_none_or(|h| slot.position > h.position) {
+                head = Some(slot);
+            }
+        }
+        head.ok_or_else(|| StoreError::Corrupt {
+            id: HEAD_SLOTS[0].into(),
+            reason: "head documents missing; run schema::ensure first".into(),
         })
     }
 
@@ -419,6 +610,84 @@ impl Writer {
     }
 }
 
+/// Where a transaction writes: the log and one head slot.
+struct Target {
+    events: Collection<Document>,
+    meta: Collection<Document>,
+    slot: &'static str,
+}
+
+impl Target {
+    /// Inserts the sealed events (the inserts claim their positions: `position_unique`) and
+    /// records the new head in this target's slot.
+    async fn write(
+        &self,
+        s: &mut ClientSession,
+        documents: Vec<Document>,
+        head: &Head,
+    ) -> Result<(), StoreError> {
+        self.events.insert_many(documents).session(&mut *s).await?;
+        self.meta
+            .update_one(
+                doc! { "_id": self.slot },
+                doc! { "$set": { "position": to_i64(head.position), "hash": &head.hash } },
+            )
+            .session(&mut *s)
+            .await?;
+        Ok(())
+    }
+}
+
+/// One pipelined transaction: insert at once, commit only after the transaction before it
+/// (`previous`) committed, then tell the next one (`committed`). If the previous one failed,
+/// this one aborts without committing.
+async fn pipelined_transaction(
+    target: Target,
+    mut session: ClientSession,
+    documents: Vec<Document>,
+    head: Head,
+    previous: Option<oneshot::Receiver<bool>>,
+    committed: oneshot::Sender<bool>,
+) -> TaskOutcome {
+    let inserted = match open(&mut session).await {
+        Ok(()) => target.write(&mut session, documents, &head).await,
+        Err(error) => Err(error),
+    };
+    let previous_committed = match previous {
+        Some(previous) => previous.await.unwrap_or(false),
+        None => true,
+    };
+    let result = match inserted {
+        Ok(()) if previous_committed => commit(&mut session).await,
+        Ok(()) => Err(StoreError::Unavailable(
+            "the transaction before this one in the pipeline failed".into(),
+        )),
+        Err(error) => Err(error),
+    };
+    if result.is_err() {
+        discard(&mut session, &target.meta).await;
+    }
+    let _ = committed.send(result.is_ok());
+    (session, result)
+}
+
+/// Ends a failed transaction on the server before anything is rerun, so that its inserts cannot
+/// hold positions or ids against the rerun. One still in progress is aborted. One whose commit
+/// failed may still be open on the server (a commit that never ran): a new transaction on the
+/// same session supersedes it — the server aborts the older one — and is aborted in turn.
+async fn discard(session: &mut ClientSession, meta: &Collection<Document>) {
+    if session.abort_transaction().await.is_ok() {
+        return;
+    }
+    if open(session).await.is_ok() {
+        let _ = meta
+            .find_one(doc! { "_id": HEAD_SLOTS[0] })
+            .session(&mut *session)
+            .await;
+        let _ = session.abort_transaction().await;
+    }
+}
+
 fn placed_event(found: &Document) -> Result<AppendedEvent, StoreError> {
     let corrupt = |reason: &str| StoreError::Corrupt {
         id: found.get("_id").map(|v| v.to_string()).unwrap_or_default(),
@@ -445,6 +714,15 @@ fn placed_event(found: &Document) -> Result<AppendedEvent, StoreError> {
         stream_version: number("stream_version")?,
         position: number("position")?,
     })
+}
+
+/// Starts a transaction: snapshot reads, durable commit.
+async fn open(s: &mut ClientSession) -> Result<(), StoreError> {
+    s.start_transaction()
+        .read_concern(ReadConcern::snapshot())
+        .write_concern(durable_write_concern())
+        .await?;
+    Ok(())
 }
 
 /// Commits, retrying the commit itself while its outcome is unknown (the driver's rule: a

@@ -15,5 +15,6 @@ mod ledger_concurrency;
 mod live;
 mod replay;
 mod statements;
+mod store_faults;
 mod subscription;
 mod tamper;
