@@ -15,7 +15,9 @@ pub mod document;
 pub mod error;
 pub mod plan;
 pub mod schema;
+mod stored_state;
 pub mod subscription;
+mod transaction;
 pub mod verify;
 pub mod writer;
 

@@ -36,19 +36,21 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use bson::{doc, Bson, Document};
-use mongodb::error::{ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
-use mongodb::options::{Acknowledgment, ReadConcern, WriteConcern};
+use bson::Document;
 use mongodb::{Client, ClientSession, Collection};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use uuid::Uuid;
 
-use super::append::{AppendBatch, AppendResult, AppendedEvent};
-use super::document::{to_document, to_i64};
+use super::append::{AppendBatch, AppendResult};
+use super::document::to_document;
 use super::error::{AppendError, StoreError};
 use super::plan::{plan_group, GroupPlan, Head, StoredState};
-use super::schema::{head_from_slot, is_duplicate_key, HEAD_SLOTS};
+use super::schema::{is_duplicate_key, HEAD_SLOTS};
+use super::stored_state::{read_head, read_stored_state};
+pub use super::transaction::durable_write_concern;
+use super::transaction::{
+    backoff, commit, discard, is_retryable, open, pipelined_transaction, Target, TaskOutcome,
+};
 use super::StoreConfig;
 use crate::telemetry::warn_if_slow;
 
@@ -64,14 +66,6 @@ pub struct PendingAppend {
 type Reply = oneshot::Sender<Result<AppendResult, AppendError>>;
 type Outcomes = Vec<Result<AppendResult, AppendError>>;
 
-/// Durable write concern for every acknowledged write: majority, journaled.
-pub fn durable_write_concern() -> WriteConcern {
-    WriteConcern::builder()
-        .w(Acknowledgment::Majority)
-        .journal(true)
-        .build()
-}
-
 /// Scheduler turns the writer waits for more callers when its group is smaller than the last.
 const LINGER_YIELDS: u32 = 8;
 
@@ -85,10 +79,6 @@ struct Group {
     events: usize,
     started: Instant,
 }
-
-/// What a pipelined transaction task returns: its session (ready for reuse: a failed
-/// transaction has been ended on the server) and the outcome.
-type TaskOutcome = (ClientSession, Result<(), StoreError>);
 
 /// A pipelined group: its transaction task inserts, waits for the group before it to commit,
 /// then commits.
@@ -414,8 +404,9 @@ impl Writer {
                             other => other,
                         });
                     }
-                    // A fast attempt that met another process's appends goes straight on with
-                    // the full path; anything else backs off.
+                    // A failed fast attempt goes straight on with the full path, which reads
+                    // what the cache got wrong (usually another process's appends); a failed
+                    // full-path attempt backs off.
                     if !tried_fast {
                         tokio::time::sleep(backoff(attempt)).await;
                     }
@@ -463,12 +454,12 @@ impl Writer {
         thorough: bool,
     ) -> Result<GroupPlan, StoreError> {
         open(s).await?;
-        let head = self.read_head(s).await?;
-        let stored = self.read_stored_state(s, batches, thorough).await?;
+        let head = read_head(&self.meta, s).await?;
+        let stored = read_stored_state(&self.events, &self.versions, s, batches, thorough).await?;
         let mut plan = plan_group(head.clone(), stored, batches);
         if !thorough && plan.outcomes.iter().any(Result::is_err) {
             // Confirm refusals against the database before reporting them.
-            let stored = self.read_stored_state(s, batches, true).await?;
+            let stored = read_stored_state(&self.events, &self.versions, s, batches, true).await?;
             plan = plan_group(head, stored, batches);
         }
         if plan.envelopes.is_empty() {
@@ -528,243 +519,4 @@ impl Writer {
         self.next_slot = (self.next_slot + 1) % HEAD_SLOTS.len();
         slot
     }
-
-    /// The head of the log as this transaction's snapshot sees it: the highest head slot.
-    async fn read_head(&self, s: &mut ClientSession) -> Result<Head, StoreError> {
-        let mut cursor = self
-            .meta
-            .find(doc! { "_id": { "$in": HEAD_SLOTS.to_vec() } })
-            .session(&mut *s)
-            .await?;
-        let mut head: Option<Head> = None;
-        while let Some(slot) = cursor.next(&mut *s).await {
-            let slot = head_from_slot(&slot?);
-            if head.as_ref().is_none_or(|h| slot.position > h.position) {
-                head = Some(slot);
-            }
-        }
-        head.ok_or_else(|| StoreError::Corrupt {
-            id: HEAD_SLOTS[0].into(),
-            reason: "head documents missing; run schema::ensure first".into(),
-        })
-    }
-
-    /// Stream versions (cached unless `from_database`) and, when `from_database`, the stored
-    /// events among the submitted ids.
-    async fn read_stored_state(
-        &self,
-        s: &mut ClientSession,
-        batches: &[AppendBatch],
-        from_database: bool,
-    ) -> Result<StoredState, StoreError> {
-        let mut stored = StoredState::default();
-        let mut misses = Vec::new();
-        for stream in batches.iter().flat_map(|b| b.streams.iter()) {
-            match self.versions.get(&stream.stream_id) {
-                Some(version) if !from_database => {
-                    stored.versions.insert(stream.stream_id.clone(), *version);
-                }
-                _ => misses.push(Bson::String(stream.stream_id.clone())),
-            }
-        }
-        if !misses.is_empty() {
-            // The index on (stream_id, stream_version) turns sort + $first into a scan of one
-            // index key per stream.
-            let mut cursor = self
-                .events
-                .aggregate([
-                    doc! { "$match": { "stream_id": { "$in": misses } } },
-                    doc! { "$sort": { "stream_id": 1, "stream_version": -1 } },
-                    doc! { "$group": { "_id": "$stream_id", "version": { "$first": "$stream_version" } } },
-                ])
-                .session(&mut *s)
-                .await?;
-            while let Some(found) = cursor.next(&mut *s).await {
-                let found = found?;
-                if let (Ok(id), Ok(version)) = (found.get_str("_id"), found.get_i64("version")) {
-                    stored
-                        .versions
-                        .insert(id.to_owned(), u64::try_from(version).unwrap_or(0));
-                }
-            }
-        }
-        if from_database {
-            let ids: Vec<Bson> = batches
-                .iter()
-                .flat_map(|b| b.streams.iter())
-                .flat_map(|st| st.events.iter())
-                .map(|e| Bson::String(e.event_id.to_string()))
-                .collect();
-            let mut cursor = self
-                .events
-                .find(doc! { "_id": { "$in": ids } })
-                .projection(doc! { "stream_id": 1, "stream_version": 1, "position": 1 })
-                .session(&mut *s)
-                .await?;
-            while let Some(found) = cursor.next(&mut *s).await {
-                let placed = placed_event(&found?)?;
-                stored.existing.insert(placed.event_id, placed);
-            }
-        }
-        Ok(stored)
-    }
-}
-
-/// Where a transaction writes: the log and one head slot.
-struct Target {
-    events: Collection<Document>,
-    meta: Collection<Document>,
-    slot: &'static str,
-}
-
-impl Target {
-    /// Inserts the sealed events (the inserts claim their positions: `position_unique`) and
-    /// records the new head in this target's slot.
-    async fn write(
-        &self,
-        s: &mut ClientSession,
-        documents: Vec<Document>,
-        head: &Head,
-    ) -> Result<(), StoreError> {
-        self.events.insert_many(documents).session(&mut *s).await?;
-        self.meta
-            .update_one(
-                doc! { "_id": self.slot },
-                doc! { "$set": { "position": to_i64(head.position), "hash": &head.hash } },
-            )
-            .session(&mut *s)
-            .await?;
-        Ok(())
-    }
-}
-
-/// One pipelined transaction: insert at once, commit only after the transaction before it
-/// (`previous`) committed, then tell the next one (`committed`). If the previous one failed,
-/// this one aborts without committing.
-async fn pipelined_transaction(
-    target: Target,
-    mut session: ClientSession,
-    documents: Vec<Document>,
-    head: Head,
-    previous: Option<oneshot::Receiver<bool>>,
-    committed: oneshot::Sender<bool>,
-) -> TaskOutcome {
-    let inserted = match open(&mut session).await {
-        Ok(()) => target.write(&mut session, documents, &head).await,
-        Err(error) => Err(error),
-    };
-    let previous_committed = match previous {
-        Some(previous) => previous.await.unwrap_or(false),
-        None => true,
-    };
-    let result = match inserted {
-        Ok(()) if previous_committed => commit(&mut session).await,
-        Ok(()) => Err(StoreError::Unavailable(
-            "the transaction before this one in the pipeline failed".into(),
-        )),
-        Err(error) => Err(error),
-    };
-    if result.is_err() {
-        discard(&mut session, &target.meta).await;
-    }
-    let _ = committed.send(result.is_ok());
-    (session, result)
-}
-
-/// Ends a failed transaction on the server before anything is rerun, so that its inserts cannot
-/// hold positions or ids against the rerun. One still in progress is aborted. One whose commit
-/// failed may still be open on the server (a commit that never ran): a new transaction on the
-/// same session supersedes it — the server aborts the older one — and is aborted in turn.
-async fn discard(session: &mut ClientSession, meta: &Collection<Document>) {
-    if session.abort_transaction().await.is_ok() {
-        return;
-    }
-    if open(session).await.is_ok() {
-        let _ = meta
-            .find_one(doc! { "_id": HEAD_SLOTS[0] })
-            .session(&mut *session)
-            .await;
-        let _ = session.abort_transaction().await;
-    }
-}
-
-fn placed_event(found: &Document) -> Result<AppendedEvent, StoreError> {
-    let corrupt = |reason: &str| StoreError::Corrupt {
-        id: found.get("_id").map(|v| v.to_string()).unwrap_or_default(),
-        reason: reason.into(),
-    };
-    let event_id = found
-        .get_str("_id")
-        .ok()
-        .and_then(|id| Uuid::parse_str(id).ok())
-        .ok_or_else(|| corrupt("_id is not a UUID string"))?;
-    let number = |name: &str| {
-        found
-            .get_i64(name)
-            .ok()
-            .and_then(|v| u64::try_from(v).ok())
-            .ok_or_else(|| corrupt(name))
-    };
-    Ok(AppendedEvent {
-        event_id,
-        stream_id: found
-            .get_str("stream_id")
-            .map_err(|_| corrupt("stream_id"))?
-            .to_owned(),
-        stream_version: number("stream_version")?,
-        position: number("position")?,
-    })
-}
-
-/// Starts a transaction: snapshot reads, durable commit.
-async fn open(s: &mut ClientSession) -> Result<(), StoreError> {
-    s.start_transaction()
-        .read_concern(ReadConcern::snapshot())
-        .write_concern(durable_write_concern())
-        .await?;
-    Ok(())
-}
-
-/// Commits, retrying the commit itself while its outcome is unknown (the driver's rule: a
-/// commit with `UnknownTransactionCommitResult` may be retried and is idempotent).
-async fn commit(s: &mut ClientSession) -> Result<(), StoreError> {
-    let mut attempts = 0;
-    loop {
-        match s.commit_transaction().await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) && attempts < 5 => {
-                attempts += 1;
-                tokio::time::sleep(backoff(attempts)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Write conflicts, elections, dropped connections and duplicate keys from a concurrent writer
-/// are all resolved by running the whole transaction again: the plan is re-derived from what is
-/// then stored, so a retry never applies anything twice.
-fn is_retryable(error: &StoreError) -> bool {
-    match error {
-        StoreError::Mongo(e) => {
-            e.contains_label(TRANSIENT_TRANSACTION_ERROR)
-                || e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
-                || is_duplicate_key(e)
-                || matches!(
-                    e.kind.as_ref(),
-                    ErrorKind::Io(_)
-                        | ErrorKind::ConnectionPoolCleared { .. }
-                        | ErrorKind::ServerSelection { .. }
-                )
-                // WriteConflict and NoSuchTransaction, should they arrive without the label.
-                || matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 112 || c.code == 251)
-        }
-        _ => false,
-    }
-}
-
-/// Exponential backoff with full jitter: up to 1 ms, 2 ms, 4 ms … capped at 100 ms.
-fn backoff(attempt: u32) -> Duration {
-    let cap_us = (1000u64 << attempt.min(7)).min(100_000);
-    Duration::from_micros(rand::random_range(0..=cap_us))
 }
