@@ -4,7 +4,8 @@
 //! unless `MONGO_URL` is set). Every loop is bounded by an event count. Prints:
 //! raw `insert_many` docs/s (batches of 100, w: majority, j: true), the store's append rate with
 //! 1, 16 and 256 concurrent callers appending single events, p50/p99 append latency at 16
-//! callers, and the store/raw ratio at 256 callers.
+//! callers, and the store/raw ratio at 256 callers — once, then as the median of five
+//! back-to-back (raw, store) pairs.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,9 @@ use mongodb::Client;
 #[path = "common.rs"]
 mod common;
 use common::{event, mongo_url, ms, percentile, raw_insert_many, RAW_BATCH};
+
+/// Back-to-back (raw, store at 256 callers) pairs measured after the main figures.
+const PAIRED_ROUNDS: usize = 5;
 
 /// `callers` tasks each appending `per_caller` single events to their own stream.
 async fn store_appends(
@@ -87,6 +91,19 @@ fn main() {
         }
         println!("ratio store(256 callers) / raw insert_many, plain collection: {:.2}", at_256 / raw);
         println!("ratio store(256 callers) / raw insert_many, store's indexes and validator: {:.2}", at_256 / raw_schema);
+
+        // The machine's rate swings by ±20 % within minutes: measure the ratio again in rounds
+        // of back-to-back pairs, so that each store figure is compared with a raw one taken
+        // moments before it.
+        let mut ratios = Vec::with_capacity(PAIRED_ROUNDS);
+        for round in 1..=PAIRED_ROUNDS {
+            let raw = raw_insert_many(&client, &db, &format!("raw_events_{round}")).await;
+            let (rate, _) = store_appends(&store, 256, 80).await;
+            println!("paired round {round}: raw {raw:>7.0} docs/s, store (256 callers) {rate:>7.0} events/s, ratio {:.2}", rate / raw);
+            ratios.push(rate / raw);
+        }
+        ratios.sort_by(f64::total_cmp);
+        println!("ratio store(256 callers) / raw insert_many, plain collection, median of {PAIRED_ROUNDS} paired rounds: {:.2}", ratios[PAIRED_ROUNDS / 2]);
         client.database(&db).drop().await.unwrap();
     });
     // Leave without dropping the runtime: background tasks (MongoDB pools, projectors) would
