@@ -262,13 +262,6 @@ async fn read_head_from(meta: &Collection<Document>) -> Result<(u64, String), St
         .await?
         .try_collect()
         .await?;
-    slots
-        .iter()
-        .map(schema::head_from_slot)
-        .max_by_key(|head| head.position)
-        .map(|head| (head.position, head.hash))
-        .ok_or_else(|| StoreError::Corrupt {
-            id: schema::HEAD_SLOTS[0].into(),
-            reason: "head documents missing".into(),
-        })
+    let head = schema::head_of_slots(&slots)?;
+    Ok((head.position, head.hash))
 }

@@ -78,8 +78,20 @@ pub async fn ensure(db: &Database) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The head of the log from its head slots: the slot with the highest position.
+pub fn head_of_slots(slots: &[Document]) -> Result<Head, StoreError> {
+    slots
+        .iter()
+        .map(head_from_slot)
+        .max_by_key(|head| head.position)
+        .ok_or_else(|| StoreError::Corrupt {
+            id: HEAD_SLOTS[0].into(),
+            reason: "head documents missing; run schema::ensure first".into(),
+        })
+}
+
 /// The head a slot records (an unreadable field reads as the empty log's).
-pub fn head_from_slot(slot: &Document) -> Head {
+fn head_from_slot(slot: &Document) -> Head {
     Head {
         position: u64::try_from(slot.get_i64("position").unwrap_or(0)).unwrap_or(0),
         hash: slot

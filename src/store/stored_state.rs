@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::append::{AppendBatch, AppendedEvent};
 use super::error::StoreError;
 use super::plan::{Head, StoredState};
-use super::schema::{head_from_slot, HEAD_SLOTS};
+use super::schema::{head_of_slots, HEAD_SLOTS};
 
 /// The head of the log as this transaction's snapshot sees it: the highest head slot.
 pub async fn read_head(
@@ -21,17 +21,11 @@ pub async fn read_head(
         .find(doc! { "_id": { "$in": HEAD_SLOTS.to_vec() } })
         .session(&mut *s)
         .await?;
-    let mut head: Option<Head> = None;
+    let mut slots = Vec::with_capacity(HEAD_SLOTS.len());
     while let Some(slot) = cursor.next(&mut *s).await {
-        let slot = head_from_slot(&slot?);
-        if head.as_ref().is_none_or(|h| slot.position > h.position) {
-            head = Some(slot);
-        }
+        slots.push(slot?);
     }
-    head.ok_or_else(|| StoreError::Corrupt {
-        id: HEAD_SLOTS[0].into(),
-        reason: "head documents missing; run schema::ensure first".into(),
-    })
+    head_of_slots(&slots)
 }
 
 /// Stream versions (cached unless `from_database`) and, when `from_database`, the stored

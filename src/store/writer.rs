@@ -24,8 +24,8 @@
 //! group's commit is still running*, opens a second transaction and inserts, then waits for the
 //! previous commit before starting its own. So the next group's insert overlaps the previous
 //! group's journal flush, and each commit starts only after the one before it was acknowledged.
-//! If the previous commit fails, the open transaction is aborted and both groups are rerun on
-//! the full path, in order. If the insert collides (another process appended: its positions or
+//! If a commit fails, every transaction behind it aborts and all those groups are rerun on the
+//! full path, in order. If the insert collides (another process appended: its positions or
 //! stream versions are taken), the group is rerun on the full path.
 //!
 //! The cache and the skipped id lookup are safe because the unique indexes back them: an event
@@ -201,28 +201,15 @@ impl Writer {
     /// Starts `group`: on the fast path its transaction joins the pipeline; otherwise the
     /// pipeline is drained and the group committed and answered here.
     async fn start(&mut self, group: Group, in_flight: &mut VecDeque<InFlight>) {
-        let Some(plan) = self.plan_from_cache(&group.batches) else {
-            self.drain(in_flight).await;
-            self.commit_serially(group).await;
-            return;
-        };
-        let prepared = match plan.envelopes.iter().map(to_document).collect() {
-            Ok(documents) => self.session().await.map(|session| (documents, session)),
-            Err(error) => Err(error),
-        };
-        let Ok((documents, session)) = prepared else {
-            // The full path reports the error (or succeeds once MongoDB is back).
+        let Some((plan, documents, session)) = self.prepare_pipelined(&group).await else {
+            // The full path decides (or reports the error, or succeeds once MongoDB is back).
             self.drain(in_flight).await;
             self.commit_serially(group).await;
             return;
         };
         let (committed, next_chain) = oneshot::channel();
         let task = tokio::spawn(pipelined_transaction(
-            Target {
-                events: self.events.clone(),
-                meta: self.meta.clone(),
-                slot: self.take_slot(),
-            },
+            self.target(),
             session,
             documents,
             plan.head.clone(),
@@ -231,6 +218,23 @@ impl Writer {
         ));
         self.assume(&plan);
         in_flight.push_back(InFlight { group, plan, task });
+    }
+
+    /// A group's plan from the cache, its documents and a session — or `None` when the group
+    /// has to take the full path.
+    async fn prepare_pipelined(
+        &mut self,
+        group: &Group,
+    ) -> Option<(GroupPlan, Vec<Document>, ClientSession)> {
+        let plan = self.plan_from_cache(&group.batches)?;
+        let documents = plan
+            .envelopes
+            .iter()
+            .map(to_document)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let session = self.session().await.ok()?;
+        Some((plan, documents, session))
     }
 
     /// Settles every pipelined transaction, oldest first.
@@ -251,12 +255,7 @@ impl Writer {
         in_flight: &mut VecDeque<InFlight>,
     ) {
         let error = match done {
-            Ok((session, Ok(()))) => {
-                self.idle_sessions.push(session);
-                self.publish(&oldest.plan);
-                self.answer(oldest.group, Ok(oldest.plan.outcomes));
-                return;
-            }
+            Ok((session, Ok(()))) => return self.committed(session, oldest),
             Ok((session, Err(error))) => {
                 self.idle_sessions.push(session);
                 if matches!(&error, StoreError::Mongo(e) if is_duplicate_key(e)) {
@@ -275,12 +274,8 @@ impl Writer {
         let mut rerun = vec![oldest.group];
         while let Some(mut later) = in_flight.pop_front() {
             match (&mut later.task).await {
-                Ok((session, Ok(()))) => {
-                    // Cannot happen (it waited for the failed one); answer it if it does.
-                    self.idle_sessions.push(session);
-                    self.publish(&later.plan);
-                    self.answer(later.group, Ok(later.plan.outcomes));
-                }
+                // Cannot happen (it waited for the failed one); answer it if it does.
+                Ok((session, Ok(()))) => self.committed(session, later),
                 Ok((session, Err(_))) => {
                     self.idle_sessions.push(session);
                     rerun.push(later.group);
@@ -291,6 +286,14 @@ impl Writer {
         for group in rerun {
             self.commit_serially(group).await;
         }
+    }
+
+    /// A pipelined group committed: its session is free again, its events are published and
+    /// its callers answered.
+    fn committed(&mut self, session: ClientSession, flight: InFlight) {
+        self.idle_sessions.push(session);
+        self.publish(&flight.plan);
+        self.answer(flight.group, Ok(flight.plan.outcomes));
     }
 
     /// Commits a group on its own (with retries) and answers it.
@@ -504,19 +507,18 @@ impl Writer {
             .iter()
             .map(to_document)
             .collect::<Result<Vec<_>, _>>()?;
-        let target = Target {
-            events: self.events.clone(),
-            meta: self.meta.clone(),
-            slot: self.take_slot(),
-        };
-        target.write(s, documents, &plan.head).await
+        self.target().write(s, documents, &plan.head).await
     }
 
-    /// The head slot for the next transaction. Consecutive transactions take different slots,
+    /// Where the next transaction writes. Consecutive transactions take different head slots,
     /// so the pipeline's overlapping transactions never write the same document.
-    fn take_slot(&mut self) -> &'static str {
+    fn target(&mut self) -> Target {
         let slot = HEAD_SLOTS[self.next_slot];
         self.next_slot = (self.next_slot + 1) % HEAD_SLOTS.len();
-        slot
+        Target {
+            events: self.events.clone(),
+            meta: self.meta.clone(),
+            slot,
+        }
     }
 }
