@@ -17,6 +17,7 @@ use crate::identity::sessions::Sessions;
 use crate::identity::tokens::AccessTokens;
 use crate::identity::{Identity, IdentitySettings};
 use crate::ledger::service::Ledger;
+use crate::ledger::snapshot_store::SnapshotStore;
 use crate::prices::Prices;
 use crate::projection::audit::AuditModel;
 use crate::projection::balances::BalancesModel;
@@ -132,7 +133,11 @@ impl Application {
             prices: Prices::spawn(config.prices.clone(), asset_names),
             transactions,
             audit,
-            ledger: Ledger::new(store.clone(), config.assets.clone()),
+            ledger: Ledger::new(
+                store.clone(),
+                config.assets.clone(),
+                SnapshotStore::new(&db),
+            ),
             idempotency: IdempotencyKeys::open(&db).await?,
             balances,
             withdrawals,

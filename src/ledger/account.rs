@@ -31,6 +31,18 @@ impl WithdrawalStatus {
             Self::Rejected => "rejected",
         }
     }
+
+    /// The status named by [`Self::as_str`].
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Approved,
+            Self::Completed,
+            Self::Rejected,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == name)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +113,8 @@ impl AccountState {
         self.available + self.held
     }
 
-    /// Folds one event of this account's `account-…` or `credits-…` stream.
+    /// Folds one event of this account's `account-…` or `credits-…` stream. Changing what it
+    /// does changes the meaning of stored snapshots: bump `snapshot::FORMAT` with it.
     pub fn apply(&mut self, event: &EventEnvelope) {
         if is_credits_stream(&event.stream_id) {
             self.credits_version = event.stream_version;

@@ -1,9 +1,12 @@
 //! The ledger: assets and amounts, per-user accounts, and the commands that move money.
 //!
-//! `amount` and `account` are pure; `service` runs commands against the event store; `slots`
-//! coordinates commands on one account inside the process.
+//! `amount`, `account` and `snapshot` are pure; `service` runs commands against the event
+//! store; `snapshot_store` keeps account snapshots in MongoDB; `slots` coordinates commands on
+//! one account inside the process.
 
 pub mod account;
 pub mod amount;
 pub mod service;
 pub mod slots;
+pub mod snapshot;
+pub mod snapshot_store;

@@ -290,10 +290,15 @@ async fn a_projector_killed_mid_stream_resumes_and_matches_a_fresh_rebuild() {
     use cryptovault::identity::RequestMeta;
     use cryptovault::ledger::amount::Assets;
     use cryptovault::ledger::service::{CommandIds, Ledger, TransferRequest};
+    use cryptovault::ledger::snapshot_store::SnapshotStore;
     let t = TestDb::new("ledger_kill").await;
     // 3,000 ledger events straight through the ledger service (no HTTP), so the log is several
     // projection chunks long.
-    let ledger = Ledger::new(t.store().await, Assets::default());
+    let ledger = Ledger::new(
+        t.store().await,
+        Assets::default(),
+        SnapshotStore::new(&t.db()),
+    );
     let users: Vec<uuid::Uuid> = (0..20).map(|_| uuid::Uuid::now_v7()).collect();
     let meta = RequestMeta::default();
     futures::future::join_all((0..2000).map(|i| {

@@ -14,6 +14,7 @@ mod ledger;
 mod ledger_concurrency;
 mod live;
 mod replay;
+mod snapshots;
 mod statements;
 mod store_faults;
 mod subscription;

@@ -1,0 +1,170 @@
+//! Account snapshots: an account's state folded up to known versions of its two streams, stored
+//! so that loading an account with a long history reads only what came after.
+//!
+//! Pure encoding and decoding; [`super::snapshot_store`] reads and writes them. A snapshot is
+//! derived data, like a read model: it only ever holds the fold of *committed* events
+//! (`AccountState::fold` of the `account-…` stream up to `version` and the `credits-…` stream up
+//! to `credits_version`), so starting from it and folding the events after it gives the same
+//! state as folding everything.
+//!
+//! Amounts are stored as decimal strings (exact; no binary floating point, no `Decimal128`
+//! rounding). A snapshot whose `format` is not [`FORMAT`] is ignored: bump it whenever
+//! `AccountState::apply` or this encoding changes meaning.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use bson::{doc, Bson, Document};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::account::{AccountState, Withdrawal, WithdrawalStatus};
+
+/// Version of the snapshot encoding and of the fold it captures.
+pub const FORMAT: i32 = 1;
+
+/// The document stored for `state`, with `_id` = the account's stream id.
+pub fn encode(id: &str, state: &AccountState) -> Document {
+    let mut withdrawals: Vec<(&Uuid, &Withdrawal)> = state.withdrawals.iter().collect();
+    withdrawals.sort_by_key(|(id, _)| **id);
+    doc! {
+        "_id": id,
+        "format": FORMAT,
+        "user_id": state.user_id.to_string(),
+        "asset": &state.asset,
+        "available": state.available.to_string(),
+        "held": state.held.to_string(),
+        "withdrawals": withdrawals
+            .into_iter()
+            .map(|(id, w)| doc! {
+                "id": id.to_string(),
+                "amount": w.amount.to_string(),
+                "status": w.status.as_str(),
+            })
+            .collect::<Vec<_>>(),
+        "version": to_i64(state.version),
+        "credits_version": to_i64(state.credits_version),
+    }
+}
+
+/// The state a stored snapshot holds, if it is of the current [`FORMAT`] and belongs to
+/// `user_id`/`asset`; otherwise why not.
+pub fn decode(snapshot: &Document, user_id: Uuid, asset: &str) -> Result<AccountState, String> {
+    let format = snapshot
+        .get_i32("format")
+        .map_err(|e| format!("format: {e}"))?;
+    if format != FORMAT {
+        return Err(format!("format {format}, expected {FORMAT}"));
+    }
+    let text = |name: &str| snapshot.get_str(name).map_err(|e| format!("{name}: {e}"));
+    if text("user_id")? != user_id.to_string() || text("asset")? != asset {
+        return Err("belongs to another account".into());
+    }
+    let mut withdrawals = HashMap::new();
+    for entry in snapshot
+        .get_array("withdrawals")
+        .map_err(|e| format!("withdrawals: {e}"))?
+    {
+        let Bson::Document(w) = entry else {
+            return Err("withdrawals: an entry is not a document".into());
+        };
+        let id = w
+            .get_str("id")
+            .ok()
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .ok_or("withdrawals: id is not a UUID")?;
+        let status = w
+            .get_str("status")
+            .ok()
+            .and_then(WithdrawalStatus::parse)
+            .ok_or("withdrawals: unknown status")?;
+        let amount = decimal(w.get_str("amount").ok(), "withdrawals.amount")?;
+        withdrawals.insert(id, Withdrawal { amount, status });
+    }
+    let version = |name: &str| {
+        snapshot
+            .get_i64(name)
+            .ok()
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| format!("{name}: not a non-negative Int64"))
+    };
+    Ok(AccountState {
+        user_id,
+        asset: asset.to_owned(),
+        available: decimal(snapshot.get_str("available").ok(), "available")?,
+        held: decimal(snapshot.get_str("held").ok(), "held")?,
+        withdrawals,
+        version: version("version")?,
+        credits_version: version("credits_version")?,
+    })
+}
+
+fn decimal(text: Option<&str>, name: &str) -> Result<Decimal, String> {
+    text.and_then(|t| Decimal::from_str(t).ok())
+        .ok_or_else(|| format!("{name}: not a decimal string"))
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> AccountState {
+        let user = Uuid::now_v7();
+        let mut state = AccountState::new(user, "BTC");
+        state.available = Decimal::from_str("12.00000001").unwrap();
+        state.held = Decimal::from_str("0.5").unwrap();
+        for (n, status) in [
+            WithdrawalStatus::Pending,
+            WithdrawalStatus::Approved,
+            WithdrawalStatus::Completed,
+            WithdrawalStatus::Rejected,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            state.withdrawals.insert(
+                Uuid::now_v7(),
+                Withdrawal {
+                    amount: Decimal::new(n as i64 + 1, 8),
+                    status,
+                },
+            );
+        }
+        state.version = 7;
+        state.credits_version = 1_000_003;
+        state
+    }
+
+    #[test]
+    fn a_snapshot_decodes_to_the_state_it_was_made_from() {
+        let state = state();
+        let stored = encode("account-x-BTC", &state);
+        assert_eq!(stored.get_str("_id").unwrap(), "account-x-BTC");
+        assert_eq!(decode(&stored, state.user_id, "BTC"), Ok(state));
+    }
+
+    #[test]
+    fn another_format_or_account_or_a_damaged_field_is_refused() {
+        let state = state();
+        let good = encode("a", &state);
+        let mut old = good.clone();
+        old.insert("format", 0);
+        assert!(decode(&old, state.user_id, "BTC")
+            .unwrap_err()
+            .contains("format"));
+        assert!(decode(&good, Uuid::now_v7(), "BTC").is_err());
+        assert!(decode(&good, state.user_id, "ETH").is_err());
+        let mut bad = good.clone();
+        bad.insert("available", "12,5");
+        assert!(decode(&bad, state.user_id, "BTC")
+            .unwrap_err()
+            .contains("available"));
+        let mut negative = good;
+        negative.insert("version", -1_i64);
+        assert!(decode(&negative, state.user_id, "BTC").is_err());
+    }
+}
