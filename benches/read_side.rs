@@ -15,6 +15,9 @@ use std::time::Instant;
 use bson::{doc, Document};
 use cryptovault::config::Config;
 use cryptovault::identity::RequestMeta;
+use cryptovault::ledger::amount::Assets;
+use cryptovault::ledger::service::Ledger;
+use cryptovault::ledger::snapshot_store::{self, SnapshotStore};
 use cryptovault::projection::replay::replay;
 use cryptovault::projection::{audit, balances, transactions, withdrawals};
 use cryptovault::startup::Application;
@@ -195,6 +198,32 @@ fn main() {
         let movements = seed(&db, &store, whale, bob, events).await;
         let head = store.head().await.unwrap().0;
         println!("seeded {head} events ({movements} movements of one account) in {:.1} s", started.elapsed().as_secs_f64());
+
+        // A decision on the whale after a restart: its account folded from the whole log, then
+        // (another process) from the snapshot that first fold stored.
+        let ledger = || Ledger::new(store.clone(), Assets::default(), SnapshotStore::new(&db));
+        let started = Instant::now();
+        let cold = ledger().account(whale, "USD").await.unwrap();
+        let from_log = started.elapsed();
+        let snapshots = db.collection::<Document>(snapshot_store::COLLECTION);
+        let id = cryptovault_events::ledger::account_stream(whale, "USD");
+        for _ in 0..600 {
+            let stored = snapshots.find_one(doc! { "_id": &id }).await.unwrap();
+            if stored.is_some_and(|s| s.get_i64("credits_version") == Ok(cold.credits_version as i64)) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let started = Instant::now();
+        let warm = ledger().account(whale, "USD").await.unwrap();
+        let from_snapshot = started.elapsed();
+        assert_eq!(warm, cold);
+        println!(
+            "whale's account ({} events) loaded by a process without it cached: from the log {:.2} s, from its snapshot {:.2} ms",
+            cold.version + cold.credits_version,
+            from_log.as_secs_f64(),
+            ms(from_snapshot)
+        );
 
         let (read, raw) = raw_read_rate(&db).await;
         println!("raw cursor read of {read} event documents: {raw:>9.0} docs/s");
