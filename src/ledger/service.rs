@@ -363,10 +363,8 @@ impl Ledger {
                 state
             } else {
                 let mut stored = ledger
-                    .snapshots
-                    .load(&stream, state.user_id, &state.asset)
-                    .await
-                    .unwrap_or_else(|| AccountState::new(state.user_id, &state.asset));
+                    .snapshot_or_empty(&stream, state.user_id, &state.asset)
+                    .await;
                 if let Err(error) = ledger.fold_new_events(&mut stored).await {
                     tracing::warn!(%error, account = %stream, "account snapshot not renewed");
                     return;
