@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::account::{AccountState, Refusal};
 use super::amount::Assets;
+use super::loader::AccountLoader;
 use super::slots::AccountSlots;
 use super::snapshot_store::SnapshotStore;
 use crate::identity::RequestMeta;
@@ -104,13 +105,6 @@ const MAX_ATTEMPTS: usize = 64;
 /// Accounts remembered by the in-process cache before it starts afresh.
 const ACCOUNT_CACHE_LIMIT: usize = 100_000;
 
-/// Events read per stream read while folding an account (memory stays bounded however long
-/// its history).
-const FOLD_CHUNK: usize = 5_000;
-
-/// An account's snapshot is renewed once its two streams have this many events beyond it.
-pub const SNAPSHOT_EVERY: u64 = 1_000;
-
 #[derive(Clone)]
 pub struct Ledger {
     store: EventStore,
@@ -123,11 +117,8 @@ pub struct Ledger {
     /// Commands on one account in this process decide one at a time and queue behind each
     /// other (races between processes are settled by expected versions).
     slots: AccountSlots,
-    snapshots: SnapshotStore,
-    snapshot_every: u64,
-    /// Per account: the event count (`version + credits_version`) of its last snapshot known
-    /// to this process, or of one being written.
-    snapshot_marks: Arc<Mutex<HashMap<String, u64>>>,
+    /// Brings accounts up to date with the log, from their snapshots when not cached.
+    loader: AccountLoader,
 }
 
 fn new_event<E: DomainEvent + Clone>(event: &E, id: Uuid, metadata: &EventMetadata) -> NewEvent {
@@ -169,19 +160,18 @@ fn metadata(meta: &RequestMeta, actor: Uuid) -> EventMetadata {
 impl Ledger {
     pub fn new(store: EventStore, assets: Assets, snapshots: SnapshotStore) -> Self {
         Self {
+            loader: AccountLoader::new(store.clone(), snapshots),
             store,
             assets,
             cache: Arc::default(),
             slots: AccountSlots::default(),
-            snapshots,
-            snapshot_every: SNAPSHOT_EVERY,
-            snapshot_marks: Arc::default(),
         }
     }
 
-    /// Renews an account's snapshot every `events` events instead of [`SNAPSHOT_EVERY`].
+    /// Renews an account's snapshot every `events` events instead of
+    /// [`loader::SNAPSHOT_EVERY`](super::loader::SNAPSHOT_EVERY).
     pub fn with_snapshot_every(mut self, events: u64) -> Self {
-        self.snapshot_every = events.max(1);
+        self.loader = self.loader.with_snapshot_every(events);
         self
     }
 
@@ -230,7 +220,7 @@ impl Ledger {
         for (offset, event) in (1..).zip(&stream.events) {
             state.apply(&queued_envelope(event, account, expected + offset));
         }
-        self.keep_snapshot_fresh(account, state, false);
+        self.loader.moved_ahead(account, state);
     }
 
     /// Drops an account from the cache: a queued batch it assumed did not commit as assumed.
@@ -249,16 +239,7 @@ impl Ledger {
             .expect("cache poisoned")
             .get(&stream)
             .cloned();
-        let committed_only = cached.is_none();
-        let mut state = match cached {
-            Some(state) => state,
-            None => self.snapshot_or_empty(&stream, user_id, asset).await,
-        };
-        let folded = self.fold_new_events(&mut state).await?;
-        metrics::counter!("ledger_account_events_folded_total").increment(folded);
-        if folded > 0 {
-            self.keep_snapshot_fresh(&stream, &state, committed_only);
-        }
+        let state = self.loader.load(&stream, cached, user_id, asset).await?;
         let mut cache = self.cache.lock().expect("cache poisoned");
         if cache.len() >= ACCOUNT_CACHE_LIMIT {
             cache.clear();
@@ -269,110 +250,6 @@ impl Ledger {
             cache.insert(stream, state.clone());
         }
         Ok(state)
-    }
-
-    /// The account's stored snapshot (remembered as its snapshot mark), or the empty account.
-    /// A snapshot whose last folded events are not in the log (a database restored to an
-    /// earlier point) is ignored.
-    async fn snapshot_or_empty(&self, stream: &str, user_id: Uuid, asset: &str) -> AccountState {
-        let empty = || AccountState::new(user_id, asset);
-        let state = match self.snapshots.load(stream, user_id, asset).await {
-            Some(state) if self.events_exist(&state).await => state,
-            Some(_) => {
-                tracing::warn!(
-                    account = stream,
-                    "account snapshot ahead of the log; ignored"
-                );
-                metrics::counter!("ledger_snapshots_ignored_total").increment(1);
-                empty()
-            }
-            None => empty(),
-        };
-        let mut marks = self.snapshot_marks.lock().expect("marks poisoned");
-        let mark = marks.entry(stream.to_owned()).or_default();
-        *mark = (*mark).max(state.version + state.credits_version);
-        state
-    }
-
-    /// Whether the last events `state` has folded (one per stream) are in the log.
-    async fn events_exist(&self, state: &AccountState) -> bool {
-        let exists = |stream: String, version: u64| async move {
-            version == 0
-                || self
-                    .store
-                    .read_stream(&stream, version, 1)
-                    .await
-                    .is_ok_and(|found| found.first().is_some_and(|e| e.stream_version == version))
-        };
-        let (debits, credits) = tokio::join!(
-            exists(account_stream(state.user_id, &state.asset), state.version),
-            exists(
-                credits_stream(state.user_id, &state.asset),
-                state.credits_version
-            ),
-        );
-        debits && credits
-    }
-
-    /// Folds the events of the account's two streams after `state`'s versions, in chunks of
-    /// [`FOLD_CHUNK`] per stream; returns how many.
-    async fn fold_new_events(&self, state: &mut AccountState) -> Result<u64, LedgerError> {
-        let (account, credits) = (
-            account_stream(state.user_id, &state.asset),
-            credits_stream(state.user_id, &state.asset),
-        );
-        let mut folded = 0;
-        loop {
-            let (debits, credited) = tokio::try_join!(
-                self.store
-                    .read_stream(&account, state.version + 1, FOLD_CHUNK),
-                self.store
-                    .read_stream(&credits, state.credits_version + 1, FOLD_CHUNK),
-            )?;
-            let more = debits.len() == FOLD_CHUNK || credited.len() == FOLD_CHUNK;
-            for event in debits.iter().chain(&credited) {
-                state.apply(event);
-            }
-            folded += (debits.len() + credited.len()) as u64;
-            if !more {
-                return Ok(folded);
-            }
-        }
-    }
-
-    /// Renews the account's snapshot once it is [`SNAPSHOT_EVERY`] events behind `state`.
-    /// `state` itself is stored when it is a fold of committed events only (`committed`: it did
-    /// not start from the cache, which runs ahead of the log by the batches still queued);
-    /// otherwise a background task folds the committed events after the stored snapshot.
-    fn keep_snapshot_fresh(&self, stream: &str, state: &AccountState, committed: bool) {
-        let total = state.version + state.credits_version;
-        {
-            let mut marks = self.snapshot_marks.lock().expect("marks poisoned");
-            if marks.len() >= ACCOUNT_CACHE_LIMIT {
-                marks.clear();
-            }
-            let mark = marks.entry(stream.to_owned()).or_default();
-            if total < *mark + self.snapshot_every {
-                return;
-            }
-            *mark = total;
-        }
-        let (ledger, stream, state) = (self.clone(), stream.to_owned(), state.clone());
-        tokio::spawn(async move {
-            let state = if committed {
-                state
-            } else {
-                let mut stored = ledger
-                    .snapshot_or_empty(&stream, state.user_id, &state.asset)
-                    .await;
-                if let Err(error) = ledger.fold_new_events(&mut stored).await {
-                    tracing::warn!(%error, account = %stream, "account snapshot not renewed");
-                    return;
-                }
-                stored
-            };
-            ledger.snapshots.save(&stream, &state).await;
-        });
     }
 
     /// When a keyed command's first event exists, the command was applied: its answer.
