@@ -207,13 +207,16 @@ fn main() {
         let from_log = started.elapsed();
         let snapshots = db.collection::<Document>(snapshot_store::COLLECTION);
         let id = cryptovault_events::ledger::account_stream(whale, "USD");
+        let mut stored = false;
         for _ in 0..600 {
-            let stored = snapshots.find_one(doc! { "_id": &id }).await.unwrap();
-            if stored.is_some_and(|s| s.get_i64("credits_version") == Ok(cold.credits_version as i64)) {
+            let found = snapshots.find_one(doc! { "_id": &id }).await.unwrap();
+            stored = found.is_some_and(|s| s.get_i64("credits_version") == Ok(cold.credits_version as i64));
+            if stored {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+        assert!(stored, "the first load stored no snapshot within a minute");
         let started = Instant::now();
         let warm = ledger().account(whale, "USD").await.unwrap();
         let from_snapshot = started.elapsed();

@@ -159,11 +159,16 @@ impl AccountLoader {
             if marks.len() >= MARKS_LIMIT {
                 marks.clear();
             }
-            let mark = marks.entry(stream.to_owned()).or_default();
-            if total < *mark + self.every {
-                return;
+            // Looked up before inserting: this runs for every queued batch, and most find the
+            // mark far enough behind without allocating a key.
+            match marks.get_mut(stream) {
+                Some(mark) if total < *mark + self.every => return,
+                Some(mark) => *mark = total,
+                None if total < self.every => return,
+                None => {
+                    marks.insert(stream.to_owned(), total);
+                }
             }
-            *mark = total;
         }
         let (loader, stream, state) = (self.clone(), stream.to_owned(), state.clone());
         tokio::spawn(async move {

@@ -19,6 +19,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::account::{AccountState, Withdrawal, WithdrawalStatus};
+use crate::store::document::to_i64;
 
 /// Version of the snapshot encoding and of the fold it captures.
 pub const FORMAT: i32 = 1;
@@ -102,10 +103,6 @@ pub fn decode(snapshot: &Document, user_id: Uuid, asset: &str) -> Result<Account
 fn decimal(text: Option<&str>, name: &str) -> Result<Decimal, String> {
     text.and_then(|t| Decimal::from_str(t).ok())
         .ok_or_else(|| format!("{name}: not a decimal string"))
-}
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::account::AccountState;
 use super::snapshot::{self, FORMAT};
+use crate::store::document::to_i64;
 use crate::store::schema::is_duplicate_key;
 
 pub const COLLECTION: &str = "account_snapshots";
@@ -45,14 +46,13 @@ impl SnapshotStore {
     /// Stores `state` (a fold of committed events only) as the snapshot of `id`, unless the
     /// stored one of the current format is at least as far along in either stream.
     pub async fn save(&self, id: &str, state: &AccountState) {
-        let versions = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let replaceable = doc! {
             "_id": id,
             "$or": [
                 { "format": { "$ne": FORMAT } },
                 {
-                    "version": { "$lte": versions(state.version) },
-                    "credits_version": { "$lte": versions(state.credits_version) },
+                    "version": { "$lte": to_i64(state.version) },
+                    "credits_version": { "$lte": to_i64(state.credits_version) },
                 },
             ],
         };
