@@ -13,7 +13,9 @@ pub mod domain;
 pub mod envelope;
 pub mod identity;
 pub mod ledger;
+pub mod units;
 
 pub use chain::{ChainBreak, ChainBreakKind, ChainVerifier};
 pub use domain::{DomainEvent, EventTypeError};
 pub use envelope::{EventEnvelope, EventMetadata, NewEvent, GENESIS_HASH};
+pub use units::Units;
