@@ -11,7 +11,7 @@
 //! and exact; its cost is one sequential read of the `events` collection per process start, in
 //! the background (the service serves meanwhile; violations in the history are counted again
 //! by the new process): the subscription reads in batches of 1,000, the checker itself is a few
-//! hash-map updates per event (README, "Invariants at every position").
+//! hash-map updates per event (figures: ARCHITECTURE.md, "Invariants at every position").
 //!
 //! Rules it keeps:
 //! - the subscription is polled by a task of its own (`SubscriptionFeed`), per the rule in

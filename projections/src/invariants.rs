@@ -268,26 +268,17 @@ fn plain_decimal(text: &str) -> Option<String> {
 /// text (a `Decimal` rounds past 28 decimals), else from the decoded `Decimal`.
 fn exact_amount(event: &EventEnvelope, decoded: Decimal) -> Result<Units, String> {
     let raw = event.payload.get("amount");
-    match raw.and_then(|v| v.as_str()) {
-        Some(text) => match plain_decimal(text) {
-            Some(plain) => plain.parse::<Units>().map_err(|_| {
-                format!(
-                    "amount {text} cannot be held exactly (at most 18 decimals, within ±1.7e20)"
-                )
-            }),
-            None => Units::from_decimal(decoded).ok_or_else(|| {
-                format!(
-                    "amount {text} cannot be held exactly (at most 18 decimals, within ±1.7e20)"
-                )
-            }),
-        },
-        None => Units::from_decimal(decoded).ok_or_else(|| {
-            format!(
-                "amount {} cannot be held exactly (at most 18 decimals, within ±1.7e20)",
-                raw.map(|v| v.to_string()).unwrap_or_default()
-            )
-        }),
-    }
+    let exact = match raw.and_then(|v| v.as_str()).and_then(plain_decimal) {
+        Some(plain) => plain.parse::<Units>().ok(),
+        None => Units::from_decimal(decoded),
+    };
+    exact.ok_or_else(|| {
+        let text = match raw {
+            Some(serde_json::Value::String(text)) => text.clone(),
+            other => other.map(|v| v.to_string()).unwrap_or_default(),
+        };
+        format!("amount {text} cannot be held exactly (at most 18 decimals, within ±1.7e20)")
+    })
 }
 
 fn decode<T: DomainEvent>(event: &EventEnvelope, found: &mut Found<'_>) -> Option<T> {
