@@ -7,6 +7,7 @@ mod auth_fuzz;
 mod auth_limits;
 mod auth_tokens;
 mod event_store;
+mod faults_http;
 mod helpers;
 mod history;
 mod http_operations;
