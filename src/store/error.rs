@@ -116,7 +116,7 @@ const UNAVAILABLE_LABELS: &[&str] = &[
 
 /// Whether a MongoDB driver error means "unavailable for now" (see
 /// [`StoreError::is_unavailable`]): by its kind (server selection failed, I/O error, the
-/// connection pool was cleared, DNS), its labels, or the server's code — of the command, of a
+/// connection pool was cleared, DNS, the client shut down), its labels, or the server's code — of the command, of a
 /// write concern error, or of a write error. Anything else (a duplicate key, a validation
 /// failure, a bad query, authorization, malformed BSON) is a bug or a misconfiguration.
 pub fn is_unavailable(error: &mongodb::error::Error) -> bool {
@@ -129,7 +129,9 @@ pub fn is_unavailable(error: &mongodb::error::Error) -> bool {
         ErrorKind::ServerSelection { .. }
         | ErrorKind::Io(_)
         | ErrorKind::ConnectionPoolCleared { .. }
-        | ErrorKind::DnsResolve { .. } => true,
+        | ErrorKind::DnsResolve { .. }
+        // The client was shut down: the process is stopping.
+        | ErrorKind::Shutdown => true,
         ErrorKind::Command(e) => code(&e.code),
         ErrorKind::Write(WriteFailure::WriteConcernError(e)) => code(&e.code),
         ErrorKind::Write(WriteFailure::WriteError(e)) => code(&e.code),

@@ -209,6 +209,10 @@ fn command_id(body: &Value) -> String {
 
 /// The service on the shared test mongod, with a MongoDB client named for this test only.
 async fn faulty_app(prefix: &str) -> (TestDb, String, String) {
+    faulty_app_with(prefix, &[]).await
+}
+
+async fn faulty_app_with(prefix: &str, overrides: &[(&str, &str)]) -> (TestDb, String, String) {
     let t = TestDb::new(prefix).await;
     let app_name = format!("cv-{}", t.name);
     // A short heartbeat: after "shutting down" errors the driver forgets the server until its
@@ -217,7 +221,9 @@ async fn faulty_app(prefix: &str) -> (TestDb, String, String) {
         &mongo_url(),
         &format!("appName={app_name}&heartbeatFrequencyMS=500"),
     );
-    let base = spawn_app(&t, &[("MONGO_URL", url.as_str())]).await;
+    let mut overrides = overrides.to_vec();
+    overrides.push(("MONGO_URL", url.as_str()));
+    let base = spawn_app(&t, &overrides).await;
     (t, base, app_name)
 }
 
@@ -659,6 +665,67 @@ async fn a_retry_after_a_fault_that_also_failed_the_clean_up_is_not_stuck() {
     t.drop_database().await;
 }
 
+/// A keyed deposit whose commit is held up past `REQUEST_TIMEOUT_SECS`: the client gets 503
+/// `timeout` (with `Retry-After`) while the commit goes on and succeeds. The handler was cut
+/// off, yet its key is not left "in progress": the retry runs, recognises the committed
+/// deposit, and answers 201 with it — one event in the log.
+#[tokio::test]
+async fn a_write_cut_off_by_the_request_timeout_frees_its_key_and_its_retry_applies_once() {
+    let (t, base, app_name) =
+        faulty_app_with("faults_cutoff", &[("REQUEST_TIMEOUT_SECS", "2")]).await;
+    let alice = signed_up(&base, "alice@example.com").await;
+    until_ready(&base, Duration::from_secs(10)).await;
+    let before = event_count(&t).await;
+    let deposit = Call::keyed(
+        "deposit",
+        &alice,
+        "/api/wallet/deposits",
+        json!({ "asset": "USD", "amount": "9.00" }),
+    );
+    fail(
+        &t,
+        &app_name,
+        doc! { "failCommands": ["commitTransaction"], "blockConnection": true,
+        "blockTimeMS": 3000_i32 },
+    )
+    .await;
+    let cut_off = deposit.send(&base).await;
+    heal(&t).await;
+    assert_eq!(
+        cut_off.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        cut_off.body
+    );
+    assert_eq!(cut_off.body["error"]["code"], "timeout", "{}", cut_off.body);
+    assert!(
+        cut_off.retry_after.is_some(),
+        "503 timeout without Retry-After"
+    );
+    // The held-up commit goes through after all.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while event_count(&t).await == before {
+        assert!(Instant::now() < deadline, "the held-up commit never landed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let started = Instant::now();
+    let retry = deposit.send(&base).await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{}", retry.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the retry waited {:?} for a request that had been cut off",
+        started.elapsed()
+    );
+    let id = command_id(&retry.body);
+    assert_eq!(events_of(&t, &id).await, vec!["FundsDeposited".to_owned()]);
+    assert_eq!(event_count(&t).await, before + 1, "applied once");
+    let again = deposit.send(&base).await;
+    assert!(again.replayed);
+    assert_eq!(again.body, retry.body);
+    t.drop_database().await;
+}
+
 /// Runs `scripts/mongo.sh` for a private node on `port`, so stopping it disturbs no other test.
 fn private_mongo(command: &str, port: u16) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mongo.sh");
@@ -675,6 +742,19 @@ fn private_mongo(command: &str, port: u16) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// Stops the private node when the test ends, also when it fails half-way.
+struct StopOnDrop(u16);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mongo.sh");
+        let _ = std::process::Command::new(script)
+            .arg("stop")
+            .env("CV_MONGO_PORT", self.0.to_string())
+            .output();
+    }
+}
+
 /// MongoDB really gone (its only node stopped): every route family and `/ready` answer 503
 /// with `Retry-After` within the server-selection timeout; once the node is back, the same
 /// requests succeed and a keyed deposit refused meanwhile is applied exactly once.
@@ -684,6 +764,7 @@ async fn with_mongod_gone_requests_answer_503_and_succeed_once_it_is_back() {
     let url = tokio::task::spawn_blocking(|| private_mongo("start", PORT))
         .await
         .unwrap();
+    let _node = StopOnDrop(PORT);
     let t = TestDb {
         client: mongodb::Client::with_uri_str(&url).await.unwrap(),
         name: format!("t_gone_{}", &Uuid::new_v4().simple().to_string()[..12]),
@@ -764,7 +845,4 @@ async fn with_mongod_gone_requests_answer_503_and_succeed_once_it_is_back() {
         }
     }
     t.db().drop().await.unwrap();
-    tokio::task::spawn_blocking(|| private_mongo("stop", PORT))
-        .await
-        .unwrap();
 }
