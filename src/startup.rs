@@ -78,13 +78,18 @@ pub async fn identity(
     Ok(Identity::new(store, sessions, tokens, settings))
 }
 
-/// Connects to MongoDB with the settings' URL. Fails fast (5 s) if no server answers.
+/// Connects to MongoDB with the settings' URL. Fails fast (5 s, unless the URL says otherwise)
+/// if no server answers.
 pub async fn connect(settings: &StoreSettings) -> anyhow::Result<Client> {
     let mut options = mongodb::options::ClientOptions::parse(&settings.mongo_url)
         .await
         .context("MONGO_URL is not a valid MongoDB connection string")?;
-    options.app_name = Some("cryptovault".into());
-    options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
+    // The URL's `appName` and `serverSelectionTimeoutMS` win (the fault tests name the
+    // service's client to aim fail points at it, and shorten the wait for a gone server).
+    options.app_name.get_or_insert_with(|| "cryptovault".into());
+    options
+        .server_selection_timeout
+        .get_or_insert(std::time::Duration::from_secs(5));
     options.max_pool_size = Some(64);
     crate::mongo_monitor::install(&mut options);
     let client = Client::with_options(options).context("MONGO_URL")?;

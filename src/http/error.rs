@@ -1,6 +1,12 @@
 //! The one error type of the HTTP layer and its mapping to status codes and the error shape
 //! `{"error":{"code","message","request_id"}}` (PRODUCT.md §4). Each variant documents its
 //! status and code. Internal causes are logged, never shown to clients.
+//!
+//! Failures of MongoDB that pass (unreachable, an election, a dropped connection, a lock or
+//! write conflict, an aborted transaction) are 503 `unavailable` with `Retry-After`, on every
+//! route: every cause that reaches [`ApiError`] through `anyhow` (the ledger, identity, the
+//! handlers' own reads) goes through `From<anyhow::Error>`, which walks its source chain with
+//! [`error_chain_is_unavailable`]. Only what is left is 500 `internal_error`: a bug.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,6 +18,14 @@ use crate::identity::domain::InvalidInput;
 use crate::identity::IdentityError;
 use crate::ledger::account::Refusal;
 use crate::ledger::service::LedgerError;
+use crate::store::error::error_chain_is_unavailable;
+use crate::store::StoreError;
+
+/// `Retry-After` (seconds) of a 503 `unavailable`: long enough for a dropped connection or a
+/// conflict to pass, short against an election (about 10 s), which a client simply retries.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
+/// `Retry-After` (seconds) of a 503 `projection_lag`.
+pub const PROJECTION_LAG_RETRY_AFTER_SECS: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -51,7 +65,8 @@ pub enum ApiError {
     /// 409 `idempotency_conflict`: the Idempotency-Key was used with a different request.
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyConflict,
-    /// 503 `projection_lag`: a read waited for `min_position` longer than allowed.
+    /// 503 `projection_lag`, with `Retry-After`: a read waited for `min_position` longer than
+    /// allowed.
     #[error("the read model has not reached position {0} yet; retry shortly")]
     ProjectionLag(u64),
     /// 409 `invalid_state`: the operation makes no sense in the current state.
@@ -66,12 +81,14 @@ pub enum ApiError {
     /// 429 `rate_limited`, with `Retry-After`.
     #[error("too many requests; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
-    /// 503 `unavailable`: a dependency (MongoDB) does not answer.
+    /// 503 `unavailable`, with `Retry-After`: MongoDB does not answer or fails in a way that
+    /// passes (see the module docs). Built from a cause by `From<anyhow::Error>`.
     #[error("{0}")]
     Unavailable(String),
-    /// 500 `internal_error`: the cause is logged with the request id, the client sees neither.
+    /// 500 `internal_error`: a bug. The cause is logged with the request id, the client sees
+    /// neither. Built only by `From<anyhow::Error>`, which sorts out the unavailable causes.
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
 }
 
 impl ApiError {
@@ -103,6 +120,35 @@ impl ApiError {
     }
 }
 
+impl From<anyhow::Error> for ApiError {
+    /// The one place a failure cause becomes a status: 503 `unavailable` when anything in its
+    /// chain is a MongoDB or store failure that passes, else 500 `internal_error`.
+    fn from(cause: anyhow::Error) -> Self {
+        if error_chain_is_unavailable(cause.as_ref()) {
+            tracing::warn!(error = %format!("{cause:#}"), "mongodb unavailable; answering 503");
+            Self::Unavailable(
+                "the database is not available right now; retry shortly (a write retried with \
+                 the same Idempotency-Key is applied at most once)"
+                    .into(),
+            )
+        } else {
+            Self::Internal(cause)
+        }
+    }
+}
+
+impl From<mongodb::error::Error> for ApiError {
+    fn from(e: mongodb::error::Error) -> Self {
+        anyhow::Error::from(e).into()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        anyhow::Error::from(e).into()
+    }
+}
+
 impl From<InvalidInput> for ApiError {
     fn from(e: InvalidInput) -> Self {
         Self::Validation {
@@ -129,7 +175,7 @@ impl From<IdentityError> for ApiError {
             },
             IdentityError::InvalidState(_) => Self::InvalidState(message),
             IdentityError::UnknownUser => Self::NotFound(message),
-            IdentityError::Internal(cause) => Self::Internal(cause),
+            IdentityError::Internal(cause) => cause.into(),
         }
     }
 }
@@ -148,7 +194,7 @@ impl From<LedgerError> for ApiError {
                 field: "to_email".into(),
                 message,
             },
-            LedgerError::Internal(cause) => Self::Internal(cause),
+            LedgerError::Internal(cause) => cause.into(),
         }
     }
 }
@@ -174,15 +220,19 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut response = error_response(status, code, &message);
-        if let Self::AccountLocked {
-            retry_after_secs, ..
-        }
-        | Self::RateLimited { retry_after_secs } = self
-        {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after_secs.max(1)),
-            );
+        let retry_after = match self {
+            Self::AccountLocked {
+                retry_after_secs, ..
+            }
+            | Self::RateLimited { retry_after_secs } => Some(retry_after_secs),
+            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            Self::ProjectionLag(_) => Some(PROJECTION_LAG_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response
     }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::idempotency::{request_hash, valid_key, Begin};
+use crate::idempotency::{request_hash, valid_key, Begin, IdempotencyKeys};
 use crate::ledger::service::CommandIds;
 use crate::startup::AppState;
 
@@ -42,7 +42,8 @@ where
     let hash = request_hash("POST", route, body);
     let keys = &state.idempotency;
     match keys.begin(user, &key, &hash).await {
-        Err(error) => ApiError::Internal(error.into()).into_response(),
+        // MongoDB failing is 503 `unavailable` (ApiError's mapping); the key is left free.
+        Err(error) => ApiError::from(error).into_response(),
         Ok(Begin::Mismatch) => ApiError::IdempotencyConflict.into_response(),
         Ok(Begin::InProgress) => {
             ApiError::Conflict("a request with this Idempotency-Key is still in progress".into())
@@ -57,25 +58,54 @@ where
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             response
         }
-        Ok(Begin::Run) => {
+        Ok(Begin::Run(attempt)) => {
+            let mut pending = Pending {
+                keys,
+                user,
+                key: &key,
+                attempt,
+                settled: false,
+            };
             let result = run(CommandIds::from_key(user, &key)).await;
             let stored = match &result {
                 Ok((status, body)) => Some((status.as_u16(), body.to_string())),
                 Err(error) if error.status().is_client_error() => {
                     // Keep the refusal too: the same request gets the same answer.
-                    let response = answer_ref(error);
-                    Some((response.0, response.1))
+                    Some(answer_ref(error))
                 }
+                // A server error (503 unavailable included): the retry runs it again.
                 Err(_) => None,
             };
-            let saved = match stored {
-                Some((status, body)) => keys.finish(user, &key, status, &body).await,
-                None => keys.abandon(user, &key).await,
+            let saved = match &stored {
+                Some((status, body)) => keys.finish(user, &key, attempt, *status, body).await,
+                None => keys.abandon(user, &key, attempt).await,
             };
             if let Err(error) = saved {
-                tracing::error!(%error, "could not store the idempotency record");
+                tracing::warn!(%error, "could not settle the idempotency record; retrying in the background");
+                keys.settle_in_background(user, &key, attempt, stored);
             }
+            pending.settled = true;
             answer(result)
+        }
+    }
+}
+
+/// A keyed run in progress. Dropped before it is settled (the request timed out, or the client
+/// went away and the handler was cancelled), it abandons its record in the background, so the
+/// key is not held until the record goes stale.
+struct Pending<'a> {
+    keys: &'a IdempotencyKeys,
+    user: Uuid,
+    key: &'a str,
+    attempt: Uuid,
+    settled: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.keys
+                .settle_in_background(self.user, self.key, self.attempt, None);
         }
     }
 }

@@ -90,12 +90,17 @@ async fn request_timeout(State(limit): State<Duration>, request: Request, next: 
         Ok(response) => response,
         Err(_) => {
             tracing::error!(%method, %path, limit_secs = limit.as_secs_f64(), "request timed out");
-            error::error_response(
+            let mut response = error::error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
                 "the request took too long and was abandoned; it may or may not have taken effect, \
                  retry with the same Idempotency-Key",
-            )
+            );
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(error::UNAVAILABLE_RETRY_AFTER_SECS),
+            );
+            response
         }
     }
 }

@@ -457,9 +457,12 @@ impl Identity {
                 Err(other) => return Err(IdentityError::Internal(other.into())),
             }
         }
-        Err(IdentityError::Internal(anyhow::anyhow!(
-            "user {user_id} kept changing concurrently; gave up after {CONFLICT_RETRIES} attempts"
-        )))
+        // Contention that outlasts the retries passes: 503 `unavailable`, not a bug.
+        Err(crate::store::StoreError::RetriesExhausted {
+            attempts: CONFLICT_RETRIES as u32,
+            last: format!("user {user_id} kept changing concurrently"),
+        }
+        .into())
     }
 
     async fn issue_session(

@@ -357,9 +357,11 @@ impl Ledger {
                 Err(other) => return Err(LedgerError::Internal(other.into())),
             }
         }
-        Err(LedgerError::Internal(anyhow::anyhow!(
-            "account kept changing concurrently; gave up after {MAX_ATTEMPTS} attempts"
-        )))
+        // A hot account contended from several processes: passing, so 503 and a retry.
+        Err(LedgerError::from(StoreError::RetriesExhausted {
+            attempts: MAX_ATTEMPTS as u32,
+            last: "the account kept changing concurrently".into(),
+        }))
     }
 
     pub async fn deposit(

@@ -323,11 +323,15 @@ impl Writer {
             }
             Err(error) => {
                 let message = error.to_string();
-                tracing::error!(error = %message, batches = group.batches.len(), "group commit failed");
+                let passing = error.is_unavailable();
+                tracing::error!(error = %message, passing, batches = group.batches.len(), "group commit failed");
                 for reply in group.replies {
-                    let _ = reply.send(Err(AppendError::Store(StoreError::Unavailable(
-                        message.clone(),
-                    ))));
+                    let error = if passing {
+                        StoreError::Unavailable(message.clone())
+                    } else {
+                        StoreError::CommitFailed(message.clone())
+                    };
+                    let _ = reply.send(Err(AppendError::Store(error)));
                 }
             }
         }

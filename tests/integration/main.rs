@@ -8,6 +8,7 @@ mod auth_limits;
 mod auth_tokens;
 mod cross_instance;
 mod event_store;
+mod faults_http;
 mod helpers;
 mod history;
 mod http_operations;
