@@ -11,6 +11,8 @@ use cryptovault_events::ledger::{
 use cryptovault_events::{DomainEvent, EventEnvelope};
 use rust_decimal::Decimal;
 use serde::Serialize;
+
+use crate::store::ExpectedVersion;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -63,6 +65,9 @@ pub struct AccountState {
     /// Version of the last folded event of the `account-…` stream (0: none): the expected
     /// version of the next debit.
     pub version: u64,
+    /// Id of the event at `version`, when known (a state started from a snapshot does not know
+    /// it until it folds an event). See [`AccountState::expected_version`].
+    pub last_event: Option<Uuid>,
     /// Version of the last folded event of the `credits-…` stream (0: none).
     pub credits_version: u64,
 }
@@ -97,7 +102,22 @@ impl AccountState {
             held: Decimal::ZERO,
             withdrawals: HashMap::new(),
             version: 0,
+            last_event: None,
             credits_version: 0,
+        }
+    }
+
+    /// The expectation a debit decided on this state appends with: the last folded event of the
+    /// `account-…` stream by id and version. A cached state may include batches this process
+    /// has queued but not committed; naming the event makes a decision behind a batch that
+    /// fails conflict, even if another writer's event took that version meanwhile. A bare
+    /// version is used only when the id is unknown, i.e. the state came from a snapshot — a
+    /// fold of committed events, whose versions never change meaning.
+    pub fn expected_version(&self) -> ExpectedVersion {
+        match (self.version, self.last_event) {
+            (0, _) => ExpectedVersion::NoStream,
+            (version, Some(event_id)) => ExpectedVersion::Event { version, event_id },
+            (version, None) => ExpectedVersion::Exact(version),
         }
     }
 
@@ -120,6 +140,7 @@ impl AccountState {
             self.credits_version = event.stream_version;
         } else {
             self.version = event.stream_version;
+            self.last_event = Some(event.event_id);
         }
         if let Ok(e) = FundsDeposited::from_envelope(event) {
             self.available += e.amount;

@@ -61,10 +61,13 @@ impl AccountLoader {
         user_id: Uuid,
         asset: &str,
     ) -> Result<AccountState, StoreError> {
-        let committed_only = cached.is_none();
-        let mut state = match cached {
-            Some(state) => state,
-            None => self.snapshot_or_empty(stream, user_id, asset).await,
+        let (mut state, committed_only) = match cached {
+            Some(state) if self.follows_log(&state).await? => (state, false),
+            Some(_) => {
+                metrics::counter!("ledger_cache_diverged_total").increment(1);
+                (self.snapshot_or_empty(stream, user_id, asset).await, true)
+            }
+            None => (self.snapshot_or_empty(stream, user_id, asset).await, true),
         };
         let folded = self.fold_new_events(&mut state).await?;
         metrics::counter!("ledger_account_events_folded_total").increment(folded);
@@ -102,6 +105,27 @@ impl AccountLoader {
         state
     }
 
+    /// Whether `state`'s last folded event of the `account-…` stream is the stored event at its
+    /// version. A cached state runs ahead of the log by the batches this process has queued;
+    /// until they commit — or when one failed and another writer's event took its version —
+    /// extending it by the events that follow would fold a history that never existed, and a
+    /// decision on it would name a real event as its expectation. Such a state is replaced by
+    /// a fold of committed events. Every account-stream append names the event it follows
+    /// ([`AccountState::expected_version`]), so a cached state whose last event is in the log
+    /// agrees with the log up to it.
+    async fn follows_log(&self, state: &AccountState) -> Result<bool, StoreError> {
+        if state.version == 0 {
+            return Ok(true);
+        }
+        let found = self
+            .store
+            .read_stream(&account_stream(state.user_id, &state.asset), state.version, 1)
+            .await?;
+        Ok(found.first().is_some_and(|e| {
+            e.stream_version == state.version && state.last_event.is_none_or(|id| id == e.event_id)
+        }))
+    }
+
     /// Whether the last events `state` has folded (one per stream) are in the log.
     async fn events_exist(&self, state: &AccountState) -> bool {
         let exists = |stream: String, version: u64| async move {
@@ -113,7 +137,7 @@ impl AccountLoader {
                     .is_ok_and(|found| found.first().is_some_and(|e| e.stream_version == version))
         };
         let (debits, credits) = tokio::join!(
-            exists(account_stream(state.user_id, &state.asset), state.version),
+            async { self.follows_log(state).await.unwrap_or(false) },
             exists(
                 credits_stream(state.user_id, &state.asset),
                 state.credits_version

@@ -206,17 +206,15 @@ impl Ledger {
         let Some(stream) = batch.streams.iter().find(|s| s.stream_id == account) else {
             return;
         };
-        let ExpectedVersion::Exact(expected) = stream.expected else {
-            return;
-        };
         let mut cache = self.cache.lock().expect("cache poisoned");
         let Some(state) = cache.get_mut(account) else {
             return;
         };
-        if state.version != expected {
+        if state.expected_version() != stream.expected {
             cache.remove(account);
             return;
         }
+        let expected = state.version;
         for (offset, event) in (1..).zip(&stream.events) {
             state.apply(&queued_envelope(event, account, expected + offset));
         }
@@ -408,7 +406,7 @@ impl Ledger {
             };
             let batch = AppendBatch::single(
                 account_stream(user_id, asset),
-                ExpectedVersion::Exact(account.version),
+                account.expected_version(),
                 vec![new_event(&event, ids.event_id(0), metadata)],
             )
             .with(
@@ -454,7 +452,7 @@ impl Ledger {
             let event = decide(&account)?;
             let batch = AppendBatch::single(
                 account_stream(user_id, asset),
-                ExpectedVersion::Exact(account.version),
+                account.expected_version(),
                 vec![new_event(&event, ids.event_id(0), metadata)],
             );
             Ok((event, batch))
@@ -485,7 +483,7 @@ impl Ledger {
             let (sent, received) = account.transfer(ids.entity_id, to, amount, note.clone())?;
             let batch = AppendBatch::single(
                 account_stream(from, asset),
-                ExpectedVersion::Exact(account.version),
+                account.expected_version(),
                 vec![new_event(&sent, ids.event_id(0), metadata)],
             )
             .with(

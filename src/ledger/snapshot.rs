@@ -44,6 +44,7 @@ pub fn encode(id: &str, state: &AccountState) -> Document {
             })
             .collect::<Vec<_>>(),
         "version": to_i64(state.version),
+        "last_event": state.last_event.map(|id| id.to_string()),
         "credits_version": to_i64(state.credits_version),
     }
 }
@@ -96,6 +97,14 @@ pub fn decode(snapshot: &Document, user_id: Uuid, asset: &str) -> Result<Account
         held: decimal(snapshot.get_str("held").ok(), "held")?,
         withdrawals,
         version: version("version")?,
+        // Optional: a state without it appends with a bare version, sound for committed folds.
+        last_event: match snapshot.get("last_event") {
+            None | Some(Bson::Null) => None,
+            Some(Bson::String(id)) => {
+                Some(Uuid::parse_str(id).map_err(|_| "last_event: not a UUID string")?)
+            }
+            Some(_) => return Err("last_event: not a UUID string".into()),
+        },
         credits_version: version("credits_version")?,
     })
 }
@@ -132,6 +141,7 @@ mod tests {
             );
         }
         state.version = 7;
+        state.last_event = Some(Uuid::now_v7());
         state.credits_version = 1_000_003;
         state
     }

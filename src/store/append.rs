@@ -7,7 +7,7 @@ use cryptovault_events::NewEvent;
 use serde::Serialize;
 use uuid::Uuid;
 
-/// What the caller believes about a stream's current version.
+/// What the caller believes about a stream's current state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "version")]
 pub enum ExpectedVersion {
@@ -16,16 +16,39 @@ pub enum ExpectedVersion {
     /// The stream must have no events yet.
     NoStream,
     /// The stream's last event must have exactly this version (1-based; 0 means "no events").
+    /// Sound only for a state folded from *committed* events: the event at a committed version
+    /// never changes, so the number names it.
     Exact(u64),
+    /// The stream's last event must be `event_id`, at `version`. For a decision on a state that
+    /// includes events not yet committed (batches queued ahead of it): if one of those fails and
+    /// another writer's event takes its version, a bare version number would match that other
+    /// event and commit on a state that never existed; the event id does not match.
+    Event { version: u64, event_id: Uuid },
+    /// The stream must hold fewer than this many events (a bound on how much an account can be
+    /// credited; checked atomically like any expectation).
+    FewerThan(u64),
+}
+
+/// The current state of a stream as far as expectations go: its version and last event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamTip {
+    /// Version of the last event (0: no events).
+    pub version: u64,
+    /// Id of the event at `version` (`None` when the stream is empty).
+    pub last_event: Option<Uuid>,
 }
 
 impl ExpectedVersion {
-    /// Whether a stream whose current version is `actual` satisfies this expectation.
-    pub fn admits(self, actual: u64) -> bool {
+    /// Whether a stream whose current state is `actual` satisfies this expectation.
+    pub fn admits(self, actual: StreamTip) -> bool {
         match self {
             Self::Any => true,
-            Self::NoStream => actual == 0,
-            Self::Exact(expected) => expected == actual,
+            Self::NoStream => actual.version == 0,
+            Self::Exact(version) => version == actual.version,
+            Self::Event { version, event_id } => {
+                version == actual.version && actual.last_event == Some(event_id)
+            }
+            Self::FewerThan(limit) => actual.version < limit,
         }
     }
 }
@@ -35,7 +58,9 @@ impl std::fmt::Display for ExpectedVersion {
         match self {
             Self::Any => f.write_str("any"),
             Self::NoStream => f.write_str("no stream"),
-            Self::Exact(v) => write!(f, "{v}"),
+            Self::Exact(version) => write!(f, "{version}"),
+            Self::Event { version, event_id } => write!(f, "{version} (event {event_id})"),
+            Self::FewerThan(limit) => write!(f, "fewer than {limit} events"),
         }
     }
 }

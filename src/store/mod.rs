@@ -34,7 +34,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use cryptovault_events::EventEnvelope;
 
-pub use append::{AppendBatch, AppendResult, AppendedEvent, ExpectedVersion, StreamAppend};
+pub use append::{
+    AppendBatch, AppendResult, AppendedEvent, ExpectedVersion, StreamAppend, StreamTip,
+};
 pub use error::{AppendError, StoreError};
 pub use verify::VerifyReport;
 

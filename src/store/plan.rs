@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use cryptovault_events::EventEnvelope;
 use uuid::Uuid;
 
-use super::append::{AppendBatch, AppendResult, AppendedEvent};
+use super::append::{AppendBatch, AppendResult, AppendedEvent, StreamTip};
 use super::error::AppendError;
 
 /// The last event of the log: position 0 and the genesis hash when the log is empty.
@@ -25,8 +25,8 @@ pub struct Head {
 pub struct StoredState {
     /// Stored events among the submitted ids.
     pub existing: HashMap<Uuid, AppendedEvent>,
-    /// Current version of each touched stream; absent means the stream has no events.
-    pub versions: HashMap<String, u64>,
+    /// Current version and last event of each touched stream; absent means no events.
+    pub versions: HashMap<String, StreamTip>,
 }
 
 /// What to write and what to answer.
@@ -36,8 +36,8 @@ pub struct GroupPlan {
     pub outcomes: Vec<Result<AppendResult, AppendError>>,
     /// Sealed events to insert, in position order, continuing the chain from the old head.
     pub envelopes: Vec<EventEnvelope>,
-    /// New version of every stream that receives events.
-    pub stream_versions: BTreeMap<String, u64>,
+    /// New version and last event of every stream that receives events.
+    pub stream_versions: BTreeMap<String, StreamTip>,
     /// The head after the inserts.
     pub head: Head,
 }
@@ -66,32 +66,33 @@ pub fn plan_group(head: Head, stored: StoredState, batches: &[AppendBatch]) -> G
 fn plan_batch(
     batch: &AppendBatch,
     existing: &mut HashMap<Uuid, AppendedEvent>,
-    versions: &mut HashMap<String, u64>,
+    versions: &mut HashMap<String, StreamTip>,
     plan: &mut GroupPlan,
 ) -> Result<AppendResult, AppendError> {
     if let Some(result) = already_appended(batch, existing)? {
         return Ok(result);
     }
     for stream in &batch.streams {
-        let actual = versions.get(&stream.stream_id).copied().unwrap_or(0);
+        let actual = versions.get(&stream.stream_id).copied().unwrap_or_default();
         if !stream.expected.admits(actual) {
             return Err(AppendError::Conflict {
                 stream_id: stream.stream_id.clone(),
                 expected: stream.expected,
-                actual,
+                actual: actual.version,
             });
         }
     }
     let mut appended = Vec::with_capacity(batch.event_count());
     for stream in &batch.streams {
-        let version = versions.entry(stream.stream_id.clone()).or_insert(0);
+        let tip = versions.entry(stream.stream_id.clone()).or_default();
         for event in &stream.events {
-            *version += 1;
+            tip.version += 1;
+            tip.last_event = Some(event.event_id);
             plan.head.position += 1;
             let envelope = EventEnvelope::seal(
                 event.clone(),
                 stream.stream_id.clone(),
-                *version,
+                tip.version,
                 plan.head.position,
                 std::mem::take(&mut plan.head.hash),
             );
@@ -106,8 +107,7 @@ fn plan_batch(
             appended.push(placed);
             plan.envelopes.push(envelope);
         }
-        plan.stream_versions
-            .insert(stream.stream_id.clone(), *version);
+        plan.stream_versions.insert(stream.stream_id.clone(), *tip);
     }
     Ok(AppendResult {
         events: appended,
@@ -241,7 +241,15 @@ mod tests {
                     )
                 })
                 .collect();
-            let versions = (0..4).map(|i| (format!("s{i}"), round)).collect();
+            let versions = (0..4)
+                .map(|i| {
+                    let tip = StreamTip {
+                        version: round,
+                        last_event: (round > 0).then(Uuid::now_v7),
+                    };
+                    (format!("s{i}"), tip)
+                })
+                .collect();
             let plan = plan_group(
                 head.clone(),
                 StoredState {
@@ -258,5 +266,81 @@ mod tests {
         }
         assert_eq!(verifier.verified(), 12);
         verifier.finish(head.position, &head.hash).unwrap();
+    }
+
+    /// The cross-instance double spend: this process queued `first` (expecting version 1) and
+    /// decided `second` on the state `first` leaves, expecting version 2. Another process's
+    /// event took version 2 meanwhile. `first` conflicts; `second` must not commit on a state
+    /// that never existed — with a bare version number it did.
+    #[test]
+    fn a_batch_decided_behind_a_failed_one_does_not_match_another_writers_event() {
+        let mine = event();
+        let first = AppendBatch::single(
+            "account",
+            ExpectedVersion::Event {
+                version: 1,
+                event_id: Uuid::from_u128(1),
+            },
+            vec![mine.clone()],
+        );
+        let second = AppendBatch::single(
+            "account",
+            ExpectedVersion::Event {
+                version: 2,
+                event_id: mine.event_id,
+            },
+            vec![event()],
+        );
+        let others = StreamTip {
+            version: 2,
+            last_event: Some(Uuid::from_u128(2)),
+        };
+        let stored = StoredState {
+            existing: HashMap::new(),
+            versions: HashMap::from([("account".to_owned(), others)]),
+        };
+        let plan = plan_group(empty_head(), stored, &[first.clone(), second.clone()]);
+        assert!(
+            plan.outcomes.iter().all(Result::is_err),
+            "{:?}",
+            plan.outcomes
+        );
+        assert!(plan.envelopes.is_empty());
+
+        // When `first` is in the log, `second` commits behind it, also in the same group.
+        let stored = StoredState {
+            existing: HashMap::new(),
+            versions: HashMap::from([(
+                "account".to_owned(),
+                StreamTip {
+                    version: 1,
+                    last_event: Some(Uuid::from_u128(1)),
+                },
+            )]),
+        };
+        let plan = plan_group(empty_head(), stored, &[first, second]);
+        assert!(
+            plan.outcomes.iter().all(Result::is_ok),
+            "{:?}",
+            plan.outcomes
+        );
+        assert_eq!(plan.stream_versions["account"].version, 3);
+    }
+
+    #[test]
+    fn fewer_than_bounds_a_stream() {
+        let batch = |limit| {
+            AppendBatch::single("credits", ExpectedVersion::FewerThan(limit), vec![event()])
+        };
+        let plan = plan_group(
+            empty_head(),
+            StoredState::default(),
+            &[batch(2), batch(2), batch(2)],
+        );
+        assert!(plan.outcomes[0].is_ok() && plan.outcomes[1].is_ok());
+        assert!(matches!(
+            plan.outcomes[2],
+            Err(AppendError::Conflict { actual: 2, .. })
+        ));
     }
 }

@@ -7,7 +7,7 @@ use bson::{doc, Bson, Document};
 use mongodb::{ClientSession, Collection};
 use uuid::Uuid;
 
-use super::append::{AppendBatch, AppendedEvent};
+use super::append::{AppendBatch, AppendedEvent, StreamTip};
 use super::error::StoreError;
 use super::plan::{Head, StoredState};
 use super::schema::{head_of_slots, HEAD_SLOTS};
@@ -28,11 +28,11 @@ pub async fn read_head(
     head_of_slots(&slots)
 }
 
-/// Stream versions (cached unless `from_database`) and, when `from_database`, the stored
-/// events among the submitted ids.
+/// Stream tips — version and last event id — (cached unless `from_database`) and, when
+/// `from_database`, the stored events among the submitted ids.
 pub async fn read_stored_state(
     events: &Collection<Document>,
-    cached_versions: &HashMap<String, u64>,
+    cached_versions: &HashMap<String, StreamTip>,
     s: &mut ClientSession,
     batches: &[AppendBatch],
     from_database: bool,
@@ -41,30 +41,47 @@ pub async fn read_stored_state(
     let mut misses = Vec::new();
     for stream in batches.iter().flat_map(|b| b.streams.iter()) {
         match cached_versions.get(&stream.stream_id) {
-            Some(version) if !from_database => {
-                stored.versions.insert(stream.stream_id.clone(), *version);
+            Some(tip) if !from_database => {
+                stored.versions.insert(stream.stream_id.clone(), *tip);
             }
             _ => misses.push(Bson::String(stream.stream_id.clone())),
         }
     }
     if !misses.is_empty() {
         // The index on (stream_id, stream_version) turns sort + $first into a scan of one
-        // index key per stream.
+        // index key (and one document, for the last event's id) per stream.
         let mut cursor = events
             .aggregate([
                 doc! { "$match": { "stream_id": { "$in": misses } } },
                 doc! { "$sort": { "stream_id": 1, "stream_version": -1 } },
-                doc! { "$group": { "_id": "$stream_id", "version": { "$first": "$stream_version" } } },
+                doc! { "$group": {
+                    "_id": "$stream_id",
+                    "version": { "$first": "$stream_version" },
+                    "last_event": { "$first": "$_id" },
+                } },
             ])
             .session(&mut *s)
             .await?;
         while let Some(found) = cursor.next(&mut *s).await {
             let found = found?;
-            if let (Ok(id), Ok(version)) = (found.get_str("_id"), found.get_i64("version")) {
-                stored
-                    .versions
-                    .insert(id.to_owned(), u64::try_from(version).unwrap_or(0));
-            }
+            let (Ok(id), Ok(version)) = (found.get_str("_id"), found.get_i64("version")) else {
+                continue;
+            };
+            let last_event = found
+                .get_str("last_event")
+                .ok()
+                .and_then(|e| Uuid::parse_str(e).ok())
+                .ok_or_else(|| StoreError::Corrupt {
+                    id: id.to_owned(),
+                    reason: "the stream's last event id is not a UUID string".into(),
+                })?;
+            stored.versions.insert(
+                id.to_owned(),
+                StreamTip {
+                    version: u64::try_from(version).unwrap_or(0),
+                    last_event: Some(last_event),
+                },
+            );
         }
     }
     if from_database {

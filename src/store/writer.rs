@@ -41,7 +41,7 @@ use mongodb::{Client, ClientSession, Collection};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::append::{AppendBatch, AppendResult};
+use super::append::{AppendBatch, AppendResult, StreamTip};
 use super::document::to_document;
 use super::error::{AppendError, StoreError};
 use super::plan::{plan_group, GroupPlan, Head, StoredState};
@@ -95,9 +95,10 @@ pub struct Writer {
     meta: Collection<Document>,
     config: StoreConfig,
     head_tx: watch::Sender<u64>,
-    /// Version of streams as this writer's last planned group leaves them. Possibly stale when
-    /// other processes append to the same streams; see the module docs for why that is safe.
-    versions: HashMap<String, u64>,
+    /// Version and last event of streams as this writer's last planned group leaves them.
+    /// Possibly stale when other processes append to the same streams; see the module docs for
+    /// why that is safe.
+    versions: HashMap<String, StreamTip>,
     /// The head as this writer's last planned group leaves it (`None` when unknown: at start,
     /// after any failure). Stale when another process appended since; the insert detects it.
     head: Option<Head>,
@@ -441,8 +442,8 @@ impl Writer {
         if self.versions.len() + plan.stream_versions.len() > VERSION_CACHE_LIMIT {
             self.versions.clear();
         }
-        for (stream, version) in &plan.stream_versions {
-            self.versions.insert(stream.clone(), *version);
+        for (stream, tip) in &plan.stream_versions {
+            self.versions.insert(stream.clone(), *tip);
         }
     }
 
@@ -507,8 +508,8 @@ impl Writer {
         let head = self.head.clone()?;
         let mut stored = StoredState::default();
         for stream in batches.iter().flat_map(|b| b.streams.iter()) {
-            let version = *self.versions.get(&stream.stream_id)?;
-            stored.versions.insert(stream.stream_id.clone(), version);
+            let tip = *self.versions.get(&stream.stream_id)?;
+            stored.versions.insert(stream.stream_id.clone(), tip);
         }
         let plan = plan_group(head, stored, batches);
         (!plan.envelopes.is_empty() && plan.outcomes.iter().all(Result::is_ok)).then_some(plan)

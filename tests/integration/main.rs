@@ -7,6 +7,7 @@ mod auth_fuzz;
 mod auth_limits;
 mod auth_tokens;
 mod crashed_writer;
+mod cross_instance;
 mod event_store;
 mod helpers;
 mod history;
