@@ -230,3 +230,63 @@ async fn fail_point(
         .run_command(doc! { "configureFailPoint": "failCommand", "mode": mode, "data": data })
         .await
 }
+
+/// The other side of the rule: a writer that is alive but slow (its commit held up for 4 s,
+/// longer than a dead writer's heartbeat may be silent) keeps its transaction. The survivor's
+/// appends wait for it instead of ending its session, and it commits at the positions it
+/// planned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_writer_with_a_slow_commit_is_not_taken_for_dead() {
+    let t = crate::helpers::TestDb::new("slowlive").await;
+    let survivor = t.store().await;
+    append_one(&survivor, 0).await.unwrap();
+    let slow_app = format!("cv-slow-{}", t.name);
+    let slow_client = Client::with_uri_str(format!(
+        "{}&appName={slow_app}",
+        crate::helpers::mongo_url()
+    ))
+    .await
+    .unwrap();
+    let slow = EventStore::open(&slow_client, &t.name, StoreConfig::default())
+        .await
+        .unwrap();
+    fail_point(
+        &t.client,
+        doc! { "times": 1_i32 }.into(),
+        doc! { "failCommands": ["commitTransaction"], "blockConnection": true,
+        "blockTimeMS": 4000_i32, "appName": &slow_app },
+    )
+    .await
+    .expect("fail points need mongod with enableTestCommands (scripts/test.sh starts it so)");
+    let slow_append = tokio::spawn(async move {
+        slow.append(AppendBatch::single(
+            "slow",
+            ExpectedVersion::Any,
+            vec![event("slow", 0)],
+        ))
+        .await
+    });
+    while !commit_blocked(&t.client, &slow_app).await {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    append_one(&survivor, 1)
+        .await
+        .expect("the survivor's append waits for the slow commit");
+    let waited = started.elapsed();
+    let slow_result = slow_append.await.unwrap().expect("the slow writer commits");
+    let _ = fail_point(&t.client, bson::Bson::from("off"), doc! {}).await;
+
+    eprintln!("survivor waited {waited:?} for the live writer's slow commit");
+    // Had the survivor ended the slow writer's session (which the slow writer survives: it
+    // reruns its append), it would have got through after about 1.5 s.
+    assert!(
+        waited > Duration::from_secs(3),
+        "the survivor got through after {waited:?}: it ended a live writer's transaction"
+    );
+    assert_eq!(slow_result.events[0].position, 2, "{slow_result:?}");
+    let log = survivor.read_all(1, 10).await.unwrap();
+    let streams: Vec<&str> = log.iter().map(|e| e.stream_id.as_str()).collect();
+    assert_eq!(streams, ["survivor", "slow", "survivor"]);
+    t.drop_database().await;
+}
