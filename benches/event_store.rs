@@ -54,6 +54,63 @@ async fn store_appends(
     (rate, latencies)
 }
 
+/// `CV_BENCH_DEPTHS=1,2`: the store's pipeline depths against each other on the same mongod,
+/// alternated round by round (the machine's rate swings within minutes), each depth on its own
+/// store and database; prints every round and the median per depth.
+async fn compare_depths(client: &Client, db: &str, depths: &str) {
+    let depths: Vec<usize> = depths
+        .split(',')
+        .map(|d| {
+            d.trim()
+                .parse()
+                .expect("CV_BENCH_DEPTHS: comma-separated numbers")
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for depth in &depths {
+        let config = StoreConfig {
+            pipeline_depth: *depth,
+            ..StoreConfig::default()
+        };
+        let store = EventStore::open(client, &format!("{db}_d{depth}"), config)
+            .await
+            .unwrap();
+        store_appends(&store, 16, 20).await;
+        stores.push(store);
+    }
+    let mut rates: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); depths.len()];
+    for round in 1..=PAIRED_ROUNDS {
+        for (i, (depth, store)) in depths.iter().zip(&stores).enumerate() {
+            let (one, one_latencies) = store_appends(store, 1, 200).await;
+            let (sixteen, _) = store_appends(store, 16, 200).await;
+            let (many, _) = store_appends(store, 256, 80).await;
+            let p50 = ms(percentile(&one_latencies, 0.50));
+            println!("round {round} depth {depth}: 1 caller {one:>6.0} events/s (p50 {p50:.2} ms), 16 callers {sixteen:>6.0}, 256 callers {many:>6.0} events/s");
+            rates[i].push((one, sixteen, many));
+        }
+    }
+    for (depth, rounds) in depths.iter().zip(&mut rates) {
+        let median = |pick: fn(&(f64, f64, f64)) -> f64| {
+            let mut v: Vec<f64> = rounds.iter().map(pick).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        println!(
+            "depth {depth}, median of {PAIRED_ROUNDS} rounds: 1 caller {:.0}, 16 callers {:.0}, 256 callers {:.0} events/s",
+            median(|r| r.0),
+            median(|r| r.1),
+            median(|r| r.2)
+        );
+    }
+    for depth in &depths {
+        client
+            .database(&format!("{db}_d{depth}"))
+            .drop()
+            .await
+            .unwrap();
+    }
+}
+
 fn main() {
     // `cargo test --benches` runs this binary without `--bench`: do nothing then.
     if !std::env::args().any(|a| a == "--bench") {
@@ -66,6 +123,10 @@ fn main() {
     runtime.block_on(async {
         let client = Client::with_uri_str(mongo_url()).await.unwrap();
         let db = format!("bench_store_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+        if let Ok(depths) = std::env::var("CV_BENCH_DEPTHS") {
+            compare_depths(&client, &db, &depths).await;
+            std::process::exit(0);
+        }
         let store = EventStore::open(&client, &db, StoreConfig::default()).await.unwrap();
         // Warm-up: connections, collections, WiredTiger cache.
         store_appends(&store, 16, 20).await;

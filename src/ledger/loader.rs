@@ -119,7 +119,11 @@ impl AccountLoader {
         }
         let found = self
             .store
-            .read_stream(&account_stream(state.user_id, &state.asset), state.version, 1)
+            .read_stream(
+                &account_stream(state.user_id, &state.asset),
+                state.version,
+                1,
+            )
             .await?;
         Ok(found.first().is_some_and(|e| {
             e.stream_version == state.version && state.last_event.is_none_or(|id| id == e.event_id)
