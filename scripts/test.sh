@@ -13,7 +13,7 @@
 # failures with the `failCommand` fail point, scoped to its own client's appName.
 # When a test fails, the operations mongod logged as slow during the run are printed too.
 # CV_MONGO_MEMBERS=3 runs the tests against a three-member replica set instead (ports 27121-27123
-# unless CV_MONGO_PORT is set; 27119 and 27125 are tests' private nodes).
+# unless CV_MONGO_PORT is set; 27119 is a test's private node).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MEMBERS="${CV_MONGO_MEMBERS:-1}"

@@ -18,19 +18,41 @@ use mongodb::Client;
 
 use crate::helpers::event;
 
-/// The private node's port (27118 is the suite's node, 27119 the restart test's, 27121–27123
-/// the suite's three-member set).
-const PORT: u16 = 27125;
-
 /// Longest the survivor's appends may be held up by the dead writer's open transaction.
 const MAX_STALL: Duration = Duration::from_secs(3);
 
-/// Runs `scripts/mongo.sh` for the private single node on [`PORT`], with test commands.
-fn private_mongo(command: &str) -> String {
+/// A private single node with test commands, on a port the system found free and with its data
+/// in a directory of its own (deleted with it), so that concurrent runs of this test never share
+/// it.
+struct PrivateNode {
+    port: u16,
+    root: tempfile::TempDir,
+}
+
+impl PrivateNode {
+    fn new() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let base = std::env::var("CV_MONGO_RUN_ROOT").unwrap_or_else(|_| "/tmp".into());
+        std::fs::create_dir_all(&base).unwrap();
+        let root = tempfile::Builder::new()
+            .prefix("crashed-writer-")
+            .tempdir_in(base)
+            .expect("a data directory");
+        Self { port, root }
+    }
+}
+
+/// Runs `scripts/mongo.sh` for the private node.
+fn private_mongo(node: &PrivateNode, command: &str) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mongo.sh");
     let out = std::process::Command::new(script)
         .arg(command)
-        .env("CV_MONGO_PORT", PORT.to_string())
+        .env("CV_MONGO_PORT", node.port.to_string())
+        .env("CV_MONGO_RUN_ROOT", node.root.path())
+        .env("CV_MONGO_CACHE_GB", "0.25")
         .env("CV_MONGO_TEST_COMMANDS", "1")
         .env_remove("CV_MONGO_MEMBERS")
         .output()
@@ -73,9 +95,13 @@ async fn victim_writer_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_killed_inside_its_transaction_does_not_stall_the_others() {
-    let url = tokio::task::spawn_blocking(|| private_mongo("start"))
-        .await
-        .unwrap();
+    let node = std::sync::Arc::new(PrivateNode::new());
+    let url = {
+        let node = node.clone();
+        tokio::task::spawn_blocking(move || private_mongo(&node, "start"))
+            .await
+            .unwrap()
+    };
     let admin = Client::with_uri_str(&url).await.unwrap();
     set_transaction_lifetime(&admin, 60).await;
     let db = format!(
@@ -87,9 +113,12 @@ async fn a_writer_killed_inside_its_transaction_does_not_stall_the_others() {
     let _ = fail_point(&admin, bson::Bson::from("off"), doc! {}).await;
     set_transaction_lifetime(&admin, 10).await;
     let _ = admin.database(&db).drop().await;
-    tokio::task::spawn_blocking(|| private_mongo("stop"))
-        .await
-        .unwrap();
+    {
+        let node = node.clone();
+        tokio::task::spawn_blocking(move || private_mongo(&node, "stop"))
+            .await
+            .unwrap();
+    }
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
     }
