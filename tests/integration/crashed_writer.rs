@@ -317,5 +317,28 @@ async fn a_live_writer_with_a_slow_commit_is_not_taken_for_dead() {
     let log = survivor.read_all(1, 10).await.unwrap();
     let streams: Vec<&str> = log.iter().map(|e| e.stream_id.as_str()).collect();
     assert_eq!(streams, ["survivor", "slow", "survivor"]);
+
+    // The slow store is gone (its task dropped the last handle): its writer removed its
+    // registration; the survivor's, with its session ids, remains.
+    let registrations = t.db().collection::<Document>("writer_sessions");
+    let waiting_since = Instant::now();
+    loop {
+        let left: Vec<Document> = registrations
+            .find(doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        if left.len() == 1 {
+            assert!(!left[0].get_array("lsids").unwrap().is_empty(), "{left:?}");
+            break;
+        }
+        assert!(
+            waiting_since.elapsed() < Duration::from_secs(10),
+            "registrations left: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     t.drop_database().await;
 }
