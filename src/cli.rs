@@ -3,8 +3,6 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use cryptovault_projections::balances::Balances;
-
 use crate::config::{process_env, Config, StoreSettings};
 use crate::identity::domain::Email;
 use crate::identity::{RequestMeta, Role};
@@ -26,8 +24,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service (the default).
     Serve,
-    /// Check the hash chain of the whole event log and the double-entry invariants (every asset
-    /// sums to zero, no negative user balance); exit status 1 names what is broken.
+    /// Check the hash chain of the whole event log, the ledger's invariants at every position
+    /// (no user balance below zero after any event, legal withdrawal transitions, balanced
+    /// postings, amounts held exactly) and the final double entry (every asset sums to zero);
+    /// exit status 1 names each offending position and kind.
     Verify {
         /// Print the report as JSON instead of a sentence.
         #[arg(long)]
@@ -98,32 +98,46 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let store = EventStore::open(&client, &settings.db_name, StoreConfig::default())
                 .await
                 .context("opening the event store")?;
-            let mut balances = Balances::default();
-            let report = store.verify_with(|event| balances.apply(event)).await?;
-            let ledger = balances.problems();
+            // Every violation is printed as it is found (the JSON report lists the first
+            // thousand, with exact counts).
+            let report = store
+                .verify_ledger_with(|violation| {
+                    if !json {
+                        println!("INVARIANT: {violation}");
+                    }
+                })
+                .await?;
             if json {
-                let out = serde_json::json!({ "chain": report, "double_entry_problems": ledger });
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                match &report.first_break {
+                match &report.chain.first_break {
                     Some(broken) => println!(
                         "BROKEN after {} intact events: {broken}",
-                        report.events_verified
+                        report.chain.events_verified
                     ),
                     None => println!(
                         "OK: {} events, hash chain intact up to position {}",
-                        report.events_verified, report.head_position
+                        report.chain.events_verified, report.chain.head_position
                     ),
                 }
-                for problem in &ledger {
+                let summary = &report.invariants.summary;
+                let mut firsts: Vec<(&str, u64)> = summary
+                    .first_positions
+                    .iter()
+                    .map(|(kind, position)| (*kind, *position))
+                    .collect();
+                firsts.sort_by_key(|(_, position)| *position);
+                for (kind, position) in firsts {
+                    println!(
+                        "FIRST {kind} at position {position} ({} in all)",
+                        summary.counts[kind]
+                    );
+                }
+                for problem in &report.double_entry_problems {
                     println!("DOUBLE ENTRY: {problem}");
                 }
             }
-            Ok(if report.is_intact() && ledger.is_empty() {
-                0
-            } else {
-                1
-            })
+            Ok(if report.intact { 0 } else { 1 })
         }
         Command::Replay {
             projection,

@@ -11,6 +11,8 @@ pub mod http;
 pub mod idempotency;
 /// Users, sessions, CSRF, TOTP, roles.
 pub mod identity;
+/// The continuous invariant checker (follows the log; metrics and error logs).
+pub mod invariant_monitor;
 /// Assets, accounts and the commands that move money.
 pub mod ledger;
 /// The MongoDB driver's connection pool in logs and metrics.

@@ -128,6 +128,8 @@ impl Application {
         let transactions =
             runner::spawn(client.clone(), db.clone(), store.clone(), TransactionsModel).await?;
         let audit = runner::spawn(client.clone(), db.clone(), store.clone(), AuditModel).await?;
+        // Follows the log from position 0 with the invariant checker (metrics, error logs).
+        crate::invariant_monitor::spawn(store.clone());
         let asset_names = config.assets.iter().map(|(a, _)| a.to_owned()).collect();
         let state = AppState {
             prices: Prices::spawn(config.prices.clone(), asset_names),

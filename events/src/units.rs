@@ -86,11 +86,6 @@ impl Units {
             .map(Self)
     }
 
-    /// Never fails: the range is symmetric (`i128::MIN` is never held).
-    pub fn neg(self) -> Self {
-        Self(-self.0)
-    }
-
     pub fn is_negative(self) -> bool {
         self.0 < 0
     }

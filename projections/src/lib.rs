@@ -8,3 +8,4 @@ pub mod audit;
 pub mod balances;
 pub mod entries;
 pub mod history;
+pub mod invariants;

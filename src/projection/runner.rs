@@ -293,14 +293,14 @@ async fn run<M: ReadModel>(
 }
 
 /// A subscription polled by its own task, delivering into a bounded channel; the task stops
-/// when the feed is dropped.
-struct SubscriptionFeed {
+/// when the feed is dropped. (Also feeds `invariant_monitor.rs`.)
+pub(crate) struct SubscriptionFeed {
     events: tokio::sync::mpsc::Receiver<Result<EventEnvelope, crate::store::StoreError>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl SubscriptionFeed {
-    fn start(store: &EventStore, from: u64) -> Self {
+    pub(crate) fn start(store: &EventStore, from: u64) -> Self {
         let (tx, events) = tokio::sync::mpsc::channel(CHUNK * 2);
         let subscription = store.subscribe(from);
         let task = tokio::spawn(async move {

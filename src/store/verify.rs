@@ -1,7 +1,10 @@
-//! Verification of the whole stored log against its hash chain and head record.
+//! Verification of the whole stored log against its hash chain and head record, and of the
+//! ledger's invariants at every position in the same pass ([`EventStore::verify_ledger`]).
 
 use bson::{doc, Document};
 use cryptovault_events::{ChainBreak, ChainBreakKind, ChainVerifier};
+use cryptovault_projections::balances::Balances;
+use cryptovault_projections::invariants::{InvariantReport, ReportBuilder, Violation};
 use serde::Serialize;
 
 use super::document::from_document;
@@ -24,7 +27,55 @@ impl VerifyReport {
     }
 }
 
+/// The result of [`EventStore::verify_ledger`]: the chain, the final double-entry fold, and
+/// the invariants at every position. The shape of `cryptovault verify --json` and
+/// `GET /api/audit/verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerVerification {
+    /// The chain is unbroken, the final fold balances and no position breaks an invariant.
+    pub intact: bool,
+    pub chain: VerifyReport,
+    /// What the final balances break: an asset not summing to zero, a user balance below zero.
+    pub double_entry_problems: Vec<String>,
+    /// Every position checked (`projections/src/invariants.rs`): counts and the first position
+    /// of each kind, and the first violations listed.
+    pub invariants: InvariantReport,
+}
+
 impl EventStore {
+    /// [`Self::verify_ledger_with`] without a callback.
+    pub async fn verify_ledger(&self) -> Result<LedgerVerification, StoreError> {
+        self.verify_ledger_with(|_| {}).await
+    }
+
+    /// Verifies the chain ([`Self::verify_with`]) and, in the same pass over the intact events,
+    /// folds the final balances and runs the invariant checker over every position, handing
+    /// each violation to `on_violation` as it is found (all of them; the report lists the
+    /// first [`cryptovault_projections::invariants::LISTED_VIOLATIONS`]).
+    pub async fn verify_ledger_with(
+        &self,
+        mut on_violation: impl FnMut(&Violation),
+    ) -> Result<LedgerVerification, StoreError> {
+        let mut balances = Balances::default();
+        let mut invariants = ReportBuilder::new();
+        let chain = self
+            .verify_with(|event| {
+                balances.apply(event);
+                for violation in invariants.push(event) {
+                    on_violation(&violation);
+                }
+            })
+            .await?;
+        let double_entry_problems = balances.problems();
+        let invariants = invariants.finish();
+        Ok(LedgerVerification {
+            intact: chain.is_intact() && double_entry_problems.is_empty() && invariants.is_clean(),
+            chain,
+            double_entry_problems,
+            invariants,
+        })
+    }
+
     /// Streams the whole log in position order (constant memory), recomputing every hash and
     /// checking every link and the head record. Names the first broken position.
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {

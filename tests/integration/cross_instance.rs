@@ -163,6 +163,8 @@ impl ServeProcess {
             .local_addr()
             .unwrap()
             .port();
+        // Waited for in `Drop`, which also kills it.
+        #[allow(clippy::zombie_processes)]
         let child = Command::new(env!("CARGO_BIN_EXE_cryptovault"))
             .arg("serve")
             .env("MONGO_URL", mongo_url())

@@ -12,6 +12,7 @@ mod event_store;
 mod helpers;
 mod history;
 mod http_operations;
+mod invariants;
 mod ledger;
 mod ledger_concurrency;
 mod live;

@@ -174,5 +174,9 @@ async fn the_verify_command_reports_a_negative_balance_written_around_the_ledger
         stdout.contains(&format!("DOUBLE ENTRY: {from} USD: available -5.00")),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("INVARIANT: position 1: negative_balance (TransferSent, account"),
+        "{stdout}"
+    );
     t.drop_database().await;
 }
