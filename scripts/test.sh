@@ -12,8 +12,14 @@
 # The test server runs with `enableTestCommands`: tests/integration/store_faults.rs injects
 # failures with the `failCommand` fail point, scoped to its own client's appName.
 # When a test fails, the operations mongod logged as slow during the run are printed too.
+# CV_MONGO_MEMBERS=3 runs the tests against a three-member replica set instead (ports 27121-27123
+# unless CV_MONGO_PORT is set; 27119 is a test's private node).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MEMBERS="${CV_MONGO_MEMBERS:-1}"
+if [ "$MEMBERS" -gt 1 ]; then
+  export CV_MONGO_PORT="${CV_MONGO_PORT:-27121}"
+fi
 export CV_MONGO_PORT="${CV_MONGO_PORT:-27118}"
 # Test commands (fail points) for the fault-injection tests; never on the development server.
 export CV_MONGO_TEST_COMMANDS=1
@@ -25,9 +31,11 @@ export MONGO_URL
 export CRYPTOVAULT_TEST_MONGO_URL="$MONGO_URL"
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"
 mark="$(scripts/mongo.sh log-size)"
+# Tests that start a private node of their own with scripts/mongo.sh get a single node.
+unset CV_MONGO_MEMBERS
 status=0
 cargo test --workspace "$@" || status=$?
 if [ "$status" -ne 0 ]; then
-  scripts/mongo.sh slow "$mark" 1000 || true
+  CV_MONGO_MEMBERS="$MEMBERS" scripts/mongo.sh slow "$mark" 1000 || true
 fi
 exit "$status"

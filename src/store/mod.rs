@@ -20,6 +20,7 @@ pub mod subscription;
 mod transaction;
 pub mod verify;
 pub mod writer;
+pub mod writer_sessions;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -145,8 +145,10 @@ pub fn is_retryable(error: &StoreError) -> bool {
                         | ErrorKind::ConnectionPoolCleared { .. }
                         | ErrorKind::ServerSelection { .. }
                 )
-                // WriteConflict and NoSuchTransaction, should they arrive without the label.
-                || matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 112 || c.code == 251)
+                // WriteConflict and NoSuchTransaction, should they arrive without the label;
+                // Interrupted: the session was ended by another writer that took this one for
+                // dead (`writer_sessions`), which aborts its transaction.
+                || matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 112 || c.code == 251 || c.code == 11601)
         }
         _ => false,
     }

@@ -51,6 +51,7 @@ pub use super::transaction::durable_write_concern;
 use super::transaction::{
     backoff, commit, discard, is_retryable, open, pipelined_transaction, Target, TaskOutcome,
 };
+use super::writer_sessions::WriterSessions;
 use super::StoreConfig;
 use crate::telemetry::warn_if_slow;
 
@@ -107,6 +108,8 @@ pub struct Writer {
     next_slot: usize,
     /// Resolves to whether the last pipelined transaction committed; the next one waits for it.
     chain: Option<oneshot::Receiver<bool>>,
+    /// Registers the sessions this writer runs transactions on; ends those of dead writers.
+    sessions: WriterSessions,
 }
 
 impl Writer {
@@ -117,6 +120,7 @@ impl Writer {
         config: StoreConfig,
         head_tx: watch::Sender<u64>,
     ) -> Self {
+        let sessions = WriterSessions::new(&client, &meta.namespace().db);
         Self {
             client,
             events,
@@ -128,6 +132,7 @@ impl Writer {
             idle_sessions: Vec::new(),
             next_slot: 0,
             chain: None,
+            sessions,
         }
     }
 
@@ -162,6 +167,7 @@ impl Writer {
             }
         }
         self.drain(&mut in_flight).await;
+        self.sessions.deregister().await;
     }
 
     /// The first batch plus everything queued behind it, up to the group limit.
@@ -340,7 +346,12 @@ impl Writer {
     async fn session(&mut self) -> Result<ClientSession, StoreError> {
         match self.idle_sessions.pop() {
             Some(session) => Ok(session),
-            None => Ok(warn_if_slow("writer: start a session", self.client.start_session()).await?),
+            None => {
+                let session =
+                    warn_if_slow("writer: start a session", self.client.start_session()).await?;
+                self.sessions.register(&session).await;
+                Ok(session)
+            }
         }
     }
 
@@ -348,7 +359,8 @@ impl Writer {
         &mut self,
         batches: &[AppendBatch],
     ) -> Result<Outcomes, StoreError> {
-        let deadline = Instant::now() + self.config.append_timeout;
+        let started = Instant::now();
+        let deadline = started + self.config.append_timeout;
         let mut attempt: u32 = 0;
         let mut thorough = false;
         loop {
@@ -386,6 +398,8 @@ impl Writer {
                 Err(error) => {
                     discard(&mut session, &self.meta).await;
                     self.idle_sessions.push(session);
+                    // A dead writer's open transaction may be what keeps failing this group.
+                    self.sessions.note_failure(started.elapsed());
                     // The commit may or may not have happened: read the head next time.
                     self.head = None;
                     metrics::counter!("event_store_transaction_retries_total").increment(1);
