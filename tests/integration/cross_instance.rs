@@ -3,12 +3,11 @@
 //! Each scenario runs with two instances in this process, and the double spend once more with
 //! two `cryptovault serve` OS processes.
 
-use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cryptovault_events::ledger::postings;
-use cryptovault_events::{EventEnvelope, Units};
+use cryptovault_events::EventEnvelope;
+use cryptovault_projections::invariants::InvariantChecker;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -34,35 +33,14 @@ async fn whole_log(t: &TestDb) -> Vec<EventEnvelope> {
     }
 }
 
-/// Every user balance (available, held) below zero at any position of the log, as
-/// `(position, owner, asset, available, held)`.
-fn negative_balances_anywhere(log: &[EventEnvelope]) -> Vec<(u64, String, String, String)> {
-    let mut rows: BTreeMap<(String, String), (Units, Units)> = BTreeMap::new();
-    let mut out = Vec::new();
-    for event in log {
-        for posting in postings(event) {
-            let owner = cryptovault_projections::balances::owner(&posting.account);
-            let row = rows
-                .entry((owner.clone(), posting.asset.clone()))
-                .or_default();
-            let amount = Units::from_decimal(posting.amount).unwrap();
-            match posting.account {
-                cryptovault_events::ledger::Account::Held(_) => {
-                    row.1 = row.1.checked_add(amount).unwrap()
-                }
-                _ => row.0 = row.0.checked_add(amount).unwrap(),
-            }
-            if !owner.starts_with("system:") && (row.0.is_negative() || row.1.is_negative()) {
-                out.push((
-                    event.position,
-                    owner,
-                    posting.asset.clone(),
-                    format!("available {} held {}", row.0, row.1),
-                ));
-            }
-        }
-    }
-    out
+/// What the per-position invariant checker finds in the log (every user balance at every
+/// position, the withdrawal state machine, balanced postings).
+fn violations(log: &[EventEnvelope]) -> Vec<String> {
+    let mut checker = InvariantChecker::new();
+    log.iter()
+        .flat_map(|event| checker.push(event))
+        .map(|v| format!("{v:?}"))
+        .collect()
 }
 
 /// The event types of one withdrawal, in log order.
@@ -135,8 +113,8 @@ async fn double_spend_rounds(t: &TestDb, a: &str, b: &str) {
         stale_cache_round(a, b, &sender, &to, round % 2 == 1).await;
     }
     let log = whole_log(t).await;
-    let negative = negative_balances_anywhere(&log);
-    assert!(negative.is_empty(), "balances below zero: {negative:?}");
+    let violations = violations(&log);
+    assert!(violations.is_empty(), "{violations:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -260,7 +238,7 @@ async fn a_withdrawal_is_never_both_rejected_and_completed_across_instances() {
             "withdrawal {id}"
         );
     }
-    let negative = negative_balances_anywhere(&log);
-    assert!(negative.is_empty(), "balances below zero: {negative:?}");
+    let violations = violations(&log);
+    assert!(violations.is_empty(), "{violations:?}");
     t.drop_database().await;
 }
