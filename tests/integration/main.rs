@@ -7,6 +7,7 @@ mod auth_fuzz;
 mod auth_limits;
 mod auth_tokens;
 mod event_store;
+mod exact_money;
 mod helpers;
 mod history;
 mod http_operations;
