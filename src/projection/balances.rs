@@ -232,6 +232,67 @@ mod tests {
     }
 
     #[test]
+    fn the_projector_increments_limbs_and_marks_rows_it_cannot_hold() {
+        use cryptovault_events::ledger::FundsDeposited;
+        use cryptovault_events::{DomainEvent, EventMetadata, GENESIS_HASH};
+        let user = uuid::Uuid::from_u128(1);
+        let deposit = |amount: &str, position| {
+            EventEnvelope::seal(
+                FundsDeposited {
+                    deposit_id: uuid::Uuid::now_v7(),
+                    user_id: user,
+                    asset: "ETH".into(),
+                    amount: amount.parse().unwrap(),
+                }
+                .into_new_event(chrono::Utc::now(), EventMetadata::default()),
+                "s".into(),
+                position,
+                position,
+                GENESIS_HASH.into(),
+            )
+        };
+        let events = [
+            deposit("999999999.999999999999999999", 1),
+            deposit("999999999.999999999999999999", 2),
+        ];
+        let updates = BalancesModel.updates(&events).remove(0).1;
+        let mine = updates
+            .iter()
+            .find(|u| u.get_document("q").unwrap().get_str("_id") == Ok(&format!("{user}:ETH")))
+            .unwrap();
+        let inc = mine
+            .get_document("u")
+            .unwrap()
+            .get_document("$inc")
+            .unwrap();
+        assert_eq!(inc.get("available.whole"), Some(&limb_bson(1_999_999_999)));
+        assert_eq!(
+            inc.get("available.atto"),
+            Some(&limb_bson(999_999_999_999_999_998))
+        );
+        // A tampered amount (19 decimals): the rows are marked, nothing is rounded in.
+        let tampered = [deposit("1", 3), deposit("0.0000000000000000001", 4)];
+        let updates = BalancesModel.updates(&tampered).remove(0).1;
+        assert_eq!(updates.len(), 2, "the user's row and the system row");
+        for update in &updates {
+            let u = update.get_document("u").unwrap();
+            assert!(u
+                .get_document("$set")
+                .unwrap()
+                .get_str("not_exact")
+                .unwrap()
+                .contains("position 4"));
+        }
+        let mine = &updates[0];
+        let inc = mine
+            .get_document("u")
+            .unwrap()
+            .get_document("$inc")
+            .unwrap();
+        assert_eq!(inc.get("available.whole"), Some(&limb_bson(1)));
+    }
+
+    #[test]
     fn rows_of_the_old_format_or_marked_are_refused() {
         let old = doc! { "available": Decimal128::from_str("1.5").unwrap() };
         let old = bson::RawDocumentBuf::from_document(&old).unwrap();
