@@ -94,13 +94,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Verify { json } => {
             let settings = StoreSettings::from_lookup(process_env)?;
+            let assets = crate::config::assets_from_lookup(&process_env)?;
             let client = connect(&settings).await?;
             let store = EventStore::open(&client, &settings.db_name, StoreConfig::default())
                 .await
                 .context("opening the event store")?;
             let mut balances = Balances::default();
             let report = store.verify_with(|event| balances.apply(event)).await?;
-            let ledger = balances.problems();
+            let ledger =
+                balances.problems_with_places(|asset| assets.precision(asset).unwrap_or(0));
             if json {
                 let out = serde_json::json!({ "chain": report, "double_entry_problems": ledger });
                 println!("{}", serde_json::to_string_pretty(&out)?);

@@ -238,25 +238,7 @@ impl Config {
             trust_proxy_headers: parse(&lookup, "TRUST_PROXY_HEADERS", false)?,
             auth,
             rate_limits,
-            assets: {
-                let max_amount: rust_decimal::Decimal = parse(
-                    &lookup,
-                    "MAX_AMOUNT",
-                    rust_decimal::Decimal::from(1_000_000_000u64),
-                )?;
-                let spec = lookup("ASSETS")
-                    .unwrap_or_else(|| "USD:2,USDT:6,BTC:8,BNB:8,SOL:9,ETH:18".into());
-                crate::ledger::amount::Assets::parse(&spec, rust_decimal::Decimal::ONE)
-                    .map_err(|reason| ConfigError::Invalid {
-                        var: "ASSETS",
-                        reason,
-                    })?
-                    .with_max_amount(max_amount)
-                    .map_err(|reason| ConfigError::Invalid {
-                        var: "MAX_AMOUNT",
-                        reason,
-                    })?
-            },
+            assets: assets_from_lookup(&lookup)?,
             read_your_writes_timeout: Duration::from_millis(parse(
                 &lookup,
                 "READ_YOUR_WRITES_TIMEOUT_MS",
@@ -282,6 +264,30 @@ impl Config {
             },
         })
     }
+}
+
+/// `ASSETS` and `MAX_AMOUNT` (defaults as documented), checked against the exact
+/// representation (`Assets::with_max_amount`). Also used by `cryptovault verify`, which needs
+/// no secrets.
+pub fn assets_from_lookup(
+    lookup: &impl Lookup,
+) -> Result<crate::ledger::amount::Assets, ConfigError> {
+    let max_amount: rust_decimal::Decimal = parse(
+        lookup,
+        "MAX_AMOUNT",
+        rust_decimal::Decimal::from(1_000_000_000u64),
+    )?;
+    let spec = lookup("ASSETS").unwrap_or_else(|| "USD:2,USDT:6,BTC:8,BNB:8,SOL:9,ETH:18".into());
+    crate::ledger::amount::Assets::parse(&spec, rust_decimal::Decimal::ONE)
+        .map_err(|reason| ConfigError::Invalid {
+            var: "ASSETS",
+            reason,
+        })?
+        .with_max_amount(max_amount)
+        .map_err(|reason| ConfigError::Invalid {
+            var: "MAX_AMOUNT",
+            reason,
+        })
 }
 
 fn parse<T: std::str::FromStr>(

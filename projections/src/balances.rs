@@ -186,8 +186,15 @@ impl Balances {
 
     /// What breaks the ledger invariants in this fold: an asset whose accounts do not sum to
     /// zero, a user balance (`available` or `held`) below zero, or an event whose money cannot
-    /// be held exactly. Empty when all hold.
+    /// be held exactly. Empty when all hold. Amounts are written in their shortest exact form;
+    /// see [`Self::problems_with_places`].
     pub fn problems(&self) -> Vec<String> {
+        self.problems_with_places(|_| 0)
+    }
+
+    /// [`Self::problems`] with balances written exactly with at least `places(asset)` decimals
+    /// (the asset's precision: `-5.00` USD).
+    pub fn problems_with_places(&self, places: impl Fn(&str) -> u32) -> Vec<String> {
         let mut problems: Vec<String> = self
             .sums()
             .into_iter()
@@ -200,7 +207,8 @@ impl Balances {
             {
                 problems.push(format!(
                     "{owner} {asset}: available {} held {}",
-                    row.available, row.held
+                    row.available.format(places(asset)),
+                    row.held.format(places(asset))
                 ));
             }
         }

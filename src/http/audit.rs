@@ -114,7 +114,8 @@ async fn verify(State(state): State<AppState>, caller: AuthUser) -> Result<Json<
         .verify_with(|event| balances.apply(event))
         .await
         .map_err(anyhow::Error::from)?;
-    let problems = balances.problems();
+    let assets = &state.ledger.assets;
+    let problems = balances.problems_with_places(|asset| assets.precision(asset).unwrap_or(0));
     Ok(Json(json!({
         "intact": report.is_intact() && problems.is_empty(),
         "chain": report,

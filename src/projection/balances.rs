@@ -101,7 +101,11 @@ pub fn units_field(document: &RawDocument, field: &str) -> Result<Units, String>
             ))
         }
     };
-    let part = |name| limb(limbs.get(name).ok().flatten());
+    // An absent limb is zero (the projector leaves limbs that do not change out of `$inc`).
+    let part = |name| match limbs.get(name) {
+        Ok(None) => Some(0),
+        found => limb(found.ok().flatten()),
+    };
     match (part("whole"), part("atto")) {
         (Some(whole), Some(atto)) => Units::from_limbs(whole, atto)
             .ok_or_else(|| format!("{field} is beyond the range held exactly (±1.7e20)")),
@@ -138,16 +142,28 @@ pub fn stored_row(row: &RawDocument) -> Result<BalanceDelta, String> {
     })
 }
 
-/// The `$inc` of a delta's limbs.
+/// The `$inc` of a delta's limbs. Limbs that do not change are left out (a deposit does not
+/// touch `held`; whole amounts leave `atto` alone), which keeps the update as small as the two
+/// decimals it replaces in the common case; a delta of zero still increments one limb, so
+/// that the row exists (`$inc` cannot be empty). Readers take an absent limb as zero.
 fn increments(delta: &BalanceDelta) -> Document {
     let (available_whole, available_atto) = delta.available.limbs();
     let (held_whole, held_atto) = delta.held.limbs();
-    doc! {
-        "available.whole": decimal128_integer(available_whole),
-        "available.atto": decimal128_integer(available_atto),
-        "held.whole": decimal128_integer(held_whole),
-        "held.atto": decimal128_integer(held_atto),
+    let mut inc = Document::new();
+    for (field, limb) in [
+        ("available.whole", available_whole),
+        ("available.atto", available_atto),
+        ("held.whole", held_whole),
+        ("held.atto", held_atto),
+    ] {
+        if limb != 0 {
+            inc.insert(field, decimal128_integer(limb));
+        }
     }
+    if inc.is_empty() {
+        inc.insert("available.whole", decimal128_integer(0));
+    }
+    inc
 }
 
 impl ReadModel for BalancesModel {
@@ -266,6 +282,10 @@ mod tests {
             .get_document("$inc")
             .unwrap();
         assert_eq!(inc.get("available.whole"), Some(&limb_bson(1_999_999_999)));
+        assert!(
+            !inc.contains_key("held.whole"),
+            "limbs that do not change are left out"
+        );
         assert_eq!(
             inc.get("available.atto"),
             Some(&limb_bson(999_999_999_999_999_998))
