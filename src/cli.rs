@@ -94,6 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Verify { json } => {
             let settings = StoreSettings::from_lookup(process_env)?;
+            let assets = crate::config::assets_from_lookup(&process_env)?;
             let client = connect(&settings).await?;
             let store = EventStore::open(&client, &settings.db_name, StoreConfig::default())
                 .await
@@ -101,11 +102,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             // Every violation is printed as it is found (the JSON report lists the first
             // thousand, with exact counts).
             let report = store
-                .verify_ledger_with(|violation| {
-                    if !json {
-                        println!("INVARIANT: {violation}");
-                    }
-                })
+                .verify_ledger_with(
+                    |asset| assets.precision(asset).unwrap_or(0),
+                    |violation| {
+                        if !json {
+                            println!("INVARIANT: {violation}");
+                        }
+                    },
+                )
                 .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

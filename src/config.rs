@@ -238,21 +238,7 @@ impl Config {
             trust_proxy_headers: parse(&lookup, "TRUST_PROXY_HEADERS", false)?,
             auth,
             rate_limits,
-            assets: {
-                let max_amount: rust_decimal::Decimal = parse(
-                    &lookup,
-                    "MAX_AMOUNT",
-                    rust_decimal::Decimal::from(1_000_000_000u64),
-                )?;
-                let spec = lookup("ASSETS")
-                    .unwrap_or_else(|| "USD:2,USDT:6,BTC:8,BNB:8,SOL:9,ETH:18".into());
-                crate::ledger::amount::Assets::parse(&spec, max_amount).map_err(|reason| {
-                    ConfigError::Invalid {
-                        var: "ASSETS",
-                        reason,
-                    }
-                })?
-            },
+            assets: assets_from_lookup(&lookup)?,
             read_your_writes_timeout: Duration::from_millis(parse(
                 &lookup,
                 "READ_YOUR_WRITES_TIMEOUT_MS",
@@ -278,6 +264,30 @@ impl Config {
             },
         })
     }
+}
+
+/// `ASSETS` and `MAX_AMOUNT` (defaults as documented), checked against the exact
+/// representation (`Assets::with_max_amount`). Also used by `cryptovault verify`, which needs
+/// no secrets.
+pub fn assets_from_lookup(
+    lookup: &impl Lookup,
+) -> Result<crate::ledger::amount::Assets, ConfigError> {
+    let max_amount: rust_decimal::Decimal = parse(
+        lookup,
+        "MAX_AMOUNT",
+        rust_decimal::Decimal::from(1_000_000_000u64),
+    )?;
+    let spec = lookup("ASSETS").unwrap_or_else(|| "USD:2,USDT:6,BTC:8,BNB:8,SOL:9,ETH:18".into());
+    crate::ledger::amount::Assets::parse(&spec, rust_decimal::Decimal::ONE)
+        .map_err(|reason| ConfigError::Invalid {
+            var: "ASSETS",
+            reason,
+        })?
+        .with_max_amount(max_amount)
+        .map_err(|reason| ConfigError::Invalid {
+            var: "MAX_AMOUNT",
+            reason,
+        })
 }
 
 fn parse<T: std::str::FromStr>(
@@ -384,6 +394,35 @@ mod tests {
             matches!(err, ConfigError::Invalid { var: "PORT", .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_max_amount_beyond_the_exact_representation_is_refused() {
+        for (assets, max) in [
+            ("USD:2", "200000000000000000000"), // not one credit fits 1.7e20
+            ("USD:2", "0.0000000000000000001"), // finer than 10^-18
+            ("USD:2,ETH:18", "10000000000"),    // ETH amounts of 29 digits
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("ASSETS", assets));
+            pairs.push(("MAX_AMOUNT", max));
+            let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        var: "MAX_AMOUNT",
+                        ..
+                    }
+                ),
+                "{max}: {err}"
+            );
+        }
+        let mut pairs = BASE.to_vec();
+        pairs.push(("ASSETS", "USD:2"));
+        pairs.push(("MAX_AMOUNT", "100000000000000000000"));
+        let config = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(config.assets.credit_cap(), 1);
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //!   request's hold and a rejection's release move money between `available` and `held` only,
 //!   so they are not statement lines (the withdrawals list shows them).
 //! - **Period**: `from` inclusive, `to` exclusive, on the events' `occurred_at`. The opening
-//!   balance is the sum of every entry before `from`; all sums are exact (`Decimal128` in
-//!   MongoDB, `rust_decimal` here) and the running balance is carried by the pure
-//!   [`RunningBalance`] fold, so opening + movements = closing to the last decimal.
+//!   balance is the sum of every entry before `from`; all sums are exact: MongoDB `$sum`s the
+//!   entries' integer limbs (exact below 34 digits, see [`sum_entries`]), they are recombined
+//!   into `Units` here, and the running balance is carried by the pure [`RunningBalance`] fold
+//!   (checked `Units`), so opening + movements = closing to the last decimal. A sum or balance
+//!   that cannot be held exactly ends the statement with an error, never a rounded figure.
 //! - **Consistency**: the statement covers the ledger entries up to one position, fixed when it
 //!   starts (`up_to_position`), so rows projected while it streams cannot make it disagree with
 //!   itself.
@@ -16,20 +18,20 @@
 //!   channel, so memory stays flat whatever the number of rows; a client that goes away stops
 //!   the export.
 
-use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
+use bson::{doc, Document, RawBsonRef, RawDocument, RawDocumentBuf};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
+use cryptovault_events::Units;
 use cryptovault_projections::entries::{EntryKind, RunningBalance};
 use futures::TryStreamExt;
 use mongodb::Database;
-use rust_decimal::Decimal;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
 use crate::ledger::amount::Assets;
-use crate::projection::balances::from_decimal128;
+use crate::projection::balances::{units_field, units_of_sums};
 use crate::projection::transactions::LEDGER_ENTRIES;
 use crate::store::document::to_i64;
 
@@ -133,6 +135,21 @@ enum WriteError {
     Json(#[from] serde_json::Error),
     #[error("malformed ledger entry: {0}")]
     Malformed(String),
+    #[error(transparent)]
+    Sum(#[from] SumError),
+    #[error(transparent)]
+    Overflow(#[from] cryptovault_projections::entries::BalanceOverflow),
+}
+
+/// Why a sum of ledger entries could not be given exactly.
+#[derive(Debug, thiserror::Error)]
+pub enum SumError {
+    #[error(transparent)]
+    Mongo(#[from] mongodb::error::Error),
+    /// An entry marked `not_exact` (its event's money cannot be held), or a sum beyond the
+    /// range: refused rather than rounded.
+    #[error("ledger entries of {asset} cannot be summed exactly: {why}")]
+    NotExact { asset: String, why: String },
 }
 
 struct Output {
@@ -164,35 +181,50 @@ fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Sum of `available` and `held` over `filter` (exact).
+/// Sum of `available` and `held` per asset over the ledger entries matching `filter`, exactly.
+///
+/// MongoDB `$sum`s each integer limb of the entries (`{whole, atto}`, see
+/// `projection::balances`) as `Decimal128`, which is exact while a sum has at most 34 digits:
+/// one entry's `|whole|` is at most 1.7·10²⁰ and `|atto|` below 10¹⁸, so for fewer than 10¹⁶
+/// entries per user and asset both sums are exact; they are recombined here into `Units`
+/// (checked). An entry marked `not_exact` makes the sum an error.
 pub async fn sum_entries(
     db: &Database,
     filter: Document,
-) -> mongodb::error::Result<Vec<(String, Decimal, Decimal)>> {
+) -> Result<Vec<(String, Units, Units)>, SumError> {
     let pipeline = [
         doc! { "$match": filter },
-        doc! { "$group": { "_id": "$asset", "available": { "$sum": "$available" }, "held": { "$sum": "$held" } } },
+        doc! { "$group": {
+            "_id": "$asset",
+            "available_whole": { "$sum": "$available.whole" },
+            "available_atto": { "$sum": "$available.atto" },
+            "held_whole": { "$sum": "$held.whole" },
+            "held_atto": { "$sum": "$held.atto" },
+            "not_exact": { "$max": "$not_exact" },
+        } },
     ];
-    let rows: Vec<Document> = db
+    let rows: Vec<RawDocumentBuf> = db
         .collection::<Document>(LEDGER_ENTRIES)
         .aggregate(pipeline)
+        .with_type::<RawDocumentBuf>()
         .await?
         .try_collect()
         .await?;
-    Ok(rows
-        .iter()
+    rows.iter()
         .map(|row| {
-            let amount = |field| match row.get(field) {
-                Some(Bson::Decimal128(d)) => from_decimal128(d),
-                _ => Decimal::ZERO,
+            let asset = row.get_str("_id").unwrap_or_default().to_owned();
+            let not_exact = |why: String| SumError::NotExact {
+                asset: asset.clone(),
+                why,
             };
-            (
-                row.get_str("_id").unwrap_or_default().to_owned(),
-                amount("available"),
-                amount("held"),
-            )
+            if let Ok(Some(RawBsonRef::String(why))) = row.get("not_exact") {
+                return Err(not_exact(why.to_owned()));
+            }
+            let available = units_of_sums(row, "available").map_err(not_exact)?;
+            let held = units_of_sums(row, "held").map_err(not_exact)?;
+            Ok((asset, available, held))
         })
-        .collect())
+        .collect()
 }
 
 /// One statement movement as stored in `ledger_entries`, borrowing the raw document's text.
@@ -201,7 +233,7 @@ struct Movement<'a> {
     reference: &'a str,
     counterparty: Option<&'a str>,
     /// Signed change to the total balance.
-    amount: Decimal,
+    amount: Units,
     occurred_at: DateTime<Utc>,
     position: i64,
 }
@@ -210,10 +242,13 @@ struct Movement<'a> {
 /// hot path).
 fn movement(raw: &RawDocument) -> Result<Movement<'_>, WriteError> {
     let malformed = |what: &str| WriteError::Malformed(format!("{what} of a ledger entry"));
-    let decimal = |field| match raw.get(field) {
-        Ok(Some(bson::RawBsonRef::Decimal128(d))) => Ok(from_decimal128(&d)),
-        _ => Err(malformed(field)),
-    };
+    if let Ok(Some(RawBsonRef::String(why))) = raw.get("not_exact") {
+        return Err(WriteError::Malformed(format!("not exact: {why}")));
+    }
+    let units = |field| units_field(raw, field).map_err(|why| malformed(&why));
+    let amount = units("available")?
+        .checked_add(units("held")?)
+        .ok_or_else(|| malformed("the total change"))?;
     let kind = raw
         .get_str("kind")
         .ok()
@@ -225,7 +260,7 @@ fn movement(raw: &RawDocument) -> Result<Movement<'_>, WriteError> {
             .get_str("reference")
             .map_err(|_| malformed("reference"))?,
         counterparty: raw.get_str("counterparty_id").ok(),
-        amount: decimal("available")? + decimal("held")?,
+        amount,
         occurred_at: raw
             .get_datetime("occurred_at")
             .map_err(|_| malformed("occurred_at"))?
@@ -264,20 +299,30 @@ async fn write_statement(
     let user = request.user_id.to_string();
     let bound = to_i64(request.up_to_position);
     for (index, asset) in request.assets.iter().enumerate() {
-        let fmt = |amount: Decimal| assets.format(amount, asset);
+        let fmt = |amount: Units| assets.format_units(amount, asset);
         let opening = match request.from {
-            None => Decimal::ZERO,
-            Some(from) => sum_entries(
-                db,
-                doc! {
-                    "user_id": &user, "asset": asset, "position": { "$lte": bound },
-                    "occurred_at": { "$lt": bson::DateTime::from_chrono(from) },
-                },
-            )
-            .await?
-            .into_iter()
-            .map(|(_, available, held)| available + held)
-            .sum(),
+            None => Units::ZERO,
+            Some(from) => {
+                let sums = sum_entries(
+                    db,
+                    doc! {
+                        "user_id": &user, "asset": asset, "position": { "$lte": bound },
+                        "occurred_at": { "$lt": bson::DateTime::from_chrono(from) },
+                    },
+                )
+                .await?;
+                let mut opening = Units::ZERO;
+                for (_, available, held) in sums {
+                    opening = available
+                        .checked_add(held)
+                        .and_then(|total| opening.checked_add(total))
+                        .ok_or_else(|| SumError::NotExact {
+                            asset: asset.clone(),
+                            why: "the opening balance is beyond ±1.7e20".into(),
+                        })?;
+                }
+                opening
+            }
         };
         let mut running = RunningBalance::new(opening);
         let opened_at = request.from.map(time).unwrap_or_default();
@@ -326,7 +371,7 @@ async fn write_statement(
             if !line.kind.is_movement() {
                 continue;
             }
-            let balance = running.add(line.amount);
+            let balance = running.add(line.amount)?;
             match request.format {
                 Format::Csv => {
                     write_csv_line(&mut csv, asset, &line, balance, &fmt)?;
@@ -390,8 +435,8 @@ fn write_csv_line(
     csv: &mut csv::Writer<Vec<u8>>,
     asset: &str,
     line: &Movement<'_>,
-    balance: Decimal,
-    fmt: &impl Fn(Decimal) -> String,
+    balance: Units,
+    fmt: &impl Fn(Units) -> String,
 ) -> Result<(), csv::Error> {
     csv.write_record([
         asset,
@@ -407,8 +452,8 @@ fn write_csv_line(
 
 fn json_line(
     line: &Movement<'_>,
-    balance: Decimal,
-    fmt: &impl Fn(Decimal) -> String,
+    balance: Units,
+    fmt: &impl Fn(Units) -> String,
 ) -> serde_json::Value {
     json!({
         "type": line.kind.as_str(),

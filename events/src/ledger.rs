@@ -139,10 +139,14 @@ pub fn withdrawal_stream(withdrawal_id: Uuid) -> String {
 pub enum Account {
     Available(Uuid),
     Held(Uuid),
-    /// Money that entered from outside (deposits); its balance is minus all deposits.
-    ExternalDeposits,
-    /// Money that left (completed withdrawals).
-    WithdrawalsPaid,
+    /// Money that entered from outside through one user's deposits; its balance is minus all
+    /// of that user's deposits. Kept per user so that it is bounded like the user's own
+    /// balance (by the credits cap of the user's account), which a single row summing every
+    /// user's deposits would not be.
+    ExternalDeposits(Uuid),
+    /// Money that left through one user's completed withdrawals (per user, like
+    /// [`Account::ExternalDeposits`]).
+    WithdrawalsPaid(Uuid),
 }
 
 /// One side of a double entry: `amount` is added to `account` (negative: subtracted).
@@ -164,7 +168,7 @@ pub fn postings(event: &EventEnvelope) -> Vec<Posting> {
     if let Ok(e) = FundsDeposited::from_envelope(event) {
         vec![
             post(Account::Available(e.user_id), &e.asset, e.amount),
-            post(Account::ExternalDeposits, &e.asset, -e.amount),
+            post(Account::ExternalDeposits(e.user_id), &e.asset, -e.amount),
         ]
     } else if let Ok(e) = WithdrawalRequested::from_envelope(event) {
         vec![
@@ -174,7 +178,7 @@ pub fn postings(event: &EventEnvelope) -> Vec<Posting> {
     } else if let Ok(e) = WithdrawalCompleted::from_envelope(event) {
         vec![
             post(Account::Held(e.user_id), &e.asset, -e.amount),
-            post(Account::WithdrawalsPaid, &e.asset, e.amount),
+            post(Account::WithdrawalsPaid(e.user_id), &e.asset, e.amount),
         ]
     } else if let Ok(e) = WithdrawalRejected::from_envelope(event) {
         vec![

@@ -18,4 +18,4 @@ pub mod units;
 pub use chain::{ChainBreak, ChainBreakKind, ChainVerifier};
 pub use domain::{DomainEvent, EventTypeError};
 pub use envelope::{EventEnvelope, EventMetadata, NewEvent, GENESIS_HASH};
-pub use units::Units;
+pub use units::{Units, UnitsSum};

@@ -121,6 +121,89 @@ impl Units {
     }
 }
 
+impl Units {
+    /// This value split into two integer limbs `(whole, atto)` with `value = whole·10¹⁸ + atto`,
+    /// both with the value's sign (truncated division): `whole` is the count of whole units,
+    /// `|atto| < 10¹⁸`. Read models keep each limb as a `Decimal128` *integer* and add limbs
+    /// (`$inc`, `$sum`), which is exact while a limb's running sum stays below 10³⁴ — see
+    /// [`Units::from_limbs`].
+    pub const fn limbs(self) -> (i128, i128) {
+        (self.0 / ONE, self.0 % ONE)
+    }
+
+    /// The value `whole·10¹⁸ + atto`, if it is within the range (`None` otherwise, never
+    /// rounded). Limbs added separately need not be normalised: any `atto` is accepted.
+    pub fn from_limbs(whole: i128, atto: i128) -> Option<Self> {
+        whole
+            .checked_mul(ONE)
+            .and_then(|w| w.checked_add(atto))
+            .filter(|v| *v != i128::MIN)
+            .map(Self)
+    }
+}
+
+/// An exact sum of any number of [`Units`] values, with room far beyond [`Units::MAX`]: for
+/// zero-sum checks over many accounts (the rows of one asset can each be near the limit, so an
+/// `i128` running sum could overflow on the way although the total is zero).
+///
+/// Held as `high·2⁶⁴ + low` with `low < 2⁶⁴`; each added value contributes less than 2⁶⁴ to
+/// `|high|`, so `high` (an `i128`) cannot overflow before 2⁶³ additions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnitsSum {
+    high: i128,
+    low: u64,
+}
+
+impl UnitsSum {
+    pub fn add(&mut self, value: Units) {
+        let raw = value.0;
+        let low = self.low as u128 + (raw as u128 & u64::MAX as u128);
+        self.high += (raw >> 64) + (low >> 64) as i128;
+        self.low = low as u64;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.high == 0 && self.low == 0
+    }
+
+    /// The sum as a [`Units`] value, if it is within the range.
+    pub fn units(&self) -> Option<Units> {
+        let high: i64 = self.high.try_into().ok()?;
+        let raw = ((high as i128) << 64) | self.low as i128;
+        (raw != i128::MIN).then_some(Units(raw))
+    }
+}
+
+impl fmt::Display for UnitsSum {
+    /// The exact sum when it is within the range; otherwise its sign and that it is beyond.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.units() {
+            Some(units) => write!(f, "{units}"),
+            None if self.high < 0 => f.write_str("below -1.7e20"),
+            None => f.write_str("above 1.7e20"),
+        }
+    }
+}
+
+impl std::iter::Sum<Units> for UnitsSum {
+    fn sum<I: Iterator<Item = Units>>(iter: I) -> Self {
+        let mut sum = Self::default();
+        for value in iter {
+            sum.add(value);
+        }
+        sum
+    }
+}
+
+impl std::ops::Neg for Units {
+    type Output = Units;
+
+    /// Never fails: the range is symmetric (`i128::MIN` is never held).
+    fn neg(self) -> Self {
+        Self(-self.0)
+    }
+}
+
 impl fmt::Display for Units {
     /// The shortest exact decimal text (`"1.5"`, `"0"`, `"-0.000000000000000006"`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -263,6 +346,40 @@ mod tests {
         }
     }
 
+    #[test]
+    fn limbs_add_like_the_value() {
+        let max = Units::MAX.limbs();
+        assert_eq!(max, (170141183460469231731, 687303715884105727));
+        assert_eq!(Units::from_limbs(max.0, max.1), Some(Units::MAX));
+        assert_eq!(Units::from_limbs(max.0, max.1 + 1), None);
+        assert_eq!(units("-1.5").limbs(), (-1, -500_000_000_000_000_000));
+        // Unnormalised limbs (as separate sums leave them) still give the value.
+        assert_eq!(
+            Units::from_limbs(-3, 2_500_000_000_000_000_000),
+            Some(units("-0.5"))
+        );
+    }
+
+    #[test]
+    fn a_wide_sum_passes_the_limit_on_the_way_and_comes_back() {
+        let mut sum = UnitsSum::default();
+        for _ in 0..3 {
+            sum.add(Units::MAX);
+        }
+        assert_eq!(sum.units(), None);
+        assert_eq!(sum.to_string(), "above 1.7e20");
+        for _ in 0..3 {
+            sum.add(Units::MIN);
+        }
+        assert!(sum.is_zero());
+        sum.add(units("-0.000000000000000006"));
+        assert_eq!(sum.to_string(), "-0.000000000000000006");
+        let mut low = UnitsSum::default();
+        low.add(Units::MIN);
+        low.add(Units::MIN);
+        assert_eq!(low.to_string(), "below -1.7e20");
+    }
+
     proptest! {
         #[test]
         fn text_round_trips(raw in -i128::MAX..=i128::MAX) {
@@ -275,6 +392,22 @@ mod tests {
         fn addition_is_exact_integer_addition(a in any::<i64>(), b in any::<i64>()) {
             let sum = Units::from_raw(a as i128).checked_add(Units::from_raw(b as i128)).unwrap();
             prop_assert_eq!(sum.raw(), a as i128 + b as i128);
+        }
+
+        #[test]
+        fn limbs_sum_to_the_sum(values in prop::collection::vec(-i128::MAX / 64..i128::MAX / 64, 1..64)) {
+            let (mut whole, mut atto, mut wide) = (0i128, 0i128, UnitsSum::default());
+            let mut exact = Units::ZERO;
+            for raw in values {
+                let value = Units::from_raw(raw);
+                let (w, a) = value.limbs();
+                whole += w;
+                atto += a;
+                wide.add(value);
+                exact = exact.checked_add(value).unwrap();
+            }
+            prop_assert_eq!(Units::from_limbs(whole, atto), Some(exact));
+            prop_assert_eq!(wide.units(), Some(exact));
         }
 
         #[test]

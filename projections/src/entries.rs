@@ -4,14 +4,18 @@
 //! Entries are derived from the double-entry [`postings`], so a statement can never disagree
 //! with the ledger: summing a user's entries up to an instant gives exactly the balance the
 //! balance fold gives for the events up to that instant.
+//!
+//! Money is [`Units`] (exact, checked): an amount that cannot be held exactly, or a running
+//! balance that would leave the range, is an error, never a rounded value.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use cryptovault_events::ledger::{postings, Account};
-use cryptovault_events::EventEnvelope;
-use rust_decimal::Decimal;
+use cryptovault_events::{EventEnvelope, Units};
 use uuid::Uuid;
+
+use crate::balances::{posting_units, Unrepresentable};
 
 /// What kind of movement an entry is, as statements name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,18 +72,19 @@ pub struct Entry {
     /// The deposit, withdrawal or transfer id.
     pub reference: Uuid,
     pub counterparty: Option<Uuid>,
-    /// Change to `available` (signed, asset units).
-    pub available: Decimal,
-    /// Change to `held` (signed, asset units).
-    pub held: Decimal,
+    /// Change to `available` (signed).
+    pub available: Units,
+    /// Change to `held` (signed).
+    pub held: Units,
     pub occurred_at: DateTime<Utc>,
     pub position: u64,
 }
 
 impl Entry {
-    /// Change to the total balance (`available + held`).
-    pub fn total(&self) -> Decimal {
-        self.available + self.held
+    /// Change to the total balance (`available + held`). One event's entry always fits (its
+    /// parts are single amounts); `None` only for values no event produces.
+    pub fn total(&self) -> Option<Units> {
+        self.available.checked_add(self.held)
     }
 }
 
@@ -89,22 +94,27 @@ fn reference_of(event: &EventEnvelope) -> Option<Uuid> {
         .find_map(|field| event.payload.get(*field)?.as_str()?.parse().ok())
 }
 
-/// The user entries `event` makes (empty for events that move no user money).
-pub fn entries(event: &EventEnvelope) -> Vec<Entry> {
-    let mut per_user: BTreeMap<(Uuid, String), (Decimal, Decimal)> = BTreeMap::new();
+/// The user entries `event` makes (empty for events that move no user money), or why they
+/// cannot be held exactly.
+pub fn entries(event: &EventEnvelope) -> Result<Vec<Entry>, Unrepresentable> {
+    let mut per_user: BTreeMap<(Uuid, String), (Units, Units)> = BTreeMap::new();
     for posting in postings(event) {
-        match posting.account {
-            Account::Available(user) => {
-                per_user.entry((user, posting.asset)).or_default().0 += posting.amount
-            }
-            Account::Held(user) => {
-                per_user.entry((user, posting.asset)).or_default().1 += posting.amount
-            }
-            Account::ExternalDeposits | Account::WithdrawalsPaid => {}
-        }
+        let amount = posting_units(&posting, event)?;
+        let overflow = || Unrepresentable {
+            position: event.position,
+            what: format!("{} postings of one user beyond ±1.7e20", posting.asset),
+        };
+        let (user, held) = match posting.account {
+            Account::Available(user) => (user, false),
+            Account::Held(user) => (user, true),
+            Account::ExternalDeposits(_) | Account::WithdrawalsPaid(_) => continue,
+        };
+        let row = per_user.entry((user, posting.asset.clone())).or_default();
+        let part = if held { &mut row.1 } else { &mut row.0 };
+        *part = part.checked_add(amount).ok_or_else(overflow)?;
     }
     let Some(reference) = reference_of(event) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let from = event
         .payload
@@ -114,7 +124,7 @@ pub fn entries(event: &EventEnvelope) -> Vec<Entry> {
         .payload
         .get("to_user")
         .and_then(|v| v.as_str()?.parse::<Uuid>().ok());
-    per_user
+    Ok(per_user
         .into_iter()
         .filter_map(|((user_id, asset), (available, held))| {
             let (kind, counterparty) = match event.event_type.as_str() {
@@ -138,7 +148,7 @@ pub fn entries(event: &EventEnvelope) -> Vec<Entry> {
                 position: event.position,
             })
         })
-        .collect()
+        .collect())
 }
 
 /// One line of a statement: a movement and the total balance after it.
@@ -146,23 +156,31 @@ pub fn entries(event: &EventEnvelope) -> Vec<Entry> {
 pub struct StatementLine {
     pub entry: Entry,
     /// Signed change to the total balance.
-    pub amount: Decimal,
+    pub amount: Units,
     /// Total balance after this movement.
-    pub balance: Decimal,
+    pub balance: Units,
+}
+
+/// A running balance left the range [`Units`] holds (no account's can, given the credits cap;
+/// only a tampered log gets here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the running balance after movement {movement} is beyond ±1.7e20")]
+pub struct BalanceOverflow {
+    pub movement: u64,
 }
 
 /// A statement for one asset being written: starts at the opening balance and carries the
 /// running total balance through the movements, in position order. Memory is constant,
-/// whatever the number of movements.
+/// whatever the number of movements. Exact: a balance that cannot be held is an error.
 #[derive(Debug, Clone)]
 pub struct RunningBalance {
-    pub opening: Decimal,
-    pub balance: Decimal,
+    pub opening: Units,
+    pub balance: Units,
     pub movements: u64,
 }
 
 impl RunningBalance {
-    pub fn new(opening: Decimal) -> Self {
+    pub fn new(opening: Units) -> Self {
         Self {
             opening,
             balance: opening,
@@ -172,41 +190,46 @@ impl RunningBalance {
 
     /// The statement line for `entry`, or `None` when it does not change the total
     /// (holds and their release).
-    pub fn push(&mut self, entry: Entry) -> Option<StatementLine> {
+    pub fn push(&mut self, entry: Entry) -> Result<Option<StatementLine>, BalanceOverflow> {
         if !entry.kind.is_movement() {
-            return None;
+            return Ok(None);
         }
-        let amount = entry.total();
-        let balance = self.add(amount);
-        Some(StatementLine {
+        let amount = entry.total().ok_or(BalanceOverflow {
+            movement: self.movements + 1,
+        })?;
+        let balance = self.add(amount)?;
+        Ok(Some(StatementLine {
             entry,
             amount,
             balance,
-        })
+        }))
     }
 
     /// Adds a movement of `amount` (signed change to the total); returns the balance after it.
-    pub fn add(&mut self, amount: Decimal) -> Decimal {
-        self.balance += amount;
+    pub fn add(&mut self, amount: Units) -> Result<Units, BalanceOverflow> {
+        self.balance = self.balance.checked_add(amount).ok_or(BalanceOverflow {
+            movement: self.movements + 1,
+        })?;
         self.movements += 1;
-        self.balance
+        Ok(self.balance)
     }
 
     /// The closing balance (equal to the opening plus every movement's amount).
-    pub fn closing(&self) -> Decimal {
+    pub fn closing(&self) -> Units {
         self.balance
     }
 }
 
-/// `available` and `held` per asset for one user after `entries` (a balance "as of").
+/// `available` and `held` per asset for one user after `entries` (a balance "as of"); `None`
+/// if a sum would leave the range.
 pub fn balances_of<'a>(
     entries: impl IntoIterator<Item = &'a Entry>,
-) -> BTreeMap<String, (Decimal, Decimal)> {
-    let mut out: BTreeMap<String, (Decimal, Decimal)> = BTreeMap::new();
+) -> Option<BTreeMap<String, (Units, Units)>> {
+    let mut out: BTreeMap<String, (Units, Units)> = BTreeMap::new();
     for entry in entries {
         let row = out.entry(entry.asset.clone()).or_default();
-        row.0 += entry.available;
-        row.1 += entry.held;
+        row.0 = row.0.checked_add(entry.available)?;
+        row.1 = row.1.checked_add(entry.held)?;
     }
-    out
+    Some(out)
 }

@@ -36,9 +36,20 @@ fn user(i: usize) -> Uuid {
     Uuid::from_u128(i as u128 + 1)
 }
 
-/// The events of `steps`, in order. Amounts are in units of 10^-8 BTC; balances are not
-/// checked (the folds must be right whatever the history).
-fn new_events(steps: &[Step]) -> Vec<NewEvent> {
+/// `a` in units of 10⁻⁸, or (when `big`) a 28-digit amount with 18 decimals near 10¹⁰ that
+/// depends on `a`: a few of them take a balance past 7.9·10¹⁰, where a `rust_decimal` sum
+/// starts dropping digits.
+fn amount(a: i64, big: bool) -> Decimal {
+    if big {
+        Decimal::from_i128_with_scale(9_999_999_999_999_999_999_999_000_000 + a as i128, 18)
+    } else {
+        Decimal::new(a, 8)
+    }
+}
+
+/// The events of `steps`, in order. Amounts are in units of 10^-8 BTC (or big, see
+/// [`amount`]); balances are not checked (the folds must be right whatever the history).
+fn new_events(steps: &[Step], big: bool) -> Vec<NewEvent> {
     let meta = EventMetadata::default();
     let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
     let btc = || "BTC".to_owned();
@@ -51,12 +62,12 @@ fn new_events(steps: &[Step]) -> Vec<NewEvent> {
                     deposit_id: Uuid::now_v7(),
                     user_id: user(u),
                     asset: btc(),
-                    amount: Decimal::new(a, 8),
+                    amount: amount(a, big),
                 }
                 .into_new_event(at, meta.clone()),
             ),
             Step::Transfer(f, t, a) if f != t => {
-                let (transfer_id, amount) = (Uuid::now_v7(), Decimal::new(a, 8));
+                let (transfer_id, amount) = (Uuid::now_v7(), amount(a, big));
                 let (from_user, to_user) = (user(f), user(t));
                 out.push(
                     TransferSent {
@@ -83,8 +94,7 @@ fn new_events(steps: &[Step]) -> Vec<NewEvent> {
             }
             Step::Transfer(..) => {}
             Step::Withdraw(u, a, complete) => {
-                let (withdrawal_id, user_id, amount) =
-                    (Uuid::now_v7(), user(u), Decimal::new(a, 8));
+                let (withdrawal_id, user_id, amount) = (Uuid::now_v7(), user(u), amount(a, big));
                 out.push(
                     WithdrawalRequested {
                         withdrawal_id,
@@ -122,9 +132,9 @@ fn new_events(steps: &[Step]) -> Vec<NewEvent> {
 }
 
 /// `steps` sealed into a hash-chained log at positions 1, 2, …
-fn log(steps: &[Step]) -> Vec<EventEnvelope> {
+fn log(steps: &[Step], big: bool) -> Vec<EventEnvelope> {
     let mut prev = GENESIS_HASH.to_owned();
-    new_events(steps)
+    new_events(steps, big)
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
@@ -139,42 +149,56 @@ fn log(steps: &[Step]) -> Vec<EventEnvelope> {
 proptest! {
     #[test]
     fn opening_plus_movements_is_closing_and_equals_the_ledger(
-        steps in prop::collection::vec(step(), 1..60),
-        split in 0..120u64,
+        steps in prop::collection::vec(step(), 1..120),
+        split in 0..240u64,
         who in 0..3usize,
+        big in any::<bool>(),
     ) {
-        let events = log(&steps);
+        let events = log(&steps, big);
         let me = user(who);
-        let mine: Vec<Entry> = events.iter().flat_map(entries).filter(|e| e.user_id == me).collect();
+        let mine: Vec<Entry> = events
+            .iter()
+            .flat_map(|e| entries(e).unwrap())
+            .filter(|e| e.user_id == me)
+            .collect();
         let (available, held) = balances_of(mine.iter().filter(|e| e.position <= split))
+            .unwrap()
             .get("BTC")
             .copied()
             .unwrap_or_default();
-        let mut statement = RunningBalance::new(available + held);
-        let mut sum = Decimal::ZERO;
+        let mut statement = RunningBalance::new(available.checked_add(held).unwrap());
+        // The exact integer sum of the movements, in 10^-18.
+        let mut sum: i128 = 0;
         for entry in mine.iter().filter(|e| e.position > split) {
-            if let Some(line) = statement.push(entry.clone()) {
-                sum += line.amount;
-                prop_assert_eq!(line.balance, statement.opening + sum);
+            if let Some(line) = statement.push(entry.clone()).unwrap() {
+                sum += line.amount.raw();
+                prop_assert_eq!(line.balance.raw(), statement.opening.raw() + sum);
             }
         }
-        prop_assert_eq!(statement.closing(), statement.opening + sum);
+        prop_assert_eq!(statement.closing().raw(), statement.opening.raw() + sum);
 
         // The closing balance is the double-entry fold's balance for this user.
         let mut fold = Balances::default();
         for event in &events {
             fold.apply(event);
         }
+        prop_assert!(fold.unrepresentable.is_empty());
         prop_assert!(fold.sums().values().all(|s| s.is_zero()));
         let row = fold.rows.get(&(me.to_string(), "BTC".to_owned())).copied().unwrap_or_default();
-        prop_assert_eq!(statement.closing(), row.available + row.held);
-        let (all_available, all_held) = balances_of(&mine).get("BTC").copied().unwrap_or_default();
+        prop_assert_eq!(Some(statement.closing()), row.total());
+        let (all_available, all_held) = balances_of(&mine).unwrap().get("BTC").copied().unwrap_or_default();
         prop_assert_eq!((all_available, all_held), (row.available, row.held));
+        // Past the limit of a rust_decimal, exactly: the user's movements as integers.
+        let exact: i128 = mine
+            .iter()
+            .map(|e| e.available.raw() + e.held.raw())
+            .sum();
+        prop_assert_eq!(row.total().unwrap().raw(), exact);
     }
 
     #[test]
     fn history_has_one_row_per_side_and_final_statuses(steps in prop::collection::vec(step(), 1..40)) {
-        let events = log(&steps);
+        let events = log(&steps, false);
         let mut rows = std::collections::BTreeMap::new();
         for event in &events {
             match history_change(event) {

@@ -110,7 +110,7 @@ async fn verify(State(state): State<AppState>, caller: AuthUser) -> Result<Json<
     auditor(&caller)?;
     let report = state
         .store
-        .verify_ledger()
+        .verify_ledger(|asset| state.ledger.assets.precision(asset).unwrap_or(0))
         .await
         .map_err(anyhow::Error::from)?;
     Ok(Json(

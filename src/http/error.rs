@@ -62,6 +62,11 @@ pub enum ApiError {
     /// 422 `insufficient_funds`: the account's available balance is too small.
     #[error("{0}")]
     InsufficientFunds(String),
+    /// 422 `balance_limit`: a balance the command would produce (the account's, or a
+    /// system account's) cannot be held exactly (beyond ±1.7·10²⁰ of the asset); nothing was
+    /// written. The message starts with the field (`amount`).
+    #[error("{0}")]
+    BalanceLimit(String),
     /// 409 `idempotency_conflict`: the Idempotency-Key was used with a different request.
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyConflict,
@@ -106,6 +111,7 @@ impl ApiError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::InvalidState(_) => (StatusCode::CONFLICT, "invalid_state"),
             Self::InsufficientFunds(_) => (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds"),
+            Self::BalanceLimit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "balance_limit"),
             Self::IdempotencyConflict => (StatusCode::CONFLICT, "idempotency_conflict"),
             Self::ProjectionLag(_) => (StatusCode::SERVICE_UNAVAILABLE, "projection_lag"),
             Self::AccountLocked { .. } => (StatusCode::LOCKED, "account_locked"),
@@ -187,6 +193,7 @@ impl From<LedgerError> for ApiError {
             LedgerError::Refused(Refusal::InsufficientFunds { .. }) => {
                 Self::InsufficientFunds(message)
             }
+            LedgerError::Refused(Refusal::BalanceLimit { .. }) => Self::BalanceLimit(message),
             LedgerError::Refused(Refusal::InvalidTransition { .. }) => Self::InvalidState(message),
             LedgerError::Refused(Refusal::UnknownWithdrawal(_))
             | LedgerError::UnknownWithdrawal(_) => Self::NotFound(message),

@@ -17,8 +17,8 @@ use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
+use cryptovault_events::ledger::{postings, Account};
 use cryptovault_events::EventEnvelope;
-use cryptovault_projections::entries::entries;
 use cryptovault_projections::history::{history_change, HistoryChange};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
@@ -122,9 +122,11 @@ fn allowed_origin(state: &AppState, headers: &HeaderMap) -> bool {
 
 /// Whether any of `events` moves `user`'s money.
 fn touches_balance(events: &[EventEnvelope], user: Uuid) -> bool {
-    events
-        .iter()
-        .any(|e| entries(e).iter().any(|entry| entry.user_id == user))
+    events.iter().any(|e| {
+        postings(e)
+            .iter()
+            .any(|p| matches!(p.account, Account::Available(u) | Account::Held(u) if u == user))
+    })
 }
 
 /// The history rows of `events` that belong to `user` (ids, for a lookup of their state).

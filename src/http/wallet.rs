@@ -7,8 +7,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bson::doc;
+use cryptovault_events::Units;
 use futures::TryStreamExt;
-use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -21,7 +21,7 @@ use super::query::ApiQuery;
 use crate::identity::domain::{Email, InvalidInput};
 use crate::ledger::amount::Assets;
 use crate::ledger::service::TransferRequest;
-use crate::projection::balances::{from_decimal128, COLLECTION as BALANCES};
+use crate::projection::balances::{stored_row, COLLECTION as BALANCES};
 use crate::projection::runner::ProjectionHandle;
 use crate::projection::withdrawals::COLLECTION as WITHDRAWALS;
 use crate::startup::AppState;
@@ -234,14 +234,25 @@ pub struct BalanceQuery {
     as_of: Option<String>,
 }
 
-/// One balance row of the API.
-fn balance_json(assets: &Assets, asset: &str, available: Decimal, held: Decimal) -> Value {
-    json!({
+/// One balance row of the API: exact text with the asset's decimal places (never rounded; a
+/// total that cannot be held is an error, not a figure).
+fn balance_json(
+    assets: &Assets,
+    asset: &str,
+    available: Units,
+    held: Units,
+) -> Result<Value, ApiError> {
+    let total = available.checked_add(held).ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "{asset} balance {available} + {held} is beyond the range held exactly"
+        ))
+    })?;
+    Ok(json!({
         "asset": asset,
-        "available": assets.format(available, asset),
-        "held": assets.format(held, asset),
-        "total": assets.format(available + held, asset),
-    })
+        "available": assets.format_units(available, asset),
+        "held": assets.format_units(held, asset),
+        "total": assets.format_units(total, asset),
+    }))
 }
 
 async fn balance(
@@ -293,16 +304,16 @@ pub async fn balance_as_of(
                 .unwrap_or_default();
             balance_json(assets, asset, available, held)
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(json!({ "balances": balances, "as_of": as_of, "position": position }))
 }
 
 /// The user's balances from the `balances` read model, every configured asset.
 pub async fn current_balance(state: &AppState, user_id: uuid::Uuid) -> Result<Value, ApiError> {
     let position = state.balances.position();
-    let rows: Vec<bson::Document> = state
+    let rows: Vec<bson::RawDocumentBuf> = state
         .db
-        .collection::<bson::Document>(BALANCES)
+        .collection::<bson::RawDocumentBuf>(BALANCES)
         .find(doc! { "owner": user_id.to_string() })
         .await
         .map_err(anyhow::Error::from)?
@@ -314,20 +325,15 @@ pub async fn current_balance(state: &AppState, user_id: uuid::Uuid) -> Result<Va
         .iter()
         .map(|(asset, _)| {
             let row = rows.iter().find(|r| r.get_str("asset").ok() == Some(asset));
-            let amount = |field: &str| {
-                row.and_then(|r| r.get(field))
-                    .and_then(|v| {
-                        if let bson::Bson::Decimal128(d) = v {
-                            Some(from_decimal128(d))
-                        } else {
-                            None
-                        }
-                    })
-                    .unwrap_or_default()
+            let stored = match row {
+                None => Default::default(),
+                Some(row) => stored_row(row).map_err(|why| {
+                    ApiError::Internal(anyhow::anyhow!("balance row of {user_id} {asset}: {why}"))
+                })?,
             };
-            balance_json(assets, asset, amount("available"), amount("held"))
+            balance_json(assets, asset, stored.available, stored.held)
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(json!({ "balances": balances, "position": position }))
 }
 

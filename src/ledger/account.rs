@@ -1,6 +1,12 @@
 //! One user's account in one asset: the state folded from its stream and the decisions that
 //! produce new events. Pure: no I/O, no clock. Deciding is separate from applying: a decision
 //! checks the rules and returns events; `apply` only folds.
+//!
+//! Balances are [`Units`] (exact, checked; see `cryptovault_events::units`): a decision whose
+//! result would not fit is refused ([`Refusal::BalanceLimit`]), and a fold that meets an event
+//! it cannot hold exactly (only a tampered log, or credits beyond the cap, has one) does not
+//! round: it leaves the balances as they were and marks the state as not exact
+//! ([`AccountState::not_exact`]), and every decision on such a state is refused.
 
 use std::collections::HashMap;
 
@@ -8,7 +14,7 @@ use cryptovault_events::ledger::{
     is_credits_stream, FundsDeposited, TransferReceived, TransferSent, WithdrawalApproved,
     WithdrawalCompleted, WithdrawalRejected, WithdrawalRequested,
 };
-use cryptovault_events::{DomainEvent, EventEnvelope};
+use cryptovault_events::{DomainEvent, EventEnvelope, Units};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -59,8 +65,8 @@ pub struct Withdrawal {
 pub struct AccountState {
     pub user_id: Uuid,
     pub asset: String,
-    pub available: Decimal,
-    pub held: Decimal,
+    pub available: Units,
+    pub held: Units,
     pub withdrawals: HashMap<Uuid, Withdrawal>,
     /// Version of the last folded event of the `account-…` stream (0: none): the expected
     /// version of the next debit.
@@ -70,6 +76,9 @@ pub struct AccountState {
     pub last_event: Option<Uuid>,
     /// Version of the last folded event of the `credits-…` stream (0: none).
     pub credits_version: u64,
+    /// Why the balances are not the exact fold (the first event whose money could not be held;
+    /// `None`: exact). Sticky: decisions on such a state are refused.
+    pub not_exact: Option<String>,
 }
 
 /// Why a ledger command was refused. Nothing is written.
@@ -78,9 +87,16 @@ pub enum Refusal {
     #[error("insufficient funds: {available} {asset} available, {requested} requested")]
     InsufficientFunds {
         asset: String,
-        available: Decimal,
+        available: Units,
         requested: Decimal,
     },
+    /// A balance this command would produce (or the account's current one) cannot be held
+    /// exactly: beyond ±1.7·10²⁰ of the asset (see `Units`). HTTP 422 `balance_limit`.
+    #[error(
+        "amount: the resulting {asset} balance cannot be held exactly (the ledger holds at most {} {asset} per account); nothing was written",
+        Units::MAX
+    )]
+    BalanceLimit { asset: String },
     #[error("withdrawal {id} is {status}; cannot {action}")]
     InvalidTransition {
         id: Uuid,
@@ -98,12 +114,13 @@ impl AccountState {
         Self {
             user_id,
             asset: asset.to_owned(),
-            available: Decimal::ZERO,
-            held: Decimal::ZERO,
+            available: Units::ZERO,
+            held: Units::ZERO,
             withdrawals: HashMap::new(),
             version: 0,
             last_event: None,
             credits_version: 0,
+            not_exact: None,
         }
     }
 
@@ -129,12 +146,17 @@ impl AccountState {
         state
     }
 
-    pub fn total(&self) -> Decimal {
-        self.available + self.held
+    /// `available + held`, if it fits (it always does within the credits cap).
+    pub fn total(&self) -> Option<Units> {
+        self.available.checked_add(self.held)
     }
 
     /// Folds one event of this account's `account-…` or `credits-…` stream. Changing what it
     /// does changes the meaning of stored snapshots: bump `snapshot::FORMAT` with it.
+    ///
+    /// Money is applied exactly or not at all: an amount that cannot be held, or a balance that
+    /// would leave the range, leaves `available` and `held` unchanged and sets
+    /// [`Self::not_exact`] (never a panic, never a rounded balance).
     pub fn apply(&mut self, event: &EventEnvelope) {
         if is_credits_stream(&event.stream_id) {
             self.credits_version = event.stream_version;
@@ -142,32 +164,66 @@ impl AccountState {
             self.version = event.stream_version;
             self.last_event = Some(event.event_id);
         }
-        if let Ok(e) = FundsDeposited::from_envelope(event) {
-            self.available += e.amount;
-        } else if let Ok(e) = WithdrawalRequested::from_envelope(event) {
-            self.available -= e.amount;
-            self.held += e.amount;
-            self.withdrawals.insert(
-                e.withdrawal_id,
-                Withdrawal {
-                    amount: e.amount,
-                    status: WithdrawalStatus::Pending,
-                },
-            );
-        } else if let Ok(e) = WithdrawalApproved::from_envelope(event) {
-            self.set_status(e.withdrawal_id, WithdrawalStatus::Approved);
-        } else if let Ok(e) = WithdrawalCompleted::from_envelope(event) {
-            self.held -= e.amount;
-            self.set_status(e.withdrawal_id, WithdrawalStatus::Completed);
-        } else if let Ok(e) = WithdrawalRejected::from_envelope(event) {
-            self.held -= e.amount;
-            self.available += e.amount;
-            self.set_status(e.withdrawal_id, WithdrawalStatus::Rejected);
-        } else if let Ok(e) = TransferSent::from_envelope(event) {
-            self.available -= e.amount;
-        } else if let Ok(e) = TransferReceived::from_envelope(event) {
-            self.available += e.amount;
+        if let Err(why) = self.apply_money(event) {
+            if self.not_exact.is_none() {
+                self.not_exact = Some(format!(
+                    "{} version {} ({}): {why}",
+                    event.stream_id, event.stream_version, event.event_type
+                ));
+            }
         }
+    }
+
+    /// The balance changes of `event` (and the withdrawal records), checked.
+    fn apply_money(&mut self, event: &EventEnvelope) -> Result<(), String> {
+        let units = |amount: Decimal| {
+            Units::from_decimal(amount)
+                .ok_or_else(|| format!("amount {amount} cannot be held exactly"))
+        };
+        let beyond = || "balance beyond ±1.7e20".to_owned();
+        // (available change, held change): applied only if both results fit.
+        let (plus_available, minus_available, plus_held, minus_held) =
+            if let Ok(e) = FundsDeposited::from_envelope(event) {
+                (units(e.amount)?, Units::ZERO, Units::ZERO, Units::ZERO)
+            } else if let Ok(e) = WithdrawalRequested::from_envelope(event) {
+                self.withdrawals.insert(
+                    e.withdrawal_id,
+                    Withdrawal {
+                        amount: e.amount,
+                        status: WithdrawalStatus::Pending,
+                    },
+                );
+                let amount = units(e.amount)?;
+                (Units::ZERO, amount, amount, Units::ZERO)
+            } else if let Ok(e) = WithdrawalApproved::from_envelope(event) {
+                self.set_status(e.withdrawal_id, WithdrawalStatus::Approved);
+                return Ok(());
+            } else if let Ok(e) = WithdrawalCompleted::from_envelope(event) {
+                self.set_status(e.withdrawal_id, WithdrawalStatus::Completed);
+                (Units::ZERO, Units::ZERO, Units::ZERO, units(e.amount)?)
+            } else if let Ok(e) = WithdrawalRejected::from_envelope(event) {
+                self.set_status(e.withdrawal_id, WithdrawalStatus::Rejected);
+                let amount = units(e.amount)?;
+                (amount, Units::ZERO, Units::ZERO, amount)
+            } else if let Ok(e) = TransferSent::from_envelope(event) {
+                (Units::ZERO, units(e.amount)?, Units::ZERO, Units::ZERO)
+            } else if let Ok(e) = TransferReceived::from_envelope(event) {
+                (units(e.amount)?, Units::ZERO, Units::ZERO, Units::ZERO)
+            } else {
+                return Ok(());
+            };
+        let available = self
+            .available
+            .checked_add(plus_available)
+            .and_then(|a| a.checked_sub(minus_available))
+            .ok_or_else(beyond)?;
+        let held = self
+            .held
+            .checked_add(plus_held)
+            .and_then(|h| h.checked_sub(minus_held))
+            .ok_or_else(beyond)?;
+        (self.available, self.held) = (available, held);
+        Ok(())
     }
 
     fn set_status(&mut self, id: Uuid, status: WithdrawalStatus) {
@@ -176,18 +232,41 @@ impl AccountState {
         }
     }
 
-    fn ensure_available(&self, amount: Decimal) -> Result<(), Refusal> {
-        if amount > self.available {
+    fn balance_limit(&self) -> Refusal {
+        Refusal::BalanceLimit {
+            asset: self.asset.clone(),
+        }
+    }
+
+    /// Refuses every decision on a state that is not the exact fold of its events.
+    fn ensure_exact(&self) -> Result<(), Refusal> {
+        match self.not_exact {
+            None => Ok(()),
+            Some(_) => Err(self.balance_limit()),
+        }
+    }
+
+    /// `amount` in units, if `available` covers it: the balance `available` would be left
+    /// with and the amount, or the refusal.
+    fn ensure_available(&self, amount: Decimal) -> Result<(Units, Units), Refusal> {
+        self.ensure_exact()?;
+        let units = Units::from_decimal(amount).ok_or_else(|| self.balance_limit())?;
+        if units > self.available {
             return Err(Refusal::InsufficientFunds {
                 asset: self.asset.clone(),
                 available: self.available,
                 requested: amount,
             });
         }
-        Ok(())
+        let left = self
+            .available
+            .checked_sub(units)
+            .ok_or_else(|| self.balance_limit())?;
+        Ok((left, units))
     }
 
     fn withdrawal(&self, id: Uuid) -> Result<&Withdrawal, Refusal> {
+        self.ensure_exact()?;
         self.withdrawals
             .get(&id)
             .ok_or(Refusal::UnknownWithdrawal(id))
@@ -210,7 +289,11 @@ impl AccountState {
         amount: Decimal,
         address: &str,
     ) -> Result<WithdrawalRequested, Refusal> {
-        self.ensure_available(amount)?;
+        let (_, units) = self.ensure_available(amount)?;
+        // The hold: `held + amount` must fit too.
+        self.held
+            .checked_add(units)
+            .ok_or_else(|| self.balance_limit())?;
         Ok(WithdrawalRequested {
             withdrawal_id,
             user_id: self.user_id,
@@ -293,6 +376,7 @@ impl AccountState {
         if to_user == self.user_id {
             return Err(Refusal::SelfTransfer);
         }
+        // The recipient's side is a credit: bounded by the credits cap on its stream.
         self.ensure_available(amount)?;
         let sent = TransferSent {
             transfer_id,
@@ -317,7 +401,7 @@ impl AccountState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cryptovault_events::ledger::{account_stream, postings};
+    use cryptovault_events::ledger::{account_stream, credits_stream, postings};
     use cryptovault_events::{EventMetadata, GENESIS_HASH};
     use proptest::prelude::*;
 
@@ -387,17 +471,173 @@ mod tests {
         ]
     }
 
+    /// `a` hundredths, or (when `big`) a 28-digit 18-decimal amount just under 1e10 that
+    /// depends on `a`.
+    fn amount_of(a: u32, big: bool) -> Decimal {
+        if big {
+            Decimal::from_i128_with_scale(9_999_999_999_999_999_999_999_999_000 + a as i128, 18)
+        } else {
+            Decimal::new(a as i64, 2)
+        }
+    }
+
+    fn units(text: &str) -> Units {
+        text.parse().unwrap()
+    }
+
+    fn envelope<E: DomainEvent>(event: E, stream: String, version: u64) -> EventEnvelope {
+        EventEnvelope::seal(
+            event.into_new_event(chrono::Utc::now(), EventMetadata::default()),
+            stream,
+            version,
+            version,
+            GENESIS_HASH.into(),
+        )
+    }
+
+    #[test]
+    fn eighty_five_maximal_deposits_then_an_exact_drain_leave_nothing_to_spend() {
+        let user = Uuid::from_u128(1);
+        let big: Decimal = "999999999.999999999999999999".parse().unwrap();
+        let mut state = AccountState::new(user, "ETH");
+        for n in 1..=85 {
+            let e = state.deposit(Uuid::from_u128(100 + n), big);
+            state.apply(&envelope(e, credits_stream(user, "ETH"), n as u64));
+        }
+        assert_eq!(state.available, units("84999999999.999999999999999915"));
+        for n in 1..=85 {
+            let (sent, _) = state
+                .transfer(Uuid::from_u128(1000 + n), Uuid::from_u128(2), big, None)
+                .unwrap();
+            state.apply(&envelope(sent, account_stream(user, "ETH"), n as u64));
+        }
+        assert_eq!(state.available, Units::ZERO);
+        for wei in ["0.000000000000000001", "0.000000000000000005"] {
+            let wei: Decimal = wei.parse().unwrap();
+            assert!(matches!(
+                state.transfer(Uuid::now_v7(), Uuid::from_u128(2), wei, None),
+                Err(Refusal::InsufficientFunds { .. })
+            ));
+            assert!(matches!(
+                state.request_withdrawal(Uuid::now_v7(), wei, "x"),
+                Err(Refusal::InsufficientFunds { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_fold_beyond_the_range_is_not_exact_and_every_decision_is_refused() {
+        let user = Uuid::from_u128(1);
+        let e20: Decimal = "100000000000000000000".parse().unwrap();
+        let mut state = AccountState::new(user, "USD");
+        let withdrawal = Uuid::from_u128(7);
+        state.apply(&envelope(
+            state.deposit(Uuid::from_u128(1), e20),
+            credits_stream(user, "USD"),
+            1,
+        ));
+        let w = state
+            .request_withdrawal(withdrawal, Decimal::ONE, "x")
+            .unwrap();
+        state.apply(&envelope(w, account_stream(user, "USD"), 1));
+        assert!(state.not_exact.is_none());
+        // Credits from before the cap (or another process): 3e20 cannot be held.
+        for n in 2..=3 {
+            let e = state.deposit(Uuid::from_u128(n), e20);
+            state.apply(&envelope(e, credits_stream(user, "USD"), n as u64));
+        }
+        assert_eq!(state.credits_version, 3, "versions still follow the stream");
+        assert_eq!(
+            state.available,
+            units("99999999999999999999"),
+            "left as it was"
+        );
+        assert!(state.not_exact.as_deref().unwrap().contains("version 2"));
+        let limit = |r: Result<(), Refusal>| {
+            assert_eq!(
+                r,
+                Err(Refusal::BalanceLimit {
+                    asset: "USD".into()
+                })
+            );
+        };
+        let admin = Uuid::from_u128(9);
+        limit(
+            state
+                .transfer(Uuid::now_v7(), admin, Decimal::ONE, None)
+                .map(|_| ()),
+        );
+        limit(
+            state
+                .request_withdrawal(Uuid::now_v7(), Decimal::ONE, "x")
+                .map(|_| ()),
+        );
+        limit(state.approve(withdrawal, admin).map(|_| ()));
+        limit(state.complete(withdrawal, admin).map(|_| ()));
+        limit(state.reject(withdrawal, admin, None).map(|_| ()));
+        let message = Refusal::BalanceLimit {
+            asset: "USD".into(),
+        }
+        .to_string();
+        assert!(message.starts_with("amount: "), "{message}");
+    }
+
+    #[test]
+    fn an_event_with_more_than_18_decimals_is_not_folded_by_rounding() {
+        let user = Uuid::from_u128(1);
+        let mut state = AccountState::new(user, "ETH");
+        state.apply(&envelope(
+            state.deposit(Uuid::from_u128(1), Decimal::ONE),
+            credits_stream(user, "ETH"),
+            1,
+        ));
+        let tampered = state.deposit(Uuid::from_u128(2), "0.0000000000000000001".parse().unwrap());
+        state.apply(&envelope(tampered, credits_stream(user, "ETH"), 2));
+        assert_eq!(state.available, units("1"));
+        assert!(state.not_exact.is_some());
+        assert!(matches!(
+            state.transfer(Uuid::now_v7(), Uuid::from_u128(2), Decimal::ONE, None),
+            Err(Refusal::BalanceLimit { .. })
+        ));
+    }
+
+    #[test]
+    fn a_hold_whose_result_would_not_fit_is_refused() {
+        // Only a state beyond the cap has one; built directly.
+        let mut state = AccountState::new(Uuid::from_u128(1), "USD");
+        state.available = units("100");
+        state.held = Units::MAX;
+        assert_eq!(
+            state.request_withdrawal(Uuid::now_v7(), Decimal::ONE, "x"),
+            Err(Refusal::BalanceLimit {
+                asset: "USD".into()
+            })
+        );
+    }
+
     proptest! {
         /// No sequence of commands takes a balance below zero, every event balances, and the
         /// folded state always equals the state the decisions saw plus their events.
         #[test]
-        fn no_command_sequence_breaks_the_invariants(commands in prop::collection::vec(command(), 1..80)) {
+        /// With `big`, amounts are 28-digit 18-decimal values near 1e10 and every account
+        /// starts with ten of them, so balances pass 7.9·10¹⁰ — where a `rust_decimal` sum
+        /// starts dropping digits.
+        fn no_command_sequence_breaks_the_invariants(commands in prop::collection::vec(command(), 1..120), big in any::<bool>()) {
             let mut sim = Sim::new(4);
             let mut withdrawals: Vec<(usize, Uuid)> = Vec::new();
             let admin = Uuid::from_u128(999);
+            if big {
+                for (n, user) in sim.users.clone().into_iter().enumerate() {
+                    for k in 0..10 {
+                        let e = sim.state(user).deposit(Uuid::from_u128(500 + 10 * n as u128 + k), amount_of(k as u32, true));
+                        sim.append(user, e);
+                    }
+                    prop_assert!(sim.state(user).available > units("79000000000"));
+                }
+            }
             for (i, command) in commands.into_iter().enumerate() {
                 let id = Uuid::from_u128(10_000 + i as u128);
-                let cents = |a: u32| Decimal::new(a as i64, 2);
+                let cents = |a: u32| amount_of(a, big);
                 match command {
                     Command::Deposit(u, a) => {
                         let user = sim.users[u];
@@ -435,11 +675,13 @@ mod tests {
                 }
                 for user in sim.users.clone() {
                     let state = sim.state(user);
-                    prop_assert!(state.available >= Decimal::ZERO);
-                    prop_assert!(state.held >= Decimal::ZERO);
-                    let open: Decimal = state.withdrawals.values()
+                    prop_assert!(state.not_exact.is_none());
+                    prop_assert!(!state.available.is_negative());
+                    prop_assert!(!state.held.is_negative());
+                    let open = state.withdrawals.values()
                         .filter(|w| matches!(w.status, WithdrawalStatus::Pending | WithdrawalStatus::Approved))
-                        .map(|w| w.amount).sum();
+                        .map(|w| Units::from_decimal(w.amount).unwrap())
+                        .try_fold(Units::ZERO, Units::checked_add).unwrap();
                     prop_assert_eq!(state.held, open);
                 }
                 prop_assert_eq!(sim.sum, Decimal::ZERO);

@@ -1,7 +1,17 @@
-//! Assets and amounts: parsing client input into exact, validated decimals (PRODUCT.md §3).
+//! Assets and amounts: parsing client input into exact, validated decimals (PRODUCT.md §3),
+//! and the limits that keep every balance exact.
+//!
+//! **Limits.** One amount is a `Decimal` (at most 28 significant digits) not above
+//! `MAX_AMOUNT`; a balance is a `Units` value (an `i128` of 10⁻¹⁸, at most
+//! [`Units::MAX`] ≈ 1.7·10²⁰ of any asset). No account can get past that: its credits stream
+//! accepts at most [`Assets::credit_cap`] events (credits are the only thing that raises an
+//! account's total), so `available + held ≤ credit_cap × MAX_AMOUNT ≤ Units::MAX`. Start-up
+//! refuses a `MAX_AMOUNT` for which that cap is below one or an amount of some asset could
+//! need more than 28 digits.
 
 use std::collections::BTreeMap;
 
+use cryptovault_events::Units;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -47,13 +57,69 @@ impl Assets {
         if precision.is_empty() {
             return Err("no assets".into());
         }
+        Self {
+            precision,
+            max_amount: Decimal::ONE,
+        }
+        .with_max_amount(max_amount)
+    }
+
+    /// These assets with `max_amount` as the largest amount of one command, if the exact
+    /// representation can live with it (see [`Self::credit_cap`]).
+    pub fn with_max_amount(mut self, max_amount: Decimal) -> Result<Self, String> {
         if max_amount <= Decimal::ZERO {
             return Err("the maximum amount must be positive".into());
         }
-        Ok(Self {
-            precision,
-            max_amount,
-        })
+        self.max_amount = max_amount;
+        self.check_limits()?;
+        Ok(self)
+    }
+
+    /// Refuses a maximum amount that the exact representation cannot live with: not a whole
+    /// number of 10⁻¹⁸, larger than the largest balance, or (for some asset) with amounts that
+    /// need more than the 28 significant digits of a `Decimal`.
+    fn check_limits(&self) -> Result<(), String> {
+        let max = self.max_amount;
+        let Some(units) = Units::from_decimal(max) else {
+            return Err(format!(
+                "the maximum amount {max} must have at most 18 decimals and be at most {} (the largest balance held exactly)",
+                Units::MAX
+            ));
+        };
+        if units.raw() == 0 {
+            return Err("the maximum amount must be positive".into());
+        }
+        // Integer digits of the largest amount: an amount of `places` decimals up to it has at
+        // most that many digits plus `places`.
+        let whole_digits = max
+            .trunc()
+            .normalize()
+            .to_string()
+            .trim_start_matches('0')
+            .len() as u32;
+        for (asset, places) in self.iter() {
+            if whole_digits + places > 28 {
+                return Err(format!(
+                    "MAX_AMOUNT {max}: an amount of {asset} ({places} decimals) could have {} significant digits; amounts are exact up to 28 (lower MAX_AMOUNT or {asset}'s precision)",
+                    whole_digits + places
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The most credits (deposits, transfers received) one account's `credits-…` stream may
+    /// hold: the largest `n` with `n × MAX_AMOUNT ≤ Units::MAX`. Every credit is at most
+    /// `MAX_AMOUNT` and only credits raise an account's total, so an account within the cap
+    /// has `available + held ≤ Units::MAX`, and so have its per-user system rows
+    /// (`system:external_deposits:<user>` is minus its deposits, `system:withdrawals_paid:<user>`
+    /// at most its credits). Default `MAX_AMOUNT` 1e9: 170,141,183,460 credits per account.
+    /// At least 1 (checked by [`Assets::parse`]).
+    pub fn credit_cap(&self) -> u64 {
+        let max = Units::from_decimal(self.max_amount)
+            .map(Units::raw)
+            .unwrap_or(i128::MAX);
+        u64::try_from(Units::MAX.raw() / max.max(1)).unwrap_or(u64::MAX)
     }
 
     /// Decimal places of `asset`, if supported.
@@ -130,6 +196,11 @@ impl Assets {
         Ok(amount)
     }
 
+    /// A balance written exactly with (at least) the asset's decimal places.
+    pub fn format_units(&self, value: Units, asset: &str) -> String {
+        value.format(self.precision(asset).unwrap_or(18))
+    }
+
     /// `amount` written with exactly the asset's decimal places.
     pub fn format(&self, amount: Decimal, asset: &str) -> String {
         let mut scaled = amount;
@@ -193,6 +264,55 @@ mod tests {
         }
         assert_eq!(assets.asset("DOGE", "asset").unwrap_err().field, "asset");
         assert!(assets.asset("usd", "asset").is_err());
+    }
+
+    #[test]
+    fn the_credit_cap_keeps_every_balance_within_the_representation() {
+        let assets = Assets::default();
+        assert_eq!(assets.credit_cap(), 170_141_183_460);
+        let max = Units::from_decimal(assets.max_amount).unwrap();
+        let cap = assets.credit_cap() as i128;
+        assert!(max
+            .raw()
+            .checked_mul(cap)
+            .is_some_and(|t| t <= Units::MAX.raw()));
+        assert!(max
+            .raw()
+            .checked_mul(cap + 1)
+            .is_none_or(|t| t > Units::MAX.raw()));
+        let usd = |max: &str| Assets::parse("USD:2", max.parse().unwrap());
+        assert_eq!(usd("100000000000000000000").unwrap().credit_cap(), 1);
+        assert_eq!(usd("50000000000000000000").unwrap().credit_cap(), 3);
+        assert_eq!(usd("0.01").unwrap().credit_cap(), u64::MAX);
+    }
+
+    #[test]
+    fn a_maximum_the_representation_cannot_live_with_is_refused() {
+        let parse = |spec: &str, max: &str| Assets::parse(spec, max.parse().unwrap());
+        // Beyond the largest balance: not even one credit fits.
+        assert!(parse("USD:2", "200000000000000000000").is_err());
+        // Not a whole number of 10^-18.
+        assert!(parse("USD:2", "0.0000000000000000001").is_err());
+        // ETH amounts up to 1e10 would need 29 digits.
+        let err = parse("USD:2,ETH:18", "10000000000").unwrap_err();
+        assert!(err.contains("ETH"), "{err}");
+        assert!(parse("USD:2,ETH:18", "9999999999").is_ok());
+        assert!(parse("USD:2", "100000000000000000000").is_ok());
+    }
+
+    #[test]
+    fn balances_are_written_exactly_with_the_asset_places() {
+        let assets = Assets::default();
+        let sum: Units = "84999999999.999999999999999915".parse().unwrap();
+        assert_eq!(
+            assets.format_units(sum, "ETH"),
+            "84999999999.999999999999999915"
+        );
+        assert_eq!(
+            assets.format_units(Units::ZERO, "ETH"),
+            "0.000000000000000000"
+        );
+        assert_eq!(assets.format_units("1.5".parse().unwrap(), "USD"), "1.50");
     }
 
     proptest! {

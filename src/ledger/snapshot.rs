@@ -7,28 +7,33 @@
 //! to `credits_version`), so starting from it and folding the events after it gives the same
 //! state as folding everything.
 //!
-//! Amounts are stored as decimal strings (exact; no binary floating point, no `Decimal128`
-//! rounding). A snapshot whose `format` is not [`FORMAT`] is ignored: bump it whenever
-//! `AccountState::apply` or this encoding changes meaning.
+//! Amounts are stored as exact decimal strings: balances as `Units` text (any value of the
+//! whole ±1.7·10²⁰ range, up to 18 decimals), withdrawal amounts as the event's `Decimal` (no
+//! binary floating point, no `Decimal128` rounding). A snapshot whose `format` is not
+//! [`FORMAT`] is ignored: bump it whenever `AccountState::apply` or this encoding changes
+//! meaning. A state that is not an exact fold (`AccountState::not_exact`) is stored with that
+//! mark and never decoded: the account is folded from its events again.
 
 use std::collections::HashMap;
 use std::str::FromStr;
 
 use bson::{doc, Bson, Document};
+use cryptovault_events::Units;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::account::{AccountState, Withdrawal, WithdrawalStatus};
 use crate::store::document::to_i64;
 
-/// Version of the snapshot encoding and of the fold it captures.
-pub const FORMAT: i32 = 1;
+/// Version of the snapshot encoding and of the fold it captures. 2: balances as exact `Units`
+/// text (1: `rust_decimal` text, rounded past 28 digits), per-user system accounts.
+pub const FORMAT: i32 = 2;
 
 /// The document stored for `state`, with `_id` = the account's stream id.
 pub fn encode(id: &str, state: &AccountState) -> Document {
     let mut withdrawals: Vec<(&Uuid, &Withdrawal)> = state.withdrawals.iter().collect();
     withdrawals.sort_by_key(|(id, _)| **id);
-    doc! {
+    let mut document = doc! {
         "_id": id,
         "format": FORMAT,
         "user_id": state.user_id.to_string(),
@@ -46,7 +51,11 @@ pub fn encode(id: &str, state: &AccountState) -> Document {
         "version": to_i64(state.version),
         "last_event": state.last_event.map(|id| id.to_string()),
         "credits_version": to_i64(state.credits_version),
+    };
+    if let Some(why) = &state.not_exact {
+        document.insert("not_exact", why);
     }
+    document
 }
 
 /// The state a stored snapshot holds, if it is of the current [`FORMAT`] and belongs to
@@ -61,6 +70,9 @@ pub fn decode(snapshot: &Document, user_id: Uuid, asset: &str) -> Result<Account
     let text = |name: &str| snapshot.get_str(name).map_err(|e| format!("{name}: {e}"));
     if text("user_id")? != user_id.to_string() || text("asset")? != asset {
         return Err("belongs to another account".into());
+    }
+    if let Ok(why) = snapshot.get_str("not_exact") {
+        return Err(format!("not an exact fold: {why}"));
     }
     let mut withdrawals = HashMap::new();
     for entry in snapshot
@@ -93,8 +105,8 @@ pub fn decode(snapshot: &Document, user_id: Uuid, asset: &str) -> Result<Account
     Ok(AccountState {
         user_id,
         asset: asset.to_owned(),
-        available: decimal(snapshot.get_str("available").ok(), "available")?,
-        held: decimal(snapshot.get_str("held").ok(), "held")?,
+        available: units(snapshot.get_str("available").ok(), "available")?,
+        held: units(snapshot.get_str("held").ok(), "held")?,
         withdrawals,
         version: version("version")?,
         // Optional: a state without it appends with a bare version, sound for committed folds.
@@ -106,7 +118,13 @@ pub fn decode(snapshot: &Document, user_id: Uuid, asset: &str) -> Result<Account
             Some(_) => return Err("last_event: not a UUID string".into()),
         },
         credits_version: version("credits_version")?,
+        not_exact: None,
     })
+}
+
+fn units(text: Option<&str>, name: &str) -> Result<Units, String> {
+    text.and_then(|t| Units::from_str(t).ok())
+        .ok_or_else(|| format!("{name}: not an exact decimal string"))
 }
 
 fn decimal(text: Option<&str>, name: &str) -> Result<Decimal, String> {
@@ -121,8 +139,9 @@ mod tests {
     fn state() -> AccountState {
         let user = Uuid::now_v7();
         let mut state = AccountState::new(user, "BTC");
-        state.available = Decimal::from_str("12.00000001").unwrap();
-        state.held = Decimal::from_str("0.5").unwrap();
+        // Past the 28 digits of a rust_decimal: stored and read back exactly.
+        state.available = Units::from_str("84999999999.999999999999999915").unwrap();
+        state.held = Units::MAX;
         for (n, status) in [
             WithdrawalStatus::Pending,
             WithdrawalStatus::Approved,
@@ -170,8 +189,23 @@ mod tests {
         assert!(decode(&bad, state.user_id, "BTC")
             .unwrap_err()
             .contains("available"));
-        let mut negative = good;
+        let mut negative = good.clone();
         negative.insert("version", -1_i64);
         assert!(decode(&negative, state.user_id, "BTC").is_err());
+        let mut rounded = good;
+        rounded.insert("held", "0.0000000000000000001");
+        assert!(decode(&rounded, state.user_id, "BTC")
+            .unwrap_err()
+            .contains("held"));
+    }
+
+    #[test]
+    fn a_state_that_is_not_an_exact_fold_is_never_restored() {
+        let mut state = state();
+        state.not_exact = Some("credits-x-BTC version 9: balance beyond ±1.7e20".into());
+        let stored = encode("account-x-BTC", &state);
+        assert!(decode(&stored, state.user_id, "BTC")
+            .unwrap_err()
+            .contains("not an exact fold"));
     }
 }

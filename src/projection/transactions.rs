@@ -4,19 +4,23 @@
 //! `cryptovault_projections::{history, entries}`.
 
 use bson::{doc, DateTime as BsonDateTime, Document};
+use cryptovault_events::ledger::{postings, Account};
 use cryptovault_events::EventEnvelope;
 use cryptovault_projections::entries::{entries, Entry};
 use cryptovault_projections::history::{history_change, HistoryChange, TransactionRow};
 use mongodb::IndexModel;
 
-use super::balances::decimal128;
+use super::balances::limbs_document;
 use super::runner::ReadModel;
 use crate::store::document::to_i64;
 
 /// One document per (user, transaction): `_id` = `<user id>:<transaction id>`.
 pub const TRANSACTIONS: &str = "transactions";
 /// One document per (event, user, asset) that moves the user's money: `_id` =
-/// `<position>:<user id>:<asset>`. Amounts are exact `Decimal128`.
+/// `<position>:<user id>:<asset>`. `available` and `held` are exact integer limbs
+/// `{whole, atto}` (see `projection::balances`), so that `$sum` over any number of entries is
+/// exact: one entry's limbs are below 1.7·10²⁰ and 10¹⁸, so the sums of a user's entries stay
+/// below the 34 digits `Decimal128` adds exactly for fewer than 10¹⁶ entries.
 pub const LEDGER_ENTRIES: &str = "ledger_entries";
 
 pub struct TransactionsModel;
@@ -46,6 +50,40 @@ fn insert(row: &TransactionRow) -> Document {
     }
 }
 
+/// The entries of an event whose money cannot be held exactly (only a tampered log has one):
+/// one document per user and asset it touches, marked `not_exact` and without amounts, so that
+/// statements and balances as of any later instant refuse to answer rather than round.
+fn not_exact_documents(event: &EventEnvelope, why: &str) -> Vec<Document> {
+    let mut touched: Vec<(uuid::Uuid, String)> = postings(event)
+        .into_iter()
+        .filter_map(|p| match p.account {
+            Account::Available(user) | Account::Held(user) => Some((user, p.asset)),
+            Account::ExternalDeposits(_) | Account::WithdrawalsPaid(_) => None,
+        })
+        .collect();
+    touched.sort();
+    touched.dedup();
+    tracing::error!(position = event.position, %why, "ledger entries cannot be held exactly; marked");
+    touched
+        .into_iter()
+        .map(|(user, asset)| {
+            doc! {
+                "q": { "_id": format!("{}:{user}:{asset}", event.position) },
+                "u": { "$setOnInsert": {
+                    "user_id": user.to_string(),
+                    "asset": &asset,
+                    "kind": "not_exact",
+                    "movement": true,
+                    "not_exact": why,
+                    "occurred_at": BsonDateTime::from_chrono(event.occurred_at),
+                    "position": to_i64(event.position),
+                }},
+                "upsert": true,
+            }
+        })
+        .collect()
+}
+
 fn entry_document(entry: &Entry) -> Document {
     doc! {
         "q": { "_id": format!("{}:{}:{}", entry.position, entry.user_id, entry.asset) },
@@ -56,8 +94,8 @@ fn entry_document(entry: &Entry) -> Document {
             "movement": entry.kind.is_movement(),
             "reference": entry.reference.to_string(),
             "counterparty_id": entry.counterparty.map(|c| c.to_string()),
-            "available": decimal128(entry.available),
-            "held": decimal128(entry.held),
+            "available": limbs_document(entry.available),
+            "held": limbs_document(entry.held),
             "occurred_at": BsonDateTime::from_chrono(entry.occurred_at),
             "position": to_i64(entry.position),
         }},
@@ -86,7 +124,10 @@ impl ReadModel for TransactionsModel {
                 }),
                 None => {}
             }
-            ledger.extend(entries(event).iter().map(entry_document));
+            match entries(event) {
+                Ok(entries) => ledger.extend(entries.iter().map(entry_document)),
+                Err(why) => ledger.extend(not_exact_documents(event, &why.to_string())),
+            }
         }
         vec![(TRANSACTIONS, rows), (LEDGER_ENTRIES, ledger)]
     }

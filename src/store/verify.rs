@@ -44,16 +44,21 @@ pub struct LedgerVerification {
 
 impl EventStore {
     /// [`Self::verify_ledger_with`] without a callback.
-    pub async fn verify_ledger(&self) -> Result<LedgerVerification, StoreError> {
-        self.verify_ledger_with(|_| {}).await
+    pub async fn verify_ledger(
+        &self,
+        places: impl Fn(&str) -> u32,
+    ) -> Result<LedgerVerification, StoreError> {
+        self.verify_ledger_with(places, |_| {}).await
     }
 
     /// Verifies the chain ([`Self::verify_with`]) and, in the same pass over the intact events,
     /// folds the final balances and runs the invariant checker over every position, handing
     /// each violation to `on_violation` as it is found (all of them; the report lists the
-    /// first [`cryptovault_projections::invariants::LISTED_VIOLATIONS`]).
+    /// first [`cryptovault_projections::invariants::LISTED_VIOLATIONS`]). `places` gives an
+    /// asset's decimal places, for writing the balances in the problems found.
     pub async fn verify_ledger_with(
         &self,
+        places: impl Fn(&str) -> u32,
         mut on_violation: impl FnMut(&Violation),
     ) -> Result<LedgerVerification, StoreError> {
         let mut balances = Balances::default();
@@ -66,7 +71,7 @@ impl EventStore {
                 }
             })
             .await?;
-        let double_entry_problems = balances.problems();
+        let double_entry_problems = balances.problems_with_places(places);
         let invariants = invariants.finish();
         Ok(LedgerVerification {
             intact: chain.is_intact() && double_entry_problems.is_empty() && invariants.is_clean(),

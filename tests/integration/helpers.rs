@@ -201,11 +201,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bson::doc;
-use cryptovault::projection::balances::from_decimal128;
+use cryptovault::projection::balances::stored_row;
 use cryptovault::projection::runner;
+use cryptovault_events::Units;
 use cryptovault_projections::balances::Balances;
 use reqwest::{Client as Http, StatusCode};
-use rust_decimal::Decimal;
 use serde_json::Value;
 
 /// Signs `email` up, makes it an admin through the CLI, and logs in again (roles travel in the
@@ -270,10 +270,12 @@ pub fn position(body: &Value) -> u64 {
         .expect("write answers carry the position")
 }
 
-/// The balances read model as stored, excluding rows that are all zero.
-pub async fn stored_balances(t: &TestDb) -> BTreeMap<(String, String), (Decimal, Decimal)> {
+/// The balances read model as stored (exactly: `available` and `held` recombined from their
+/// integer limbs), excluding rows that are all zero. Panics on a row that cannot be read
+/// exactly.
+pub async fn stored_balances(t: &TestDb) -> BTreeMap<(String, String), (Units, Units)> {
     use futures::TryStreamExt;
-    let rows: Vec<bson::Document> = t
+    let rows: Vec<bson::RawDocumentBuf> = t
         .db()
         .collection("balances")
         .find(doc! {})
@@ -284,16 +286,13 @@ pub async fn stored_balances(t: &TestDb) -> BTreeMap<(String, String), (Decimal,
         .unwrap();
     rows.iter()
         .map(|r| {
-            let d = |k: &str| match r.get(k) {
-                Some(bson::Bson::Decimal128(d)) => from_decimal128(d),
-                _ => Decimal::ZERO,
-            };
+            let row = stored_row(r).unwrap_or_else(|why| panic!("{why}"));
             (
                 (
                     r.get_str("owner").unwrap().to_owned(),
                     r.get_str("asset").unwrap().to_owned(),
                 ),
-                (d("available"), d("held")),
+                (row.available, row.held),
             )
         })
         .filter(|(_, (a, h))| !a.is_zero() || !h.is_zero())
@@ -316,19 +315,16 @@ pub async fn fold_log(t: &TestDb) -> Balances {
     balances
 }
 
-pub fn nonzero(fold: &Balances) -> BTreeMap<(String, String), (Decimal, Decimal)> {
+pub fn nonzero(fold: &Balances) -> BTreeMap<(String, String), (Units, Units)> {
+    assert!(
+        fold.unrepresentable.is_empty(),
+        "{:?}",
+        fold.unrepresentable
+    );
     fold.rows
         .iter()
         .filter(|(_, r)| !r.available.is_zero() || !r.held.is_zero())
-        .map(|(k, r)| (k.clone(), (r.available.normalize(), r.held.normalize())))
-        .collect()
-}
-
-pub fn normalized(
-    rows: BTreeMap<(String, String), (Decimal, Decimal)>,
-) -> BTreeMap<(String, String), (Decimal, Decimal)> {
-    rows.into_iter()
-        .map(|(k, (a, h))| (k, (a.normalize(), h.normalize())))
+        .map(|(k, r)| (k.clone(), (r.available, r.held)))
         .collect()
 }
 

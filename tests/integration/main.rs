@@ -9,6 +9,7 @@ mod auth_tokens;
 mod crashed_writer;
 mod cross_instance;
 mod event_store;
+mod exact_money;
 mod faults_http;
 mod helpers;
 mod history;

@@ -10,6 +10,7 @@ use cryptovault::ledger::amount::Assets;
 use cryptovault::ledger::service::{CommandIds, Ledger, TransferRequest};
 use cryptovault::ledger::snapshot_store::{SnapshotStore, COLLECTION};
 use cryptovault_events::ledger::{account_stream, credits_stream};
+use cryptovault_events::Units;
 use mongodb::Collection;
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -109,18 +110,19 @@ async fn an_account_not_in_the_cache_starts_from_its_snapshot_and_folds_only_wha
 
     // It did start from the snapshot: an altered snapshot shows through (snapshots are derived
     // data, trusted like the database that holds them).
-    let stored_available: Decimal = stored.get_str("available").unwrap().parse().unwrap();
+    let stored_available: Units = stored.get_str("available").unwrap().parse().unwrap();
+    let thousand: Units = "1000".parse().unwrap();
     snapshots(&t)
         .update_one(
             doc! { "_id": account_stream(user, "SOL") },
-            doc! { "$set": { "available": (stored_available + Decimal::ONE_THOUSAND).to_string() } },
+            doc! { "$set": { "available": stored_available.checked_add(thousand).unwrap().to_string() } },
         )
         .await
         .unwrap();
     let from_altered = ledger(&t).await.account(user, "SOL").await.unwrap();
     assert_eq!(
         from_altered.available,
-        full.available + Decimal::ONE_THOUSAND
+        full.available.checked_add(thousand).unwrap()
     );
     t.drop_database().await;
 }
@@ -154,12 +156,15 @@ async fn a_snapshot_ahead_of_the_log_or_of_another_format_is_ignored_and_replace
         .unwrap();
     assert_eq!(ledger(&t).await.account(user, "SOL").await.unwrap(), full);
     // Folding the log from the start stored a snapshot of the current format in its place.
-    let renewed = snapshot_when(&t, user, |s| s.get_i32("format") == Ok(1)).await;
+    let renewed = snapshot_when(&t, user, |s| {
+        s.get_i32("format") == Ok(cryptovault::ledger::snapshot::FORMAT)
+    })
+    .await;
     assert_eq!(
         renewed
             .get_str("available")
             .unwrap()
-            .parse::<Decimal>()
+            .parse::<Units>()
             .unwrap(),
         full.available
     );

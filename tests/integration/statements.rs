@@ -294,7 +294,7 @@ async fn balances_as_of_random_instants_equal_a_fold_of_the_log() {
     let log = store.read_all(1, 10_000).await.unwrap();
     let mine: Vec<Entry> = log
         .iter()
-        .flat_map(entries)
+        .flat_map(|e| entries(e).unwrap())
         .filter(|e| e.user_id.to_string() == alice.id)
         .collect();
     let first = log.first().unwrap().occurred_at;
@@ -322,7 +322,7 @@ async fn balances_as_of_random_instants_equal_a_fold_of_the_log() {
             ),
         )
         .await;
-        let expected = balances_of(mine.iter().filter(|e| e.occurred_at <= instant));
+        let expected = balances_of(mine.iter().filter(|e| e.occurred_at <= instant)).unwrap();
         let (available, held) = expected.get("ETH").copied().unwrap_or_default();
         let eth = body["balances"]
             .as_array()
@@ -332,10 +332,14 @@ async fn balances_as_of_random_instants_equal_a_fold_of_the_log() {
             .unwrap();
         assert_eq!(
             eth["available"],
-            assets.format(available, "ETH"),
+            assets.format_units(available, "ETH"),
             "at {instant}"
         );
-        assert_eq!(eth["held"], assets.format(held, "ETH"), "at {instant}");
+        assert_eq!(
+            eth["held"],
+            assets.format_units(held, "ETH"),
+            "at {instant}"
+        );
     }
     // Bob's view never includes Alice's side.
     let (_, body) = get_json(
