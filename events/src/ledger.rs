@@ -124,6 +124,14 @@ pub fn credits_stream(user_id: Uuid, asset: &str) -> String {
     format!("credits-{user_id}-{asset}")
 }
 
+/// The asset of an `account-…` or `credits-…` stream id: its last `-`-separated part (asset
+/// codes are capital letters only).
+pub fn stream_asset(stream_id: &str) -> &str {
+    stream_id
+        .rsplit_once('-')
+        .map_or(stream_id, |(_, asset)| asset)
+}
+
 /// Whether `stream_id` is a credits stream (see [`credits_stream`]).
 pub fn is_credits_stream(stream_id: &str) -> bool {
     stream_id.starts_with("credits-")

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use cryptovault_events::ledger::{
-    account_stream, credits_stream, withdrawal_stream, WithdrawalOpened,
+    account_stream, credits_stream, stream_asset, withdrawal_stream, WithdrawalOpened,
 };
 use cryptovault_events::{DomainEvent, EventEnvelope, EventMetadata, NewEvent};
 use rust_decimal::Decimal;
@@ -349,6 +349,18 @@ impl Ledger {
                         position: result.last_position(),
                     });
                 }
+                Err(AppendError::Conflict {
+                    stream_id,
+                    expected: ExpectedVersion::FewerThan(_),
+                    ..
+                }) => {
+                    // A credits stream at its cap: the account cannot be credited more without
+                    // leaving the exact range (`Assets::credit_cap`). Nothing was written.
+                    metrics::counter!("ledger_credit_cap_refusals_total").increment(1);
+                    return Err(LedgerError::Refused(Refusal::BalanceLimit {
+                        asset: stream_asset(&stream_id).to_owned(),
+                    }));
+                }
                 Err(AppendError::Conflict { .. }) => {
                     metrics::counter!("ledger_command_conflicts_total").increment(1);
                     fresh = true;
@@ -374,12 +386,14 @@ impl Ledger {
     ) -> Result<Applied<cryptovault_events::ledger::FundsDeposited>, LedgerError> {
         let metadata = metadata(meta, user_id);
         let metadata = &metadata;
-        // A credit cannot break an invariant: no read, no expected version, no lock.
+        // A credit cannot lower a balance: no read, no lock; its only expectation is the
+        // credits stream's cap, which keeps every balance within the exact range.
+        let credit_cap = self.assets.credit_cap();
         self.run(&ids, None, |_| async move {
             let event = AccountState::new(user_id, asset).deposit(ids.entity_id, amount);
             let batch = AppendBatch::single(
                 credits_stream(user_id, asset),
-                ExpectedVersion::Any,
+                ExpectedVersion::FewerThan(credit_cap),
                 vec![new_event(&event, ids.event_id(0), metadata)],
             );
             Ok((event, batch))
@@ -480,6 +494,7 @@ impl Ledger {
         let (from, to, amount, asset) = (*from, *to, *amount, asset.as_str());
         let metadata = metadata(meta, from);
         let (metadata, note) = (&metadata, note);
+        let credit_cap = self.assets.credit_cap();
         self.run(&ids, Some((from, asset)), |fresh| async move {
             let account = self.account_for_decision(from, asset, fresh).await?;
             let (sent, received) = account.transfer(ids.entity_id, to, amount, note.clone())?;
@@ -490,7 +505,7 @@ impl Ledger {
             )
             .with(
                 credits_stream(to, asset),
-                ExpectedVersion::Any,
+                ExpectedVersion::FewerThan(credit_cap),
                 vec![new_event(&received, ids.event_id(1), metadata)],
             );
             Ok((sent, batch))

@@ -400,3 +400,67 @@ async fn a_balance_beyond_the_representation_is_refused_with_422_and_nothing_wri
     assert!(report.contains("beyond"), "{report}");
     t.drop_database().await;
 }
+
+/// The credits cap, on two instances: with `MAX_AMOUNT` 1e20 an account takes one credit. A
+/// second deposit through the other instance and a transfer to the account are refused with
+/// 422 `balance_limit`, and nothing is written; the store checks the cap atomically
+/// (`ExpectedVersion::FewerThan` on the credits stream), whichever process appends.
+#[tokio::test]
+async fn credits_past_the_cap_are_refused_on_every_instance_and_write_nothing() {
+    let t = TestDb::new("credit_cap").await;
+    let max = "100000000000000000000";
+    let config = [("ASSETS", "USD:2"), ("MAX_AMOUNT", max)];
+    let a = spawn_app(&t, &config).await;
+    let b = spawn_app(&t, &config).await;
+    let alice = signed_up(&a, "alice@example.com").await;
+    let carol = signed_up(&a, "carol@example.com").await;
+    for (base, user) in [(&a, &alice), (&b, &carol)] {
+        let (status, body) = post(
+            base,
+            user,
+            "/api/wallet/deposits",
+            json!({"asset": "USD", "amount": max}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let before = event_count(&t).await;
+    let refusals = [
+        (
+            &b,
+            &alice,
+            "/api/wallet/deposits",
+            json!({"asset": "USD", "amount": "1"}),
+        ),
+        (
+            &a,
+            &alice,
+            "/api/wallet/deposits",
+            json!({"asset": "USD", "amount": "0.01"}),
+        ),
+        (
+            &a,
+            &carol,
+            "/api/wallet/transfers",
+            json!({"to_email": "alice@example.com", "asset": "USD", "amount": "1"}),
+        ),
+        (
+            &b,
+            &carol,
+            "/api/wallet/transfers",
+            json!({"to_email": "alice@example.com", "asset": "USD", "amount": "1"}),
+        ),
+    ];
+    for (base, user, path, body) in refusals {
+        let (status, answer) = post(base, user, path, body).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("balance_limit")),
+            "{path}: {answer}"
+        );
+    }
+    assert_eq!(event_count(&t).await, before, "a refusal writes nothing");
+    let (available, _, _) = balance(&b, &alice, "USD", before).await;
+    assert_eq!(available, "100000000000000000000.00");
+    t.drop_database().await;
+}
