@@ -657,6 +657,82 @@ async fn balances_via(base: &str, user: &TestUser, min_position: u64) -> Value {
     panic!("no balance for {} from {base}", user.email);
 }
 
+/// The values of every series of metric `name` in a Prometheus text page.
+fn metric_values(page: &str, name: &str) -> Vec<(String, f64)> {
+    page.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let next = series[name.len()..].chars().next();
+            if !matches!(next, None | Some('{')) {
+                return None;
+            }
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The running service's own checker (`invariant_monitor.rs`, which re-read the log from
+/// position 0 when each instance started) reached `head` and counted no violation.
+async fn assert_monitor_is_clean(base: &str, head: u64) {
+    let started = Instant::now();
+    loop {
+        let page = reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let checked = metric_values(&page, "ledger_invariant_checked_position")
+            .first()
+            .map(|(_, v)| *v as u64)
+            .unwrap_or(0);
+        if checked >= head {
+            let violations: Vec<_> = metric_values(&page, "ledger_invariant_violations_total")
+                .into_iter()
+                .filter(|(_, v)| *v != 0.0)
+                .collect();
+            assert!(violations.is_empty(), "{base}: {violations:?}");
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{base}: the invariant monitor checked only up to {checked} of {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The service instances' warnings and errors, counted by level and message (shown with the
+/// test's output: the first thing to read when an assertion fails).
+fn log_summary(dir: &std::path::Path) -> String {
+    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("serve-") {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let level = v["level"].as_str().unwrap_or("?").to_owned();
+            let message = v["message"]
+                .as_str()
+                .or(v["fields"]["message"].as_str())
+                .unwrap_or("?");
+            let message: String = message.chars().take(120).collect();
+            *counts.entry((level, message)).or_default() += 1;
+        }
+    }
+    counts
+        .iter()
+        .map(|((level, message), n)| format!("  {n:>4} {level} {message}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 // ---------------------------------------------------------------- the test
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -788,6 +864,10 @@ async fn bank_test_under_instance_and_primary_kills_on_a_three_member_set() {
     let load_time = load_started.elapsed();
     let acknowledged = outcomes.iter().filter(|o| o.status.is_success()).count();
     eprintln!(
+        "bank_faults: the instances logged:\n{}",
+        log_summary(&set.dir())
+    );
+    eprintln!(
         "bank_faults: load of {} commands ({acknowledged} acknowledged) in {load_time:?}; faults: {faults:?}; {}",
         outcomes.len(),
         stats.line()
@@ -826,6 +906,11 @@ async fn bank_test_under_instance_and_primary_kills_on_a_three_member_set() {
         String::from_utf8_lossy(&verify.stderr)
     );
 
+    let head = log.last().map(|e| e.position).unwrap_or(0);
+    for base in bases.iter() {
+        assert_monitor_is_clean(base, head).await;
+    }
+
     // Conservation per asset.
     let mut fold = Balances::default();
     for event in &log {
@@ -837,7 +922,6 @@ async fn bank_test_under_instance_and_primary_kills_on_a_three_member_set() {
 
     // The read models are a fresh fold, and both instances answer the same balances.
     assert_read_models_equal_a_fresh_fold(&t, &fold, &log).await;
-    let head = log.last().map(|e| e.position).unwrap_or(0);
     for user in users.iter() {
         let (from_a, from_b) = (
             balances_via(&bases[0], user, head).await,
