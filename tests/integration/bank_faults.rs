@@ -46,8 +46,8 @@ const COMMAND_DEADLINE: Duration = Duration::from_secs(90);
 
 // ---------------------------------------------------------------- the replica set
 
-/// A private three-member set, stopped on drop (also when the test panics). Its directory is
-/// kept when the test fails, for the members' and the service instances' logs.
+/// A private three-member set, stopped on drop (also when the test panics), its directory
+/// deleted — except, when the test fails, the members' and the service instances' logs.
 struct ReplicaSet {
     port: u16,
     root: Option<tempfile::TempDir>,
@@ -112,8 +112,14 @@ impl Drop for ReplicaSet {
     fn drop(&mut self) {
         let _ = self.mongo(&["stop"]);
         if std::thread::panicking() {
+            // Keep the logs (the members' and the instances'), not the members' data.
             if let Some(root) = self.root.take() {
-                eprintln!("bank_faults: logs kept in {}", root.keep().display());
+                let root = root.keep();
+                for member in 0..3 {
+                    let data = root.join(format!("rs3-{}/member-{member}/data", self.port));
+                    let _ = std::fs::remove_dir_all(data);
+                }
+                eprintln!("bank_faults: logs kept in {}", root.display());
             }
         }
     }
