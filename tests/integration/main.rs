@@ -6,6 +6,7 @@ mod auth;
 mod auth_fuzz;
 mod auth_limits;
 mod auth_tokens;
+mod bank_faults;
 mod crashed_writer;
 mod cross_instance;
 mod event_store;
