@@ -30,8 +30,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::helpers::{
-    logged_in, nonzero, normalized, signed_up, stored_balances, wait_for_projection, TestDb,
-    TestUser, TEST_CSRF_SECRET, TEST_JWT_SECRET,
+    logged_in, nonzero, signed_up, stored_balances, wait_for_projection, TestDb, TestUser,
+    TEST_CSRF_SECRET, TEST_JWT_SECRET,
 };
 
 /// The first port tried for the set (members on PORT, PORT+1, PORT+2); clear of the suite's
@@ -594,7 +594,7 @@ fn assert_exactly_once(log: &[EventEnvelope], outcomes: &[Outcome]) {
 async fn assert_read_models_equal_a_fresh_fold(t: &TestDb, fold: &Balances, log: &[EventEnvelope]) {
     wait_for_projection(t, "balances").await;
     assert_eq!(
-        normalized(stored_balances(t).await),
+        stored_balances(t).await,
         nonzero(fold),
         "the balances read model differs from a fresh fold"
     );
