@@ -66,7 +66,7 @@ where
                 attempt,
                 settled: false,
             };
-            let result = run(CommandIds::from_key(user, &key)).await;
+            let result = run(CommandIds::from_key(user, &key, &hash)).await;
             let stored = match &result {
                 Ok((status, body)) => Some((status.as_u16(), body.to_string())),
                 Err(error) if error.status().is_client_error() => {

@@ -38,8 +38,8 @@ impl From<StoreError> for LedgerError {
     }
 }
 
-/// Ids for one command. With an idempotency key they are derived from (user, key), so a retry
-/// after a lost answer produces the very same events, which the store recognises.
+/// Ids for one command. With an idempotency key they are derived from (user, key, request), so
+/// a retry after a lost answer produces the very same events, which the store recognises.
 #[derive(Debug, Clone, Copy)]
 pub struct CommandIds {
     pub entity_id: Uuid,
@@ -55,9 +55,15 @@ impl CommandIds {
         }
     }
 
-    pub fn from_key(user_id: Uuid, key: &str) -> Self {
+    /// `request_hash` is the request's [`crate::idempotency::request_hash`]: the ids name the
+    /// key *and* what was asked. The same request retried gets the same ids (and the store
+    /// recognises them); another request under the same key — possible once a failed attempt
+    /// freed it — gets other ids. So an event id always names one content, which expectations
+    /// by event id (`ExpectedVersion::Event`) rely on: otherwise a batch queued behind the first
+    /// request's event would match a different event stored under the same id.
+    pub fn from_key(user_id: Uuid, key: &str, request_hash: &str) -> Self {
         Self {
-            entity_id: derive_id(&[user_id.as_bytes(), key.as_bytes()]),
+            entity_id: derive_id(&[user_id.as_bytes(), key.as_bytes(), request_hash.as_bytes()]),
             derived: true,
         }
     }
@@ -511,5 +517,32 @@ impl Ledger {
             Ok((sent, batch))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event id names one content: the same request under a key gets the same ids (an
+    /// idempotent retry); another request under the same key gets other ids, so it can never
+    /// stand in for the first request's event in an `ExpectedVersion::Event`.
+    #[test]
+    fn ids_from_a_key_name_the_request_too() {
+        let user = Uuid::now_v7();
+        let first = CommandIds::from_key(user, "k1", "hash-a");
+        assert_eq!(
+            first.event_id(0),
+            CommandIds::from_key(user, "k1", "hash-a").event_id(0)
+        );
+        assert_ne!(
+            first.event_id(0),
+            CommandIds::from_key(user, "k1", "hash-b").event_id(0)
+        );
+        assert_ne!(
+            first.event_id(0),
+            CommandIds::from_key(Uuid::now_v7(), "k1", "hash-a").event_id(0)
+        );
+        assert_ne!(first.event_id(0), first.event_id(1));
     }
 }

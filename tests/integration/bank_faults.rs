@@ -298,6 +298,8 @@ struct Outcome {
     kind: &'static str,
     actor: Uuid,
     key: String,
+    /// The request's hash (route and body), part of the ids derived from the key.
+    request_hash: String,
     status: StatusCode,
     body: Value,
 }
@@ -360,6 +362,7 @@ async fn command(
                         kind,
                         actor: user.id.parse().unwrap(),
                         key,
+                        request_hash: cryptovault::idempotency::request_hash("POST", path, &body),
                         status,
                         body: answer,
                     };
@@ -534,7 +537,8 @@ fn assert_exactly_once(log: &[EventEnvelope], outcomes: &[Outcome]) {
     }
     let mut problems = Vec::new();
     for outcome in outcomes {
-        let derived = CommandIds::from_key(outcome.actor, &outcome.key).event_id(0);
+        let derived =
+            CommandIds::from_key(outcome.actor, &outcome.key, &outcome.request_hash).event_id(0);
         let found = by_id.get(&derived).map(Vec::as_slice).unwrap_or(&[]);
         let (event_type, field, id) = expected_event(outcome);
         if outcome.status.is_success() {
