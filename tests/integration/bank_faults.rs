@@ -74,26 +74,20 @@ impl ReplicaSet {
 
     /// Runs `scripts/mongo.sh ARGS` for this set; its stdout, or its stderr as the error.
     fn mongo(&self, args: &[&str]) -> Result<String, String> {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mongo.sh");
-        let out = Command::new(script)
-            .args(args)
-            .env("CV_MONGO_MEMBERS", "3")
-            .env("CV_MONGO_PORT", self.port.to_string())
-            .env("CV_MONGO_RUN_ROOT", self.dir())
-            .env("CV_MONGO_CACHE_GB", "0.25")
-            .env("CV_MONGO_OPLOG_MB", "256")
-            .env("CV_MONGO_ELECTION_TIMEOUT_MS", "3000")
-            .env_remove("CV_MONGO_TEST_COMMANDS")
-            .output()
-            .expect("run scripts/mongo.sh");
-        if out.status.success() {
-            Ok(String::from_utf8(out.stdout).unwrap().trim().to_owned())
-        } else {
-            Err(format!(
-                "mongo.sh {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
+        let root = self.dir().to_string_lossy().into_owned();
+        crate::helpers::mongo_sh(
+            args,
+            &[
+                ("CV_MONGO_MEMBERS", "3".into()),
+                ("CV_MONGO_PORT", self.port.to_string()),
+                ("CV_MONGO_RUN_ROOT", root),
+                ("CV_MONGO_CACHE_GB", "0.25".into()),
+                ("CV_MONGO_OPLOG_MB", "256".into()),
+                ("CV_MONGO_ELECTION_TIMEOUT_MS", "3000".into()),
+                // No fail points on this set.
+                ("CV_MONGO_TEST_COMMANDS", "".into()),
+            ],
+        )
     }
 
     async fn run(self: &Arc<Self>, args: &[&str]) -> Result<String, String> {

@@ -47,22 +47,19 @@ impl PrivateNode {
 
 /// Runs `scripts/mongo.sh` for the private node.
 fn private_mongo(node: &PrivateNode, command: &str) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mongo.sh");
-    let out = std::process::Command::new(script)
-        .arg(command)
-        .env("CV_MONGO_PORT", node.port.to_string())
-        .env("CV_MONGO_RUN_ROOT", node.root.path())
-        .env("CV_MONGO_CACHE_GB", "0.25")
-        .env("CV_MONGO_TEST_COMMANDS", "1")
-        .env_remove("CV_MONGO_MEMBERS")
-        .output()
-        .expect("run scripts/mongo.sh");
-    assert!(
-        out.status.success(),
-        "mongo.sh {command}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    let root = node.root.path().to_string_lossy().into_owned();
+    crate::helpers::mongo_sh(
+        &[command],
+        &[
+            ("CV_MONGO_PORT", node.port.to_string()),
+            ("CV_MONGO_RUN_ROOT", root),
+            ("CV_MONGO_CACHE_GB", "0.25".into()),
+            ("CV_MONGO_TEST_COMMANDS", "1".into()),
+            // A single node, whatever the caller's environment says.
+            ("CV_MONGO_MEMBERS", "1".into()),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Not a test by itself: the victim writer process that

@@ -728,18 +728,8 @@ async fn a_write_cut_off_by_the_request_timeout_frees_its_key_and_its_retry_appl
 
 /// Runs `scripts/mongo.sh` for a private node on `port`, so stopping it disturbs no other test.
 fn private_mongo(command: &str, port: u16) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mongo.sh");
-    let out = std::process::Command::new(script)
-        .arg(command)
-        .env("CV_MONGO_PORT", port.to_string())
-        .output()
-        .expect("run scripts/mongo.sh");
-    assert!(
-        out.status.success(),
-        "mongo.sh {command}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    crate::helpers::mongo_sh(&[command], &[("CV_MONGO_PORT", port.to_string())])
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Stops the private node when the test ends, also when it fails half-way.
@@ -747,11 +737,7 @@ struct StopOnDrop(u16);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mongo.sh");
-        let _ = std::process::Command::new(script)
-            .arg("stop")
-            .env("CV_MONGO_PORT", self.0.to_string())
-            .output();
+        let _ = crate::helpers::mongo_sh(&["stop"], &[("CV_MONGO_PORT", self.0.to_string())]);
     }
 }
 

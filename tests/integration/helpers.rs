@@ -351,3 +351,24 @@ pub async fn get_json(base: &str, user: &TestUser, path: &str) -> (StatusCode, V
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
+
+/// Runs `scripts/mongo.sh ARGS` with `env` on top of the test's environment: its stdout, or
+/// its stderr as the error. For tests that run a node or set of their own (on their own port),
+/// so that stopping or killing it disturbs no other test.
+pub fn mongo_sh(args: &[&str], env: &[(&str, String)]) -> Result<String, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mongo.sh");
+    let mut command = std::process::Command::new(script);
+    command.args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = command.output().expect("run scripts/mongo.sh");
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap().trim().to_owned())
+    } else {
+        Err(format!(
+            "mongo.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}

@@ -180,18 +180,8 @@ async fn a_subscription_resumes_from_its_checkpoint_after_subscriber_and_client_
 
 /// Runs `scripts/mongo.sh` for a private node on `port`, so restarting it disturbs no other test.
 fn private_mongo(command: &str, port: u16) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mongo.sh");
-    let out = std::process::Command::new(script)
-        .arg(command)
-        .env("CV_MONGO_PORT", port.to_string())
-        .output()
-        .expect("run scripts/mongo.sh");
-    assert!(
-        out.status.success(),
-        "mongo.sh {command}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    crate::helpers::mongo_sh(&[command], &[("CV_MONGO_PORT", port.to_string())])
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
