@@ -33,6 +33,7 @@ pub fn mongo_url() -> String {
 /// An event shaped like a deposit.
 pub fn event(caller: usize, n: usize) -> NewEvent {
     NewEvent::new(
+        uuid::Uuid::now_v7(),
         "FundsDeposited",
         1,
         chrono::Utc::now(),

@@ -77,7 +77,7 @@ async fn seed(
             vec![(
                 credits_stream(whale, "USD"),
                 credits_version,
-                e.into_new_event(at, meta.clone()),
+                e.into_new_event(Uuid::now_v7(), at, meta.clone()),
             )]
         } else {
             account_version += 1;
@@ -104,12 +104,12 @@ async fn seed(
                 (
                     account_stream(whale, "USD"),
                     account_version,
-                    sent.into_new_event(at, meta.clone()),
+                    sent.into_new_event(Uuid::now_v7(), at, meta.clone()),
                 ),
                 (
                     credits_stream(bob, "USD"),
                     bob_version,
-                    received.into_new_event(at, meta.clone()),
+                    received.into_new_event(Uuid::now_v7(), at, meta.clone()),
                 ),
             ]
         };

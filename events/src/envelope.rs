@@ -23,7 +23,8 @@ pub struct EventMetadata {
 /// An event as a command produces it, before the store gives it a place in the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewEvent {
-    /// UUID v7, chosen by the caller so that a retry of the same append is recognised.
+    /// Chosen by the caller (the service uses UUID v7, or an id derived from an Idempotency-Key),
+    /// so that a retry of the same append is recognised.
     pub event_id: Uuid,
     pub event_type: String,
     pub schema_version: u32,
@@ -36,8 +37,10 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// A new event with a fresh v7 id, stamped `occurred_at` (millisecond precision).
+    /// A new event with the caller's id, stamped `occurred_at` (millisecond precision). Both
+    /// come from the caller: this crate reads no clock and draws no random numbers.
     pub fn new(
+        event_id: Uuid,
         event_type: impl Into<String>,
         schema_version: u32,
         occurred_at: DateTime<Utc>,
@@ -45,7 +48,7 @@ impl NewEvent {
         payload: serde_json::Value,
     ) -> Self {
         Self {
-            event_id: Uuid::now_v7(),
+            event_id,
             event_type: event_type.into(),
             schema_version,
             occurred_at: occurred_at.trunc_subsecs(3),

@@ -6,11 +6,17 @@
 //! - `logins-<user id>` (and `logins-unknown` for unknown addresses): every login attempt, kept
 //!   apart so that the user stream stays short.
 //!
+//! [`IdentityEvent`] is the family of all three; [`IdentityEvent::decode`] is the one place an
+//! envelope of it becomes a typed event.
+//!
 //! Secrets never enter the log: passwords appear only as argon2id PHC hashes and TOTP secrets
 //! live outside the log (see ARCHITECTURE.md).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::domain::{not_decoded, payload, DecodeError, DomainEvent, EventFamily};
+use crate::envelope::EventEnvelope;
 
 /// An address is taken by a user. The only event of an `email-…` stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,16 +88,57 @@ impl LoginFailed {
     }
 }
 
-crate::domain::domain_events! {
-    EmailClaimed = "EmailClaimed",
-    UserRegistered = "UserRegistered",
-    ProfileUpdated = "ProfileUpdated",
-    PasswordChanged = "PasswordChanged",
-    TwoFactorEnabled = "TwoFactorEnabled",
-    TwoFactorDisabled = "TwoFactorDisabled",
-    RoleGranted = "RoleGranted",
-    LoginSucceeded = "LoginSucceeded",
-    LoginFailed = "LoginFailed",
+/// Every event of the identity family: the `email-…`, `user-…` and `logins-…` streams. One
+/// family, not one per stream: the address claim and the login attempts are few types, and
+/// every identity fold (`UserState`, the lockout rule, the audit trail) then decides about each
+/// of them explicitly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityEvent {
+    EmailClaimed(EmailClaimed),
+    UserRegistered(UserRegistered),
+    ProfileUpdated(ProfileUpdated),
+    PasswordChanged(PasswordChanged),
+    TwoFactorEnabled(TwoFactorEnabled),
+    TwoFactorDisabled(TwoFactorDisabled),
+    RoleGranted(RoleGranted),
+    LoginSucceeded(LoginSucceeded),
+    LoginFailed(LoginFailed),
+}
+
+crate::domain::event_family! {
+    IdentityEvent {
+        EmailClaimed = "EmailClaimed",
+        UserRegistered = "UserRegistered",
+        ProfileUpdated = "ProfileUpdated",
+        PasswordChanged = "PasswordChanged",
+        TwoFactorEnabled = "TwoFactorEnabled",
+        TwoFactorDisabled = "TwoFactorDisabled",
+        RoleGranted = "RoleGranted",
+        LoginSucceeded = "LoginSucceeded",
+        LoginFailed = "LoginFailed",
+    }
+}
+
+impl IdentityEvent {
+    /// The identity event in `envelope`; `Ok(None)` for another family's event. **The identity
+    /// family's only decode and upcasting seam**: it dispatches on `(event_type,
+    /// schema_version)`; an old schema version gets an arm here that converts it to the current
+    /// type.
+    pub fn decode(envelope: &EventEnvelope) -> Result<Option<Self>, DecodeError> {
+        let event = match (envelope.event_type.as_str(), envelope.schema_version) {
+            (EmailClaimed::EVENT_TYPE, 1) => Self::EmailClaimed(payload(envelope)?),
+            (UserRegistered::EVENT_TYPE, 1) => Self::UserRegistered(payload(envelope)?),
+            (ProfileUpdated::EVENT_TYPE, 1) => Self::ProfileUpdated(payload(envelope)?),
+            (PasswordChanged::EVENT_TYPE, 1) => Self::PasswordChanged(payload(envelope)?),
+            (TwoFactorEnabled::EVENT_TYPE, 1) => Self::TwoFactorEnabled(payload(envelope)?),
+            (TwoFactorDisabled::EVENT_TYPE, 1) => Self::TwoFactorDisabled(payload(envelope)?),
+            (RoleGranted::EVENT_TYPE, 1) => Self::RoleGranted(payload(envelope)?),
+            (LoginSucceeded::EVENT_TYPE, 1) => Self::LoginSucceeded(payload(envelope)?),
+            (LoginFailed::EVENT_TYPE, 1) => Self::LoginFailed(payload(envelope)?),
+            _ => return not_decoded(Self::EVENT_TYPES, envelope),
+        };
+        Ok(Some(event))
+    }
 }
 
 /// Stream of one user's registration and profile.

@@ -1,11 +1,21 @@
 //! The event schema of CryptoVault Ledger.
 //!
-//! **Architecture invariant:** this crate knows nothing about MongoDB, HTTP or clocks. It holds
-//! the envelope every stored event carries, the canonical encoding and hash chain that make the
-//! log tamper-evident, and the typed domain events (one module per stream family).
+//! **Architecture invariant:** this crate knows nothing about MongoDB, HTTP, clocks or
+//! randomness: no I/O, no clock reads, no random numbers. Event ids and times come in from the
+//! caller ([`NewEvent::new`], [`DomainEvent::into_new_event`]); chrono's `clock` and uuid's
+//! `v7` features are not enabled for this crate's library, so `Utc::now()` or `Uuid::now_v7()`
+//! here does not compile (`cargo build -p cryptovault-events`). It holds the envelope every
+//! stored event carries, the canonical encoding and hash chain that make the log
+//! tamper-evident, and the typed domain events: one module and one enum per stream family
+//! ([`ledger::LedgerEvent`], [`identity::IdentityEvent`]).
+//!
+//! **Decode seam:** each family's `decode` (dispatching on `(event_type, schema_version)`) is
+//! the only place an envelope's payload becomes a typed event, and so the only place a future
+//! schema version is upcast (see [`domain`]). Folds `match` the family enum without a `_` arm.
 //!
 //! **API boundary:** [`NewEvent`] is what a command hands to the store; [`EventEnvelope`] is what
-//! the store hands back; [`chain::ChainVerifier`] checks a log in position order.
+//! the store hands back; `LedgerEvent::decode` / `IdentityEvent::decode` read it back;
+//! [`chain::ChainVerifier`] checks a log in position order.
 
 pub mod canonical;
 pub mod chain;
@@ -16,6 +26,6 @@ pub mod ledger;
 pub mod units;
 
 pub use chain::{ChainBreak, ChainBreakKind, ChainVerifier};
-pub use domain::{DomainEvent, EventTypeError};
+pub use domain::{DecodeError, DomainEvent, EventFamily, EventTypeError};
 pub use envelope::{EventEnvelope, EventMetadata, NewEvent, GENESIS_HASH};
 pub use units::{Units, UnitsSum};

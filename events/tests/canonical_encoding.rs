@@ -112,7 +112,7 @@ proptest! {
         let mut chain = Vec::new();
         let mut prev = GENESIS_HASH.to_owned();
         for i in 0..len {
-            let event = NewEvent::new("Tested", 1, Utc::now(), EventMetadata::default(), json!({ "i": i }));
+            let event = NewEvent::new(Uuid::now_v7(), "Tested", 1, Utc::now(), EventMetadata::default(), json!({ "i": i }));
             let sealed = EventEnvelope::seal(event, "s".into(), i as u64 + 1, i as u64 + 1, prev.clone());
             prev.clone_from(&sealed.hash);
             chain.push(sealed);

@@ -232,7 +232,7 @@ mod tests {
 
     fn sealed(event: impl DomainEvent, position: u64) -> EventEnvelope {
         EventEnvelope::seal(
-            event.into_new_event(chrono::Utc::now(), EventMetadata::default()),
+            event.into_new_event(Uuid::now_v7(), chrono::Utc::now(), EventMetadata::default()),
             "s".into(),
             position,
             position,

@@ -1,7 +1,7 @@
 //! Ledger entries: each event's effect on each user's balance in one asset, the source of
 //! statements and of balances "as of" an instant.
 //!
-//! Entries are derived from the double-entry [`postings`], so a statement can never disagree
+//! Entries are derived from the double-entry postings ([`LedgerEvent::postings`]), so a statement can never disagree
 //! with the ledger: summing a user's entries up to an instant gives exactly the balance the
 //! balance fold gives for the events up to that instant.
 //!
@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use cryptovault_events::ledger::{postings, Account};
+use cryptovault_events::ledger::{Account, LedgerEvent};
 use cryptovault_events::{EventEnvelope, Units};
 use uuid::Uuid;
 
@@ -88,17 +88,39 @@ impl Entry {
     }
 }
 
-fn reference_of(event: &EventEnvelope) -> Option<Uuid> {
-    ["deposit_id", "withdrawal_id", "transfer_id"]
-        .iter()
-        .find_map(|field| event.payload.get(*field)?.as_str()?.parse().ok())
+/// The kind, the reference (deposit, withdrawal or transfer id) and the counterparty of
+/// `user_id`'s entry for `event`; `None` for events that make no entries.
+fn entry_kind(event: &LedgerEvent, user_id: Uuid) -> Option<(EntryKind, Uuid, Option<Uuid>)> {
+    match event {
+        LedgerEvent::FundsDeposited(e) => Some((EntryKind::Deposit, e.deposit_id, None)),
+        LedgerEvent::WithdrawalRequested(e) => {
+            Some((EntryKind::WithdrawalHold, e.withdrawal_id, None))
+        }
+        LedgerEvent::WithdrawalCompleted(e) => Some((EntryKind::Withdrawal, e.withdrawal_id, None)),
+        LedgerEvent::WithdrawalRejected(e) => {
+            Some((EntryKind::WithdrawalReleased, e.withdrawal_id, None))
+        }
+        LedgerEvent::TransferSent(e) if e.from_user == user_id => {
+            Some((EntryKind::TransferOut, e.transfer_id, Some(e.to_user)))
+        }
+        LedgerEvent::TransferSent(e) => {
+            Some((EntryKind::TransferIn, e.transfer_id, Some(e.from_user)))
+        }
+        // No postings: TransferSent carries both sides of a transfer.
+        LedgerEvent::TransferReceived(_)
+        | LedgerEvent::WithdrawalApproved(_)
+        | LedgerEvent::WithdrawalOpened(_) => None,
+    }
 }
 
-/// The user entries `event` makes (empty for events that move no user money), or why they
-/// cannot be held exactly.
+/// The user entries `event` makes (empty for events that move no user money, and for a ledger
+/// event that does not decode), or why they cannot be held exactly.
 pub fn entries(event: &EventEnvelope) -> Result<Vec<Entry>, Unrepresentable> {
+    let Ok(Some(ledger_event)) = LedgerEvent::decode(event) else {
+        return Ok(Vec::new());
+    };
     let mut per_user: BTreeMap<(Uuid, String), (Units, Units)> = BTreeMap::new();
-    for posting in postings(event) {
+    for posting in ledger_event.postings() {
         let amount = posting_units(&posting, event)?;
         let overflow = || Unrepresentable {
             position: event.position,
@@ -113,29 +135,10 @@ pub fn entries(event: &EventEnvelope) -> Result<Vec<Entry>, Unrepresentable> {
         let part = if held { &mut row.1 } else { &mut row.0 };
         *part = part.checked_add(amount).ok_or_else(overflow)?;
     }
-    let Some(reference) = reference_of(event) else {
-        return Ok(Vec::new());
-    };
-    let from = event
-        .payload
-        .get("from_user")
-        .and_then(|v| v.as_str()?.parse::<Uuid>().ok());
-    let to = event
-        .payload
-        .get("to_user")
-        .and_then(|v| v.as_str()?.parse::<Uuid>().ok());
     Ok(per_user
         .into_iter()
         .filter_map(|((user_id, asset), (available, held))| {
-            let (kind, counterparty) = match event.event_type.as_str() {
-                "FundsDeposited" => (EntryKind::Deposit, None),
-                "WithdrawalRequested" => (EntryKind::WithdrawalHold, None),
-                "WithdrawalCompleted" => (EntryKind::Withdrawal, None),
-                "WithdrawalRejected" => (EntryKind::WithdrawalReleased, None),
-                "TransferSent" if Some(user_id) == from => (EntryKind::TransferOut, to),
-                "TransferSent" => (EntryKind::TransferIn, from),
-                _ => return None,
-            };
+            let (kind, reference, counterparty) = entry_kind(&ledger_event, user_id)?;
             Some(Entry {
                 user_id,
                 asset,

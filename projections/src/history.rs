@@ -6,11 +6,8 @@
 //! listing ordered by position is stable: rows only ever appear above the newest one.
 
 use chrono::{DateTime, Utc};
-use cryptovault_events::ledger::{
-    FundsDeposited, TransferReceived, TransferSent, WithdrawalApproved, WithdrawalCompleted,
-    WithdrawalRejected, WithdrawalRequested,
-};
-use cryptovault_events::{DomainEvent, EventEnvelope};
+use cryptovault_events::ledger::LedgerEvent;
+use cryptovault_events::EventEnvelope;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -100,17 +97,21 @@ pub fn history_change(event: &EventEnvelope) -> Option<HistoryChange> {
         status,
         at: event.occurred_at,
     };
-    if let Ok(e) = FundsDeposited::from_envelope(event) {
-        Some(HistoryChange::Insert(row(
+    let ledger_event = match LedgerEvent::decode(event) {
+        Ok(Some(ledger_event)) => ledger_event,
+        // Not a ledger event, or one that does not decode (the invariant checker reports it).
+        Ok(None) | Err(_) => return None,
+    };
+    match ledger_event {
+        LedgerEvent::FundsDeposited(e) => Some(HistoryChange::Insert(row(
             e.deposit_id,
             e.user_id,
             TransactionKind::Deposit,
             &e.asset,
             e.amount,
             "completed",
-        )))
-    } else if let Ok(e) = WithdrawalRequested::from_envelope(event) {
-        Some(HistoryChange::Insert(TransactionRow {
+        ))),
+        LedgerEvent::WithdrawalRequested(e) => Some(HistoryChange::Insert(TransactionRow {
             address: Some(e.address.clone()),
             ..row(
                 e.withdrawal_id,
@@ -120,15 +121,13 @@ pub fn history_change(event: &EventEnvelope) -> Option<HistoryChange> {
                 e.amount,
                 "pending",
             )
-        }))
-    } else if let Ok(e) = WithdrawalApproved::from_envelope(event) {
-        Some(status(e.user_id, e.withdrawal_id, "approved"))
-    } else if let Ok(e) = WithdrawalCompleted::from_envelope(event) {
-        Some(status(e.user_id, e.withdrawal_id, "completed"))
-    } else if let Ok(e) = WithdrawalRejected::from_envelope(event) {
-        Some(status(e.user_id, e.withdrawal_id, "rejected"))
-    } else if let Ok(e) = TransferSent::from_envelope(event) {
-        Some(HistoryChange::Insert(TransactionRow {
+        })),
+        LedgerEvent::WithdrawalApproved(e) => Some(status(e.user_id, e.withdrawal_id, "approved")),
+        LedgerEvent::WithdrawalCompleted(e) => {
+            Some(status(e.user_id, e.withdrawal_id, "completed"))
+        }
+        LedgerEvent::WithdrawalRejected(e) => Some(status(e.user_id, e.withdrawal_id, "rejected")),
+        LedgerEvent::TransferSent(e) => Some(HistoryChange::Insert(TransactionRow {
             counterparty: Some(e.to_user),
             note: e.note.clone(),
             ..row(
@@ -139,9 +138,8 @@ pub fn history_change(event: &EventEnvelope) -> Option<HistoryChange> {
                 e.amount,
                 "completed",
             )
-        }))
-    } else if let Ok(e) = TransferReceived::from_envelope(event) {
-        Some(HistoryChange::Insert(TransactionRow {
+        })),
+        LedgerEvent::TransferReceived(e) => Some(HistoryChange::Insert(TransactionRow {
             counterparty: Some(e.from_user),
             note: e.note.clone(),
             ..row(
@@ -152,8 +150,8 @@ pub fn history_change(event: &EventEnvelope) -> Option<HistoryChange> {
                 e.amount,
                 "completed",
             )
-        }))
-    } else {
-        None
+        })),
+        // The index event of a withdrawal stream: the request already made the row.
+        LedgerEvent::WithdrawalOpened(_) => None,
     }
 }

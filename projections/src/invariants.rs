@@ -26,11 +26,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use cryptovault_events::ledger::{
-    postings, Account, FundsDeposited, TransferReceived, TransferSent, WithdrawalApproved,
-    WithdrawalCompleted, WithdrawalOpened, WithdrawalRejected, WithdrawalRequested,
-};
-use cryptovault_events::{DomainEvent, EventEnvelope, Units};
+use cryptovault_events::ledger::{Account, LedgerEvent, WithdrawalOpened, WithdrawalRequested};
+use cryptovault_events::{EventEnvelope, Units};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use uuid::Uuid;
@@ -200,18 +197,6 @@ pub struct InvariantChecker {
     summary: Summary,
 }
 
-/// The ledger's event types (others — identity, tests — move no money and are skipped).
-const LEDGER_TYPES: [&str; 8] = [
-    FundsDeposited::EVENT_TYPE,
-    WithdrawalRequested::EVENT_TYPE,
-    WithdrawalApproved::EVENT_TYPE,
-    WithdrawalCompleted::EVENT_TYPE,
-    WithdrawalRejected::EVENT_TYPE,
-    WithdrawalOpened::EVENT_TYPE,
-    TransferSent::EVENT_TYPE,
-    TransferReceived::EVENT_TYPE,
-];
-
 /// Collects the violations of one event.
 struct Found<'a> {
     event: &'a EventEnvelope,
@@ -281,25 +266,6 @@ fn exact_amount(event: &EventEnvelope, decoded: Decimal) -> Result<Units, String
     })
 }
 
-fn decode<T: DomainEvent>(event: &EventEnvelope, found: &mut Found<'_>) -> Option<T> {
-    match T::from_envelope(event) {
-        Ok(typed) => Some(typed),
-        Err(error) => {
-            found.add(
-                ViolationKind::UnbalancedPosting,
-                None,
-                event
-                    .payload
-                    .get("withdrawal_id")
-                    .and_then(|v| v.as_str())
-                    .and_then(|s| s.parse().ok()),
-                format!("a ledger event that does not decode: {error}"),
-            );
-            None
-        }
-    }
-}
-
 impl InvariantChecker {
     pub fn new() -> Self {
         Self::default()
@@ -317,9 +283,7 @@ impl InvariantChecker {
             event,
             out: Vec::new(),
         };
-        if LEDGER_TYPES.contains(&event.event_type.as_str()) {
-            self.check(event, &mut found);
-        }
+        self.check(event, &mut found);
         self.summary.events_checked += 1;
         self.summary.last_position = event.position;
         for violation in &found.out {
@@ -329,33 +293,37 @@ impl InvariantChecker {
     }
 
     fn check(&mut self, event: &EventEnvelope, found: &mut Found<'_>) {
-        // The exact amount when the event has one: `Err(())` when it cannot be held exactly.
-        let amount: Option<Result<Units, ()>> = match event.event_type.as_str() {
-            t if t == FundsDeposited::EVENT_TYPE => {
-                let Some(e) = decode::<FundsDeposited>(event, found) else {
-                    return;
-                };
-                Some(self.amount(event, e.amount, None, found))
+        let ledger_event = match LedgerEvent::decode(event) {
+            Ok(Some(ledger_event)) => ledger_event,
+            // Identity (and test) events move no money.
+            Ok(None) => return,
+            Err(error) => {
+                found.add(
+                    ViolationKind::UnbalancedPosting,
+                    None,
+                    event
+                        .payload
+                        .get("withdrawal_id")
+                        .and_then(|v| v.as_str())
+                        .and_then(|s| s.parse().ok()),
+                    format!("a ledger event that does not decode: {error}"),
+                );
+                return;
             }
-            t if t == WithdrawalRequested::EVENT_TYPE => {
-                let Some(e) = decode::<WithdrawalRequested>(event, found) else {
-                    return;
-                };
+        };
+        // The exact amount when the event has one: `Err(())` when it cannot be held exactly.
+        let amount: Option<Result<Units, ()>> = match &ledger_event {
+            LedgerEvent::FundsDeposited(e) => Some(self.amount(event, e.amount, None, found)),
+            LedgerEvent::WithdrawalRequested(e) => {
                 let amount = self.amount(event, e.amount, Some(e.withdrawal_id), found);
-                self.requested(&e, amount.ok(), found);
+                self.requested(e, amount.ok(), found);
                 Some(amount)
             }
-            t if t == WithdrawalOpened::EVENT_TYPE => {
-                let Some(e) = decode::<WithdrawalOpened>(event, found) else {
-                    return;
-                };
-                self.opened(&e, found);
+            LedgerEvent::WithdrawalOpened(e) => {
+                self.opened(e, found);
                 None
             }
-            t if t == WithdrawalApproved::EVENT_TYPE => {
-                let Some(e) = decode::<WithdrawalApproved>(event, found) else {
-                    return;
-                };
+            LedgerEvent::WithdrawalApproved(e) => {
                 self.transition(
                     e.withdrawal_id,
                     e.user_id,
@@ -366,10 +334,7 @@ impl InvariantChecker {
                 );
                 None
             }
-            t if t == WithdrawalCompleted::EVENT_TYPE => {
-                let Some(e) = decode::<WithdrawalCompleted>(event, found) else {
-                    return;
-                };
+            LedgerEvent::WithdrawalCompleted(e) => {
                 let amount = self.amount(event, e.amount, Some(e.withdrawal_id), found);
                 self.transition(
                     e.withdrawal_id,
@@ -381,10 +346,7 @@ impl InvariantChecker {
                 );
                 Some(amount)
             }
-            t if t == WithdrawalRejected::EVENT_TYPE => {
-                let Some(e) = decode::<WithdrawalRejected>(event, found) else {
-                    return;
-                };
+            LedgerEvent::WithdrawalRejected(e) => {
                 let amount = self.amount(event, e.amount, Some(e.withdrawal_id), found);
                 self.transition(
                     e.withdrawal_id,
@@ -396,24 +358,14 @@ impl InvariantChecker {
                 );
                 Some(amount)
             }
-            t if t == TransferSent::EVENT_TYPE => {
-                let Some(e) = decode::<TransferSent>(event, found) else {
-                    return;
-                };
-                Some(self.amount(event, e.amount, None, found))
-            }
-            _ => {
-                let Some(e) = decode::<TransferReceived>(event, found) else {
-                    return;
-                };
-                Some(self.amount(event, e.amount, None, found))
-            }
+            LedgerEvent::TransferSent(e) => Some(self.amount(event, e.amount, None, found)),
+            LedgerEvent::TransferReceived(e) => Some(self.amount(event, e.amount, None, found)),
         };
         if let Some(Err(())) = amount {
             // Reported; no exact state follows from an amount that cannot be held.
             return;
         }
-        self.apply_postings(event, found);
+        self.apply_postings(&ledger_event, found);
     }
 
     /// The event's exact amount, reporting an unrepresentable one and one ≤ 0.
@@ -557,8 +509,8 @@ impl InvariantChecker {
 
     /// Applies the event's postings exactly: each event must balance per asset; a user bucket
     /// below zero afterwards, or a sum that overflows, is reported.
-    fn apply_postings(&mut self, event: &EventEnvelope, found: &mut Found<'_>) {
-        let postings = postings(event);
+    fn apply_postings(&mut self, event: &LedgerEvent, found: &mut Found<'_>) {
+        let postings = event.postings();
         if postings.is_empty() {
             return;
         }

@@ -53,7 +53,7 @@ fn seal(events: Vec<NewEvent>) -> Vec<EventEnvelope> {
 }
 
 fn new_event<E: DomainEvent>(e: E, n: usize) -> NewEvent {
-    e.into_new_event(at(n), EventMetadata::default())
+    e.into_new_event(Uuid::now_v7(), at(n), EventMetadata::default())
 }
 
 fn deposit(u: Uuid, asset: &str, amount: Units) -> FundsDeposited {
@@ -341,6 +341,7 @@ fn system_accounts_may_be_negative_and_the_summary_names_the_first_position_per_
 #[test]
 fn other_events_are_skipped() {
     let e = NewEvent::new(
+        Uuid::now_v7(),
         "UserRegistered",
         1,
         at(0),

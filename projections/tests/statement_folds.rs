@@ -64,7 +64,7 @@ fn new_events(steps: &[Step], big: bool) -> Vec<NewEvent> {
                     asset: btc(),
                     amount: amount(a, big),
                 }
-                .into_new_event(at, meta.clone()),
+                .into_new_event(Uuid::now_v7(), at, meta.clone()),
             ),
             Step::Transfer(f, t, a) if f != t => {
                 let (transfer_id, amount) = (Uuid::now_v7(), amount(a, big));
@@ -78,7 +78,7 @@ fn new_events(steps: &[Step], big: bool) -> Vec<NewEvent> {
                         amount,
                         note: None,
                     }
-                    .into_new_event(at, meta.clone()),
+                    .into_new_event(Uuid::now_v7(), at, meta.clone()),
                 );
                 out.push(
                     TransferReceived {
@@ -89,7 +89,7 @@ fn new_events(steps: &[Step], big: bool) -> Vec<NewEvent> {
                         amount,
                         note: None,
                     }
-                    .into_new_event(at, meta.clone()),
+                    .into_new_event(Uuid::now_v7(), at, meta.clone()),
                 );
             }
             Step::Transfer(..) => {}
@@ -103,7 +103,7 @@ fn new_events(steps: &[Step], big: bool) -> Vec<NewEvent> {
                         amount,
                         address: "x".into(),
                     }
-                    .into_new_event(at, meta.clone()),
+                    .into_new_event(Uuid::now_v7(), at, meta.clone()),
                 );
                 out.push(if complete {
                     WithdrawalCompleted {
@@ -113,7 +113,7 @@ fn new_events(steps: &[Step], big: bool) -> Vec<NewEvent> {
                         amount,
                         completed_by: user(0),
                     }
-                    .into_new_event(at, meta.clone())
+                    .into_new_event(Uuid::now_v7(), at, meta.clone())
                 } else {
                     WithdrawalRejected {
                         withdrawal_id,
@@ -123,7 +123,7 @@ fn new_events(steps: &[Step], big: bool) -> Vec<NewEvent> {
                         rejected_by: user(0),
                         reason: None,
                     }
-                    .into_new_event(at, meta.clone())
+                    .into_new_event(Uuid::now_v7(), at, meta.clone())
                 });
             }
         }

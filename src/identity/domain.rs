@@ -5,11 +5,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cryptovault_events::identity::{
-    LoginFailed, PasswordChanged, ProfileUpdated, RoleGranted, TwoFactorDisabled, TwoFactorEnabled,
-    UserRegistered,
-};
-use cryptovault_events::{DomainEvent, EventEnvelope};
+use cryptovault_events::identity::{IdentityEvent, UserRegistered};
+use cryptovault_events::EventEnvelope;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -158,38 +155,54 @@ impl UserState {
     }
 
     fn apply(state: Option<Self>, event: &EventEnvelope) -> Option<Self> {
-        if let Ok(registered) = UserRegistered::from_envelope(event) {
-            return Some(Self {
-                user_id: registered.user_id,
-                email: registered.email,
-                name: registered.name,
-                password_hash: registered.password_hash,
-                roles: registered
-                    .roles
-                    .iter()
-                    .filter_map(|r| Role::parse(r, "role").ok())
-                    .collect(),
-                totp_enabled: false,
-                created_at: event.occurred_at,
-                version: event.stream_version,
-            });
+        // An event this fold cannot read changes nothing but still takes its version: the next
+        // append expects it.
+        let decoded = IdentityEvent::decode(event).ok().flatten();
+        if let Some(IdentityEvent::UserRegistered(registered)) = decoded {
+            return Some(Self::registered(registered, event));
         }
         let mut user = state?;
         user.version = event.stream_version;
-        if let Ok(changed) = ProfileUpdated::from_envelope(event) {
-            user.name = changed.name;
-        } else if let Ok(changed) = PasswordChanged::from_envelope(event) {
-            user.password_hash = changed.password_hash;
-        } else if TwoFactorEnabled::from_envelope(event).is_ok() {
-            user.totp_enabled = true;
-        } else if TwoFactorDisabled::from_envelope(event).is_ok() {
-            user.totp_enabled = false;
-        } else if let Ok(granted) = RoleGranted::from_envelope(event) {
-            if let Ok(role) = Role::parse(&granted.role, "role") {
-                user.roles.insert(role);
+        match decoded {
+            Some(IdentityEvent::ProfileUpdated(changed)) => user.name = changed.name,
+            Some(IdentityEvent::PasswordChanged(changed)) => {
+                user.password_hash = changed.password_hash;
             }
+            Some(IdentityEvent::TwoFactorEnabled(_)) => user.totp_enabled = true,
+            Some(IdentityEvent::TwoFactorDisabled(_)) => user.totp_enabled = false,
+            Some(IdentityEvent::RoleGranted(granted)) => {
+                if let Ok(role) = Role::parse(&granted.role, "role") {
+                    user.roles.insert(role);
+                }
+            }
+            // Registration is matched above; the address claim and login attempts live on
+            // their own streams.
+            Some(
+                IdentityEvent::UserRegistered(_)
+                | IdentityEvent::EmailClaimed(_)
+                | IdentityEvent::LoginSucceeded(_)
+                | IdentityEvent::LoginFailed(_),
+            )
+            | None => {}
         }
         Some(user)
+    }
+
+    fn registered(registered: UserRegistered, event: &EventEnvelope) -> Self {
+        Self {
+            user_id: registered.user_id,
+            email: registered.email,
+            name: registered.name,
+            password_hash: registered.password_hash,
+            roles: registered
+                .roles
+                .iter()
+                .filter_map(|r| Role::parse(r, "role").ok())
+                .collect(),
+            totp_enabled: false,
+            created_at: event.occurred_at,
+            version: event.stream_version,
+        }
     }
 
     pub fn has_role(&self, role: Role) -> bool {
@@ -219,16 +232,24 @@ pub enum Attempt {
 impl Attempt {
     /// Classifies a stored login event.
     pub fn of(event: &EventEnvelope) -> Self {
-        if let Ok(failed) = LoginFailed::from_envelope(event) {
-            if failed.counts_towards_lockout() {
+        match IdentityEvent::decode(event) {
+            Ok(Some(IdentityEvent::LoginFailed(failed))) if failed.counts_towards_lockout() => {
                 Self::Failed
-            } else {
-                Self::Ignored
             }
-        } else if event.event_type == "LoginSucceeded" {
-            Self::Succeeded
-        } else {
-            Self::Ignored
+            Ok(Some(IdentityEvent::LoginSucceeded(_))) => Self::Succeeded,
+            // Uncounted failures, events of other streams, and events that do not decode.
+            Ok(Some(
+                IdentityEvent::LoginFailed(_)
+                | IdentityEvent::EmailClaimed(_)
+                | IdentityEvent::UserRegistered(_)
+                | IdentityEvent::ProfileUpdated(_)
+                | IdentityEvent::PasswordChanged(_)
+                | IdentityEvent::TwoFactorEnabled(_)
+                | IdentityEvent::TwoFactorDisabled(_)
+                | IdentityEvent::RoleGranted(_),
+            ))
+            | Ok(None)
+            | Err(_) => Self::Ignored,
         }
     }
 }

@@ -116,7 +116,7 @@ const LOGIN_HISTORY: usize = 64;
 const CONFLICT_RETRIES: usize = 8;
 
 pub(super) fn event<E: DomainEvent>(e: E, metadata: EventMetadata) -> NewEvent {
-    e.into_new_event(Utc::now(), metadata)
+    e.into_new_event(Uuid::now_v7(), Utc::now(), metadata)
 }
 
 impl Identity {

@@ -128,9 +128,9 @@ pub struct Ledger {
 }
 
 fn new_event<E: DomainEvent + Clone>(event: &E, id: Uuid, metadata: &EventMetadata) -> NewEvent {
-    let mut new = event.clone().into_new_event(Utc::now(), metadata.clone());
-    new.event_id = id;
-    new
+    event
+        .clone()
+        .into_new_event(id, Utc::now(), metadata.clone())
 }
 
 /// An event this process has queued on an account stream at `stream_version`, as an envelope

@@ -260,7 +260,11 @@ mod tests {
                     asset: "ETH".into(),
                     amount: amount.parse().unwrap(),
                 }
-                .into_new_event(chrono::Utc::now(), EventMetadata::default()),
+                .into_new_event(
+                    uuid::Uuid::now_v7(),
+                    chrono::Utc::now(),
+                    EventMetadata::default(),
+                ),
                 "s".into(),
                 position,
                 position,

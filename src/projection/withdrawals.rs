@@ -1,11 +1,10 @@
 //! The `withdrawals` read model: one document per withdrawal with its current status, for the
-//! admin queue and the user's list.
+//! admin queue and the user's list. The fold is `cryptovault_projections::withdrawals`; this
+//! module only turns its changes into MongoDB updates.
 
 use bson::{doc, DateTime as BsonDateTime, Document};
-use cryptovault_events::ledger::{
-    WithdrawalApproved, WithdrawalCompleted, WithdrawalRejected, WithdrawalRequested,
-};
-use cryptovault_events::{DomainEvent, EventEnvelope};
+use cryptovault_events::EventEnvelope;
+use cryptovault_projections::withdrawals::{withdrawal_change, WithdrawalChange};
 
 use super::runner::ReadModel;
 
@@ -13,47 +12,44 @@ pub const COLLECTION: &str = "withdrawals";
 
 pub struct WithdrawalsModel;
 
-fn status_update(id: uuid::Uuid, status: &str, event: &EventEnvelope) -> Document {
-    doc! {
-        "q": { "_id": id.to_string() },
-        "u": { "$set": {
-            "status": status,
-            "updated_at": BsonDateTime::from_chrono(event.occurred_at),
-            "position": crate::store::document::to_i64(event.position),
-        }},
-    }
-}
-
 impl ReadModel for WithdrawalsModel {
     const NAME: &'static str = "withdrawals";
     const COLLECTIONS: &'static [&'static str] = &[COLLECTION];
 
     fn updates(&self, events: &[EventEnvelope]) -> Vec<(&'static str, Vec<Document>)> {
-        let mut updates = Vec::new();
-        for event in events {
-            if let Ok(e) = WithdrawalRequested::from_envelope(event) {
-                updates.push(doc! {
-                    "q": { "_id": e.withdrawal_id.to_string() },
+        let updates = events
+            .iter()
+            .filter_map(withdrawal_change)
+            .map(|change| match change {
+                WithdrawalChange::Requested(row) => doc! {
+                    "q": { "_id": row.id.to_string() },
                     "u": { "$set": {
-                        "user_id": e.user_id.to_string(),
-                        "asset": &e.asset,
-                        "amount": e.amount.to_string(),
-                        "address": &e.address,
-                        "status": "pending",
-                        "requested_at": BsonDateTime::from_chrono(event.occurred_at),
-                        "updated_at": BsonDateTime::from_chrono(event.occurred_at),
-                        "position": crate::store::document::to_i64(event.position),
+                        "user_id": row.user_id.to_string(),
+                        "asset": &row.asset,
+                        "amount": row.amount.to_string(),
+                        "address": &row.address,
+                        "status": row.status,
+                        "requested_at": BsonDateTime::from_chrono(row.requested_at),
+                        "updated_at": BsonDateTime::from_chrono(row.requested_at),
+                        "position": crate::store::document::to_i64(row.position),
                     }},
                     "upsert": true,
-                });
-            } else if let Ok(e) = WithdrawalApproved::from_envelope(event) {
-                updates.push(status_update(e.withdrawal_id, "approved", event));
-            } else if let Ok(e) = WithdrawalCompleted::from_envelope(event) {
-                updates.push(status_update(e.withdrawal_id, "completed", event));
-            } else if let Ok(e) = WithdrawalRejected::from_envelope(event) {
-                updates.push(status_update(e.withdrawal_id, "rejected", event));
-            }
-        }
+                },
+                WithdrawalChange::Status {
+                    id,
+                    status,
+                    at,
+                    position,
+                } => doc! {
+                    "q": { "_id": id.to_string() },
+                    "u": { "$set": {
+                        "status": status,
+                        "updated_at": BsonDateTime::from_chrono(at),
+                        "position": crate::store::document::to_i64(position),
+                    }},
+                },
+            })
+            .collect();
         vec![(COLLECTION, updates)]
     }
 }

@@ -156,7 +156,7 @@ mod tests {
         ) {
             let payload = Value::Object(pairs.into_iter().collect());
             let metadata = EventMetadata { actor, ..EventMetadata::default() };
-            let event = NewEvent::new("Tested", 1, chrono::Utc::now(), metadata, payload);
+            let event = NewEvent::new(uuid::Uuid::now_v7(), "Tested", 1, chrono::Utc::now(), metadata, payload);
             let sealed = EventEnvelope::seal(event, "s-1".into(), 1, position, GENESIS_HASH.into());
             let back = from_document(to_document(&sealed).unwrap()).unwrap();
             prop_assert_eq!(event_hash(&back), sealed.hash.clone());

@@ -157,6 +157,7 @@ mod tests {
 
     fn event() -> NewEvent {
         NewEvent::new(
+            uuid::Uuid::now_v7(),
             "Tested",
             1,
             chrono::Utc::now(),

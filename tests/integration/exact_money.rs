@@ -331,7 +331,7 @@ async fn a_balance_beyond_the_representation_is_refused_with_422_and_nothing_wri
         .append(AppendBatch::single(
             credits_stream(alice_id, "USD"),
             ExpectedVersion::Any,
-            vec![credit.into_new_event(Utc::now(), EventMetadata::default())],
+            vec![credit.into_new_event(uuid::Uuid::now_v7(), Utc::now(), EventMetadata::default())],
         ))
         .await
         .unwrap();

@@ -59,6 +59,7 @@ impl TestDb {
 /// An event with a small payload identifying its writer and sequence number.
 pub fn event(writer: &str, n: u64) -> NewEvent {
     NewEvent::new(
+        uuid::Uuid::now_v7(),
         "TestEventRecorded",
         1,
         chrono::Utc::now(),

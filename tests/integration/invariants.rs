@@ -19,7 +19,11 @@ use uuid::Uuid;
 use crate::helpers::{admin, get_json, logged_in, position, post, signed_up, spawn_app, TestDb};
 
 fn new_event<E: DomainEvent>(e: E) -> NewEvent {
-    e.into_new_event(chrono::Utc::now(), EventMetadata::default())
+    e.into_new_event(
+        uuid::Uuid::now_v7(),
+        chrono::Utc::now(),
+        EventMetadata::default(),
+    )
 }
 
 async fn append(store: &EventStore, batch: AppendBatch) -> Vec<u64> {

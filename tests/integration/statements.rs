@@ -396,7 +396,11 @@ async fn a_statement_of_100_000_movements_streams_in_bounded_memory() {
                         asset: "USD".into(),
                         amount: Decimal::new(((b * 1000 + i) % 9_999 + 1) as i64, 2),
                     }
-                    .into_new_event(Utc::now(), EventMetadata::default())
+                    .into_new_event(
+                        uuid::Uuid::now_v7(),
+                        Utc::now(),
+                        EventMetadata::default(),
+                    )
                 })
                 .collect();
             AppendBatch::single(credits_stream(user_id, "USD"), ExpectedVersion::Any, events)

@@ -162,7 +162,11 @@ async fn the_verify_command_reports_a_negative_balance_written_around_the_ledger
         .append(AppendBatch::single(
             account_stream(from, "USD"),
             ExpectedVersion::Any,
-            vec![sent.into_new_event(chrono::Utc::now(), EventMetadata::default())],
+            vec![sent.into_new_event(
+                uuid::Uuid::now_v7(),
+                chrono::Utc::now(),
+                EventMetadata::default(),
+            )],
         ))
         .await
         .unwrap();
