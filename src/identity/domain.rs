@@ -1,11 +1,15 @@
 //! Identity rules as pure code: parsing of user input into domain types, the user state folded
-//! from the user stream, and the lockout decision. No I/O, no clock reads (time is a parameter).
+//! from the user stream, the decisions on a user (each returns the events to append), and the
+//! lockout decision. No I/O, no clock reads (time is a parameter).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cryptovault_events::identity::{IdentityEvent, UserRegistered};
+use cryptovault_events::identity::{
+    IdentityEvent, PasswordChanged, ProfileUpdated, RoleGranted, TwoFactorDisabled,
+    TwoFactorEnabled, UserRegistered,
+};
 use cryptovault_events::EventEnvelope;
 use serde::Serialize;
 use uuid::Uuid;
@@ -207,6 +211,53 @@ impl UserState {
 
     pub fn has_role(&self, role: Role) -> bool {
         self.roles.contains(&role)
+    }
+}
+
+/// Why a decision on a user was refused; nothing is written. HTTP 409 `invalid_state`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UserRefusal(pub &'static str);
+
+/// Decisions on a user: each returns the events to append to the `user-…` stream (none:
+/// nothing to change) or a refusal. The service appends them expecting the state's version.
+impl UserState {
+    pub fn rename(&self, name: &DisplayName) -> Vec<IdentityEvent> {
+        vec![ProfileUpdated {
+            name: name.as_str().to_owned(),
+        }
+        .into()]
+    }
+
+    /// `password_hash` is the argon2id PHC string of the new password (hashed at the edge).
+    pub fn change_password(&self, password_hash: String) -> Vec<IdentityEvent> {
+        vec![PasswordChanged { password_hash }.into()]
+    }
+
+    /// Idempotent: granting a role the user has changes nothing.
+    pub fn grant(&self, role: Role, granted_by: &str) -> Vec<IdentityEvent> {
+        if self.has_role(role) {
+            return Vec::new();
+        }
+        vec![RoleGranted {
+            role: role.as_str().to_owned(),
+            granted_by: granted_by.to_owned(),
+        }
+        .into()]
+    }
+
+    pub fn enable_two_factor(&self) -> Result<Vec<IdentityEvent>, UserRefusal> {
+        if self.totp_enabled {
+            return Err(UserRefusal("two-factor authentication is already enabled"));
+        }
+        Ok(vec![TwoFactorEnabled {}.into()])
+    }
+
+    pub fn disable_two_factor(&self) -> Result<Vec<IdentityEvent>, UserRefusal> {
+        if !self.totp_enabled {
+            return Err(UserRefusal("two-factor authentication is not enabled"));
+        }
+        Ok(vec![TwoFactorDisabled {}.into()])
     }
 }
 

@@ -6,6 +6,8 @@
 
 pub mod csrf;
 pub mod domain;
+#[cfg(test)]
+mod given;
 pub mod password;
 pub mod service;
 pub mod sessions;

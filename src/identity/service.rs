@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use cryptovault_events::identity::{
-    email_stream, logins_stream, user_stream, EmailClaimed, LoginFailed, LoginSucceeded,
-    PasswordChanged, ProfileUpdated, RoleGranted, UserRegistered,
+    email_stream, logins_stream, user_stream, EmailClaimed, IdentityEvent, LoginFailed,
+    LoginSucceeded, UserRegistered,
 };
-use cryptovault_events::{DomainEvent, EventMetadata, NewEvent};
+use cryptovault_events::{DomainEvent, EventFamily, EventMetadata, NewEvent};
 use uuid::Uuid;
 
 use super::domain::{
@@ -48,6 +48,12 @@ pub enum IdentityError {
     UnknownUser,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+impl From<super::domain::UserRefusal> for IdentityError {
+    fn from(refusal: super::domain::UserRefusal) -> Self {
+        Self::InvalidState(refusal.0)
+    }
 }
 
 impl From<crate::store::StoreError> for IdentityError {
@@ -368,15 +374,9 @@ impl Identity {
         meta: &RequestMeta,
     ) -> Result<UserState, IdentityError> {
         let name = DisplayName::parse(name, "name")?;
-        self.change_user(user_id, |_| {
-            Ok(vec![event(
-                ProfileUpdated {
-                    name: name.as_str().to_owned(),
-                },
-                meta.metadata(Some(user_id.to_string())),
-            )])
-        })
-        .await
+        let metadata = meta.metadata(Some(user_id.to_string()));
+        self.change_user(user_id, &metadata, |user| Ok(user.rename(&name)))
+            .await
     }
 
     /// Changes the password after checking the current one, and ends every other session.
@@ -397,13 +397,9 @@ impl Identity {
             .into());
         }
         let password_hash = password::hash(new.expose().to_owned()).await?;
-        self.change_user(user_id, |_| {
-            Ok(vec![event(
-                PasswordChanged {
-                    password_hash: password_hash.clone(),
-                },
-                meta.metadata(Some(user_id.to_string())),
-            )])
+        let metadata = meta.metadata(Some(user_id.to_string()));
+        self.change_user(user_id, &metadata, |user| {
+            Ok(user.change_password(password_hash.clone()))
         })
         .await?;
         self.sessions.revoke_user(user_id).await?;
@@ -418,27 +414,19 @@ impl Identity {
         granted_by: &str,
         meta: &RequestMeta,
     ) -> Result<UserState, IdentityError> {
-        self.change_user(user_id, |user| {
-            if user.has_role(role) {
-                return Ok(Vec::new());
-            }
-            Ok(vec![event(
-                RoleGranted {
-                    role: role.as_str().to_owned(),
-                    granted_by: granted_by.to_owned(),
-                },
-                meta.metadata(Some(granted_by.to_owned())),
-            )])
-        })
-        .await
+        let metadata = meta.metadata(Some(granted_by.to_owned()));
+        self.change_user(user_id, &metadata, |user| Ok(user.grant(role, granted_by)))
+            .await
     }
 
-    /// Decides on the current user state and appends with that state's version as the expected
-    /// version, retrying when a concurrent change won the race.
+    /// Decides on the current user state (a decision of `UserState`, pure) and appends its
+    /// events with `metadata`, expecting that state's version; decides again when a concurrent
+    /// change won the race.
     pub(super) async fn change_user(
         &self,
         user_id: Uuid,
-        decide: impl Fn(&UserState) -> Result<Vec<NewEvent>, IdentityError>,
+        metadata: &EventMetadata,
+        decide: impl Fn(&UserState) -> Result<Vec<IdentityEvent>, IdentityError>,
     ) -> Result<UserState, IdentityError> {
         for _ in 0..CONFLICT_RETRIES {
             let user = self.user(user_id).await?;
@@ -446,6 +434,11 @@ impl Identity {
             if events.is_empty() {
                 return Ok(user);
             }
+            let now = Utc::now();
+            let events = events
+                .into_iter()
+                .map(|e| e.into_new_event(Uuid::now_v7(), now, metadata.clone()))
+                .collect();
             let batch = AppendBatch::single(
                 user_stream(user_id),
                 ExpectedVersion::Exact(user.version),

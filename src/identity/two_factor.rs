@@ -2,10 +2,9 @@
 //! Every code is accepted once (RFC 6238 §5.2): its time step is recorded atomically with
 //! `Sessions::use_totp_step` before it counts — here and in `Identity::login`.
 
-use cryptovault_events::identity::{TwoFactorDisabled, TwoFactorEnabled};
 use uuid::Uuid;
 
-use super::service::{event, unix_now, Identity, IdentityError, RequestMeta};
+use super::service::{unix_now, Identity, IdentityError, RequestMeta};
 use super::totp;
 
 impl Identity {
@@ -48,18 +47,9 @@ impl Identity {
             return Err(IdentityError::InvalidState("call 2fa/setup first"));
         };
         self.use_totp_code(user_id, &secret, code).await?;
-        self.change_user(user_id, |user| {
-            if user.totp_enabled {
-                return Err(IdentityError::InvalidState(
-                    "two-factor authentication is already enabled",
-                ));
-            }
-            Ok(vec![event(
-                TwoFactorEnabled {},
-                meta.metadata(Some(user_id.to_string())),
-            )])
-        })
-        .await?;
+        let metadata = meta.metadata(Some(user_id.to_string()));
+        self.change_user(user_id, &metadata, |user| Ok(user.enable_two_factor()?))
+            .await?;
         self.sessions.confirm_totp(user_id).await?;
         Ok(())
     }
@@ -81,18 +71,9 @@ impl Identity {
             return Err(IdentityError::InvalidTotp);
         };
         self.use_totp_code(user_id, &secret, code).await?;
-        self.change_user(user_id, |user| {
-            if !user.totp_enabled {
-                return Err(IdentityError::InvalidState(
-                    "two-factor authentication is not enabled",
-                ));
-            }
-            Ok(vec![event(
-                TwoFactorDisabled {},
-                meta.metadata(Some(user_id.to_string())),
-            )])
-        })
-        .await?;
+        let metadata = meta.metadata(Some(user_id.to_string()));
+        self.change_user(user_id, &metadata, |user| Ok(user.disable_two_factor()?))
+            .await?;
         self.sessions.delete_totp(user_id).await?;
         Ok(())
     }
