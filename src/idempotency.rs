@@ -22,7 +22,7 @@ use mongodb::{Collection, Database, IndexModel};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::store::writer::durable_write_concern;
+use crate::store::durable_write_concern;
 
 /// How long a record is kept.
 const RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -106,7 +106,7 @@ impl IdempotencyKeys {
             .await;
         match inserted {
             Ok(_) => return Ok(Begin::Run(attempt)),
-            Err(e) if crate::store::schema::is_duplicate_key(&e) => {}
+            Err(e) if crate::store::error::is_duplicate_key(&e) => {}
             Err(e) => {
                 // The insert may have happened (a connection lost after the write): remove the
                 // record this attempt may own, so that it does not hold the key.

@@ -21,13 +21,12 @@ pub mod mongo_monitor;
 pub mod period;
 /// Market prices (simulated feed, CoinCap adapter).
 pub mod prices;
-/// Projection runner and read models.
-pub mod projection;
 /// Connecting, building and serving the application.
 pub mod startup;
 /// Account statements (CSV / JSON export).
 pub mod statement;
-/// The MongoDB event store.
+/// Everything that knows MongoDB: the event store, read models, snapshots, sessions,
+/// idempotency records.
 pub mod store;
 /// Logging and metrics set-up.
 pub mod telemetry;

@@ -19,11 +19,11 @@ use crate::identity::{Identity, IdentitySettings};
 use crate::ledger::service::Ledger;
 use crate::ledger::snapshot_store::SnapshotStore;
 use crate::prices::Prices;
-use crate::projection::audit::AuditModel;
-use crate::projection::balances::BalancesModel;
-use crate::projection::runner::{self, ProjectionHandle};
-use crate::projection::transactions::TransactionsModel;
-use crate::projection::withdrawals::WithdrawalsModel;
+use crate::store::read_models::audit::AuditModel;
+use crate::store::read_models::balances::BalancesModel;
+use crate::store::read_models::runner::{self, ProjectionHandle};
+use crate::store::read_models::transactions::TransactionsModel;
+use crate::store::read_models::withdrawals::WithdrawalsModel;
 use crate::store::{EventStore, StoreConfig};
 use crate::telemetry;
 

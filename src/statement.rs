@@ -31,9 +31,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
 use crate::ledger::amount::Assets;
-use crate::projection::balances::{units_field, units_of_sums};
-use crate::projection::transactions::LEDGER_ENTRIES;
-use crate::store::document::to_i64;
+use crate::store::codec::to_i64;
+use crate::store::codec::{units_field, units_of_sums};
+use crate::store::read_models::transactions::LEDGER_ENTRIES;
 
 /// Output format of a statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use super::paging::{newest_first, number, page_size, period, range};
 use super::query::ApiQuery;
 use super::wallet::read_your_writes;
 use crate::identity::Role;
-use crate::projection::audit::AUDIT_LOGS;
 use crate::startup::AppState;
+use crate::store::read_models::audit::AUDIT_LOGS;
 
 pub fn router() -> Router<AppState> {
     Router::new()

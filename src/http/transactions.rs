@@ -21,9 +21,9 @@ use super::paging::{newest_first, number, page_size, period, range};
 use super::query::ApiQuery;
 use super::wallet::read_your_writes;
 use crate::identity::domain::InvalidInput;
-use crate::projection::transactions::{row_id, TRANSACTIONS};
 use crate::startup::AppState;
 use crate::statement::{Format, StatementRequest};
+use crate::store::read_models::transactions::{row_id, TRANSACTIONS};
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -21,10 +21,10 @@ use super::query::ApiQuery;
 use crate::identity::domain::{Email, InvalidInput};
 use crate::ledger::amount::Assets;
 use crate::ledger::service::TransferRequest;
-use crate::projection::balances::{stored_row, COLLECTION as BALANCES};
-use crate::projection::runner::ProjectionHandle;
-use crate::projection::withdrawals::COLLECTION as WITHDRAWALS;
 use crate::startup::AppState;
+use crate::store::read_models::balances::{stored_row, COLLECTION as BALANCES};
+use crate::store::read_models::runner::ProjectionHandle;
+use crate::store::read_models::withdrawals::COLLECTION as WITHDRAWALS;
 use cryptovault_projections::history::TransactionKind;
 
 pub fn router() -> Router<AppState> {
@@ -288,7 +288,7 @@ pub async fn balance_as_of(
         doc! {
             "user_id": user_id.to_string(),
             "occurred_at": { "$lte": bson::DateTime::from_chrono(as_of) },
-            "position": { "$lte": crate::store::document::to_i64(position) },
+            "position": { "$lte": crate::store::codec::to_i64(position) },
         },
     )
     .await

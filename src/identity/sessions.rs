@@ -16,7 +16,7 @@ use mongodb::{Collection, Database, IndexModel};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::store::writer::durable_write_concern;
+use crate::store::durable_write_concern;
 
 #[derive(Clone)]
 pub struct Sessions {

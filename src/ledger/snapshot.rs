@@ -23,7 +23,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::account::{AccountState, Withdrawal, WithdrawalStatus};
-use crate::store::document::to_i64;
+use crate::store::codec::to_i64;
 
 /// Version of the snapshot encoding and of the fold it captures. 2: balances as exact `Units`
 /// text (1: `rust_decimal` text, rounded past 28 digits), per-user system accounts.

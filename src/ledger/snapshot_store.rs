@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::account::AccountState;
 use super::snapshot::{self, FORMAT};
-use crate::store::document::to_i64;
-use crate::store::schema::is_duplicate_key;
+use crate::store::codec::to_i64;
+use crate::store::error::is_duplicate_key;
 
 pub const COLLECTION: &str = "account_snapshots";
 

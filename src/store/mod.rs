@@ -11,9 +11,11 @@
 //! [`EventStore::read_all`], [`EventStore::subscribe`], [`EventStore::verify`].
 
 pub mod append;
+pub mod codec;
 pub mod document;
 pub mod error;
 pub mod plan;
+pub mod read_models;
 pub mod schema;
 mod stored_state;
 pub mod subscription;
@@ -40,8 +42,10 @@ pub use append::{
 pub use error::{AppendError, StoreError};
 pub use verify::VerifyReport;
 
-use document::{from_document, to_i64};
-use writer::{durable_write_concern, PendingAppend, Writer};
+use codec::to_i64;
+use document::from_document;
+pub use transaction::durable_write_concern;
+use writer::{PendingAppend, Writer};
 
 /// Tuning knobs of a store instance.
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bson::doc;
-use cryptovault::projection::balances::BalancesModel;
-use cryptovault::projection::runner;
+use cryptovault::store::read_models::balances::BalancesModel;
+use cryptovault::store::read_models::runner;
 use reqwest::{Client, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};

@@ -19,7 +19,7 @@ fn status_update(id: uuid::Uuid, status: &str, event: &EventEnvelope) -> Documen
         "u": { "$set": {
             "status": status,
             "updated_at": BsonDateTime::from_chrono(event.occurred_at),
-            "position": crate::store::document::to_i64(event.position),
+            "position": crate::store::codec::to_i64(event.position),
         }},
     }
 }
@@ -42,7 +42,7 @@ impl ReadModel for WithdrawalsModel {
                         "status": "pending",
                         "requested_at": BsonDateTime::from_chrono(event.occurred_at),
                         "updated_at": BsonDateTime::from_chrono(event.occurred_at),
-                        "position": crate::store::document::to_i64(event.position),
+                        "position": crate::store::codec::to_i64(event.position),
                     }},
                     "upsert": true,
                 });

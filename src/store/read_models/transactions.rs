@@ -10,9 +10,9 @@ use cryptovault_projections::entries::{entries, Entry};
 use cryptovault_projections::history::{history_change, HistoryChange, TransactionRow};
 use mongodb::IndexModel;
 
-use super::balances::limbs_document;
 use super::runner::ReadModel;
-use crate::store::document::to_i64;
+use crate::store::codec::limbs_document;
+use crate::store::codec::to_i64;
 
 /// One document per (user, transaction): `_id` = `<user id>:<transaction id>`.
 pub const TRANSACTIONS: &str = "transactions";

@@ -7,7 +7,7 @@ use cryptovault_projections::audit::audit_row;
 use mongodb::IndexModel;
 
 use super::runner::ReadModel;
-use crate::store::document::to_i64;
+use crate::store::codec::to_i64;
 
 pub const AUDIT_LOGS: &str = "audit_logs";
 

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use mongodb::IndexModel;
 use tokio::sync::{broadcast, watch};
 
-use crate::store::document::to_i64;
-use crate::store::writer::durable_write_concern;
+use crate::store::codec::to_i64;
+use crate::store::durable_write_concern;
 use crate::store::EventStore;
 
 pub const CHECKPOINTS: &str = "projection_checkpoints";
@@ -184,7 +184,7 @@ pub async fn ensure_checkpoint(db: &Database, name: &str) -> mongodb::error::Res
         .await
         .map(|_| ())
         .or_else(|e| {
-            if crate::store::schema::is_duplicate_key(&e) {
+            if crate::store::error::is_duplicate_key(&e) {
                 Ok(())
             } else {
                 Err(e)
@@ -347,7 +347,7 @@ impl<M: ReadModel> Runner<M> {
                 // A row to create exists already: only a reset racing the runner (the rows of a
                 // chunk deleted, its checkpoint not yet moved back) does that. Apply the chunk
                 // with upserts, which leave existing rows as they are.
-                Err(e) if inserts && crate::store::schema::is_duplicate_key(&e) => {
+                Err(e) if inserts && crate::store::error::is_duplicate_key(&e) => {
                     tracing::warn!(
                         projection = M::NAME,
                         error = %e,

@@ -24,8 +24,8 @@ use mongodb::{Client, Database};
 use tokio::sync::mpsc;
 
 use super::runner::{create_indexes, Applied, ReadModel, Runner, Target, CHECKPOINTS};
-use crate::store::document::to_i64;
-use crate::store::writer::durable_write_concern;
+use crate::store::codec::to_i64;
+use crate::store::durable_write_concern;
 use crate::store::EventStore;
 
 /// Events read and applied per transaction during a replay.
@@ -108,7 +108,7 @@ async fn claim(db: &Database, shadow: &Target, force: bool) -> anyhow::Result<()
     }
     match checkpoints.insert_one(claim).await {
         Ok(_) => Ok(()),
-        Err(e) if crate::store::schema::is_duplicate_key(&e) => {
+        Err(e) if crate::store::error::is_duplicate_key(&e) => {
             let since = checkpoints
                 .find_one(doc! { "_id": &shadow.checkpoint })
                 .await?

@@ -1,4 +1,4 @@
-//! Projection runner and the read models it maintains.
+//! The read models in MongoDB: their projection runner, their rows and their queries.
 //!
 //! A runner follows the log from its checkpoint (stored in `projection_checkpoints`) and
 //! applies each chunk of events and the new checkpoint in **one transaction**, so every event
