@@ -318,7 +318,8 @@ async fn export(args: ExportArgs, output: Option<std::path::PathBuf>) -> anyhow:
         format,
         up_to_position: position,
     };
-    let mut chunks = crate::statement::stream(db, config.assets.clone(), request);
+    let read_models = crate::store::read_models::ReadModels::new(db);
+    let mut chunks = crate::statement::stream(read_models, config.assets.clone(), request);
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &output {
         Some(path) => Box::new(
             tokio::fs::File::create(path)

@@ -24,6 +24,7 @@ use crate::store::read_models::balances::BalancesModel;
 use crate::store::read_models::runner::{self, ProjectionHandle};
 use crate::store::read_models::transactions::TransactionsModel;
 use crate::store::read_models::withdrawals::WithdrawalsModel;
+use crate::store::read_models::ReadModels;
 use crate::store::{EventStore, StoreConfig};
 use crate::telemetry;
 
@@ -32,7 +33,8 @@ use crate::telemetry;
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: EventStore,
-    pub db: Database,
+    /// The read models' queries.
+    pub read_models: ReadModels,
     pub metrics: PrometheusHandle,
     pub identity: Identity,
     pub csrf: CsrfTokens,
@@ -152,7 +154,7 @@ impl Application {
             identity: identity(&config, store.clone(), &db).await?,
             csrf: CsrfTokens::new(config.csrf_secret.expose()),
             limiters,
-            db,
+            read_models: ReadModels::new(db),
             store,
             metrics: telemetry::metrics_handle(),
             config: Arc::new(config),

@@ -17,12 +17,15 @@
 //! A row that met an event it cannot apply exactly (only a tampered log has one) is marked
 //! `not_exact` (the position and why) and readers refuse it.
 
-use bson::{doc, Document, RawBsonRef, RawDocument};
+use bson::{doc, Document, RawBsonRef, RawDocument, RawDocumentBuf};
 use cryptovault_events::EventEnvelope;
 use cryptovault_projections::balances::{deltas, BalanceDelta};
+use futures::TryStreamExt;
 
 use super::runner::ReadModel;
+use super::ReadModels;
 use crate::store::codec::{decimal128_integer, units_field};
+use crate::store::StoreError;
 
 pub const COLLECTION: &str = "balances";
 
@@ -101,6 +104,36 @@ impl ReadModel for BalancesModel {
             });
         }
         vec![(COLLECTION, updates)]
+    }
+}
+
+/// One stored balance row as read: its asset, and its exact `available` and `held` or why
+/// they cannot be read (see [`stored_row`]). Rows are written by `$inc` of their limbs
+/// ([`BalancesModel`]), so the stored shape is `{_id, owner, asset, available: {whole, atto},
+/// held: {whole, atto}, not_exact?}` with absent limbs meaning zero.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalanceRow {
+    pub asset: String,
+    pub balance: Result<BalanceDelta, String>,
+}
+
+impl ReadModels {
+    /// The balance rows of `owner` (one per asset it ever held).
+    pub async fn balances_of(&self, owner: uuid::Uuid) -> Result<Vec<BalanceRow>, StoreError> {
+        let rows: Vec<RawDocumentBuf> = self
+            .db
+            .collection::<RawDocumentBuf>(COLLECTION)
+            .find(doc! { "owner": owner.to_string() })
+            .await?
+            .try_collect()
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| BalanceRow {
+                asset: row.get_str("asset").unwrap_or_default().to_owned(),
+                balance: stored_row(row),
+            })
+            .collect())
     }
 }
 
