@@ -15,8 +15,6 @@ pub mod identity;
 pub mod invariant_monitor;
 /// Assets, accounts and the commands that move money.
 pub mod ledger;
-/// The MongoDB driver's connection pool in logs and metrics.
-pub mod mongo_monitor;
 /// Client-given periods and instants (RFC 3339) and their MongoDB range.
 pub mod period;
 /// Market prices (simulated feed, CoinCap adapter).

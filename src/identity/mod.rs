@@ -8,7 +8,6 @@ pub mod csrf;
 pub mod domain;
 pub mod password;
 pub mod service;
-pub mod sessions;
 pub mod tokens;
 pub mod totp;
 pub mod two_factor;

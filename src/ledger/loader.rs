@@ -12,7 +12,7 @@ use cryptovault_events::ledger::{account_stream, credits_stream};
 use uuid::Uuid;
 
 use super::account::AccountState;
-use super::snapshot_store::SnapshotStore;
+use crate::store::snapshots::SnapshotStore;
 use crate::store::{EventStore, StoreError};
 
 /// Events read per stream read while folding an account (memory stays bounded however long

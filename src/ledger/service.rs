@@ -18,8 +18,8 @@ use super::account::{AccountState, Refusal};
 use super::amount::Assets;
 use super::loader::AccountLoader;
 use super::slots::AccountSlots;
-use super::snapshot_store::SnapshotStore;
 use crate::identity::RequestMeta;
+use crate::store::snapshots::SnapshotStore;
 use crate::store::{AppendBatch, AppendError, EventStore, ExpectedVersion, StoreError};
 
 #[derive(Debug, thiserror::Error)]
