@@ -23,6 +23,7 @@ use mongodb::{Collection, Database, IndexModel};
 use uuid::Uuid;
 
 use crate::idempotency::Begin;
+use crate::store::backoff::Backoff;
 use crate::store::{durable_write_concern, StoreError};
 
 /// How long a record is kept.
@@ -173,7 +174,7 @@ impl IdempotencyKeys {
         let (keys, key) = (self.clone(), key.to_owned());
         runtime.spawn(async move {
             let give_up = tokio::time::Instant::now() + STALE_PENDING;
-            let mut pause = Duration::from_millis(50);
+            let mut pause = Backoff::new(Duration::from_millis(50), SETTLE_BACKOFF_MAX);
             loop {
                 let settled = match &answer {
                     Some((status, body)) => keys.finish(user, &key, attempt, *status, body).await,
@@ -185,10 +186,7 @@ impl IdempotencyKeys {
                         tracing::warn!(%error, "gave up settling an idempotency record; it goes stale");
                         return;
                     }
-                    Err(_) => {
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(SETTLE_BACKOFF_MAX);
-                    }
+                    Err(_) => pause.wait().await,
                 }
             }
         });

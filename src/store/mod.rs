@@ -11,6 +11,7 @@
 //! [`EventStore::read_all`], [`EventStore::subscribe`], [`EventStore::verify`].
 
 pub mod append;
+pub mod backoff;
 pub mod codec;
 pub mod document;
 pub mod error;

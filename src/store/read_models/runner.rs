@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use bson::{doc, Document};
 use cryptovault_events::EventEnvelope;
-use futures::StreamExt;
-use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
+use futures::{FutureExt, StreamExt};
 use mongodb::options::{ReadConcern, ReturnDocument};
 use mongodb::{Client, ClientSession, Database};
 use std::sync::Arc;
@@ -13,6 +12,7 @@ use std::sync::Arc;
 use mongodb::IndexModel;
 use tokio::sync::{broadcast, watch};
 
+use crate::store::backoff::Backoff;
 use crate::store::codec::to_i64;
 use crate::store::durable_write_concern;
 use crate::store::EventStore;
@@ -217,12 +217,17 @@ async fn run<M: ReadModel>(
     applied: broadcast::Sender<Arc<Vec<EventEnvelope>>>,
 ) {
     let name = M::NAME;
+    // Between restarts after a failure (reading the checkpoint, the log, or a chunk whose
+    // transaction still failed after the driver's retries); reset by every applied chunk.
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    // A log that cannot be read (damage, not a passing failure) is retried more slowly.
+    let mut unreadable = Backoff::new(Duration::from_secs(5), Duration::from_secs(60));
     loop {
         let from = match stored_checkpoint(&runner.db, &runner.target.checkpoint).await {
             Ok(position) => position,
             Err(error) => {
                 tracing::warn!(projection = name, %error, "reading checkpoint failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                backoff.wait().await;
                 continue;
             }
         };
@@ -247,13 +252,15 @@ async fn run<M: ReadModel>(
                     tracing::error!(projection = name, %error, "projection stopped: the log cannot be read");
                     metrics::counter!("projection_failures_total", "projection" => name)
                         .increment(1);
-                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    unreadable.wait().await;
                     break;
                 }
             };
             let events = Arc::new(events);
             match runner.apply_with_retries(&events).await {
                 Ok(Applied::UpTo(checkpoint)) => {
+                    backoff.reset();
+                    unreadable.reset();
                     tx.send_if_modified(|current| {
                         let advanced = checkpoint > *current;
                         if advanced {
@@ -284,7 +291,7 @@ async fn run<M: ReadModel>(
                 }
                 Err(error) => {
                     tracing::error!(projection = name, %error, "applying events failed; restarting from the checkpoint");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    backoff.wait().await;
                     break;
                 }
             }
@@ -333,17 +340,31 @@ impl Drop for SubscriptionFeed {
 }
 
 impl<M: ReadModel> Runner<M> {
-    /// Applies `events` (consecutive positions), retrying transient transaction errors.
+    /// Applies `events` (consecutive positions) in one transaction, through the driver's
+    /// transaction helper: it retries the whole transaction on `TransientTransactionError` and
+    /// the commit on `UnknownTransactionCommitResult`, with its own backoff, within its time
+    /// limit (120 s). An error that remains is returned; the caller retries the chunk later
+    /// from the stored checkpoint (exactly once either way).
     pub async fn apply_with_retries(
         &self,
         events: &[EventEnvelope],
     ) -> mongodb::error::Result<Applied> {
-        let mut attempt = 0u32;
         let mut inserts = true;
         loop {
             let mut session = self.client.start_session().await?;
-            match self.apply(&mut session, events, inserts).await {
-                Ok(applied) => return Ok(applied),
+            let applied = session
+                .start_transaction()
+                .read_concern(ReadConcern::snapshot())
+                .write_concern(durable_write_concern())
+                // `and_run` rather than `and_run2`: the future of an async closure is not `Send`
+                // for every lifetime (rust-lang/rust#110338), and this runs in a spawned task.
+                // Both are the same helper (the driver's `convenient_run!`).
+                .and_run((self, events, inserts), |s, context| {
+                    let (runner, events, inserts) = *context;
+                    async move { runner.apply(s, events, inserts).await }.boxed()
+                })
+                .await;
+            match applied {
                 // A row to create exists already: only a reset racing the runner (the rows of a
                 // chunk deleted, its checkpoint not yet moved back) does that. Apply the chunk
                 // with upserts, which leave existing rows as they are.
@@ -355,35 +376,21 @@ impl<M: ReadModel> Runner<M> {
                     );
                     inserts = false;
                 }
-                Err(e)
-                    if attempt < 20
-                        && (e.contains_label(TRANSIENT_TRANSACTION_ERROR)
-                            || e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)) =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(rand::random_range(
-                        1..=10u64 << attempt.min(4),
-                    )))
-                    .await;
-                }
-                Err(e) => return Err(e),
+                other => return other,
             }
         }
     }
 
-    /// One transaction: lock and read the checkpoint, apply the events after it, move it.
-    /// With `inserts`, rows the model creates are inserted rather than upserted
-    /// ([`split_inserts`]).
+    /// The body of one transaction: lock and read the checkpoint, apply the events after it,
+    /// move it. With `inserts`, rows the model creates are inserted rather than upserted
+    /// ([`split_inserts`]). Nothing to apply aborts the transaction (the helper then does not
+    /// commit).
     async fn apply(
         &self,
         s: &mut ClientSession,
         events: &[EventEnvelope],
         inserts: bool,
     ) -> mongodb::error::Result<Applied> {
-        s.start_transaction()
-            .read_concern(ReadConcern::snapshot())
-            .write_concern(durable_write_concern())
-            .await?;
         let checkpoints = self.db.collection::<Document>(CHECKPOINTS);
         let id = self.target.checkpoint.as_str();
         let current = checkpoints
@@ -434,13 +441,7 @@ impl<M: ReadModel> Runner<M> {
             )
             .session(&mut *s)
             .await?;
-        loop {
-            match s.commit_transaction().await {
-                Ok(()) => return Ok(Applied::UpTo(last)),
-                Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        Ok(Applied::UpTo(last))
     }
 }
 
