@@ -9,8 +9,8 @@ use cryptovault_projections::audit::audit_row;
 use mongodb::IndexModel;
 use serde::{Deserialize, Serialize};
 
-use super::runner::ReadModel;
-use super::{create_statement, newest_first, range, Page, ReadModels};
+use super::runner::{Change, ReadModel};
+use super::{newest_first, range, Page, ReadModels};
 use crate::store::codec::to_i64;
 use crate::store::StoreError;
 
@@ -70,11 +70,11 @@ impl ReadModel for AuditModel {
     const NAME: &'static str = "audit";
     const COLLECTIONS: &'static [&'static str] = &[AUDIT_LOGS];
 
-    fn updates(&self, events: &[EventEnvelope]) -> Vec<(&'static str, Vec<Document>)> {
+    fn changes(&self, events: &[EventEnvelope]) -> Vec<(&'static str, Vec<Change>)> {
         let rows = events
             .iter()
             .filter_map(audit_row)
-            .map(|row| create_statement(&AuditRow::of(row)))
+            .map(|row| Change::create(&AuditRow::of(row)))
             .collect();
         vec![(AUDIT_LOGS, rows)]
     }

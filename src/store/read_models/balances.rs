@@ -22,7 +22,7 @@ use cryptovault_events::EventEnvelope;
 use cryptovault_projections::balances::{deltas, BalanceDelta};
 use futures::TryStreamExt;
 
-use super::runner::ReadModel;
+use super::runner::{Change, ReadModel};
 use super::ReadModels;
 use crate::store::codec::{decimal128_integer, units_field};
 use crate::store::StoreError;
@@ -71,22 +71,22 @@ impl ReadModel for BalancesModel {
     const NAME: &'static str = "balances";
     const COLLECTIONS: &'static [&'static str] = &[COLLECTION];
 
-    fn updates(&self, events: &[EventEnvelope]) -> Vec<(&'static str, Vec<Document>)> {
+    fn changes(&self, events: &[EventEnvelope]) -> Vec<(&'static str, Vec<Change>)> {
         let changes = deltas(events);
         let mut updates = Vec::with_capacity(changes.rows.len());
         for ((owner, asset), delta) in &changes.rows {
-            let mut update = doc! {
-                "$inc": increments(delta),
-                "$setOnInsert": { "owner": owner, "asset": asset },
-            };
-            if let Some(why) = changes.unrepresentable.get(&(owner.clone(), asset.clone())) {
-                tracing::error!(%owner, %asset, %why, "a balance cannot be held exactly; the row is marked");
-                update.insert("$set", doc! { "not_exact": why.to_string() });
-            }
-            updates.push(doc! {
-                "q": { "_id": format!("{owner}:{asset}") },
-                "u": update,
-                "upsert": true,
+            let set = changes
+                .unrepresentable
+                .get(&(owner.clone(), asset.clone()))
+                .map(|why| {
+                    tracing::error!(%owner, %asset, %why, "a balance cannot be held exactly; the row is marked");
+                    doc! { "not_exact": why.to_string() }
+                });
+            updates.push(Change::Increment {
+                id: format!("{owner}:{asset}").into(),
+                by: increments(delta),
+                on_insert: doc! { "owner": owner, "asset": asset },
+                set,
             });
         }
         for ((owner, asset), why) in &changes.unrepresentable {
@@ -94,13 +94,11 @@ impl ReadModel for BalancesModel {
                 continue;
             }
             tracing::error!(%owner, %asset, %why, "a balance cannot be held exactly; the row is marked");
-            updates.push(doc! {
-                "q": { "_id": format!("{owner}:{asset}") },
-                "u": {
-                    "$set": { "not_exact": why.to_string() },
-                    "$setOnInsert": { "owner": owner, "asset": asset },
-                },
-                "upsert": true,
+            updates.push(Change::Set {
+                id: format!("{owner}:{asset}").into(),
+                fields: doc! { "not_exact": why.to_string() },
+                on_insert: Some(doc! { "owner": owner, "asset": asset }),
+                upsert: true,
             });
         }
         vec![(COLLECTION, updates)]
@@ -169,7 +167,12 @@ mod tests {
             deposit("999999999.999999999999999999", 1),
             deposit("999999999.999999999999999999", 2),
         ];
-        let updates = BalancesModel.updates(&events).remove(0).1;
+        let statements = |events: &[EventEnvelope]| -> Vec<Document> {
+            let (collection, changes) = BalancesModel.changes(events).remove(0);
+            assert_eq!(collection, COLLECTION);
+            changes.into_iter().map(Change::statement).collect()
+        };
+        let updates = statements(&events);
         let mine = updates
             .iter()
             .find(|u| u.get_document("q").unwrap().get_str("_id") == Ok(&format!("{user}:ETH")))
@@ -190,7 +193,7 @@ mod tests {
         );
         // A tampered amount (19 decimals): the rows are marked, nothing is rounded in.
         let tampered = [deposit("1", 3), deposit("0.0000000000000000001", 4)];
-        let updates = BalancesModel.updates(&tampered).remove(0).1;
+        let updates = statements(&tampered);
         assert_eq!(updates.len(), 2, "the user's row and the system row");
         for update in &updates {
             let u = update.get_document("u").unwrap();

@@ -17,6 +17,7 @@ pub mod withdrawals;
 
 pub use audit::{AuditFilter, AuditRow};
 pub use balances::BalanceRow;
+pub use runner::Change;
 pub use transactions::{
     EntriesBefore, EntryError, HistoryFilter, HistoryRow, Movement, Movements, SumError,
 };
@@ -97,12 +98,4 @@ fn range(period: (Option<DateTime<Utc>>, Option<DateTime<Utc>>)) -> Option<Docum
         range.insert("$lt", bson::DateTime::from_chrono(to));
     }
     (!range.is_empty()).then_some(range)
-}
-
-/// The update statement that creates `row` (its serde shape, `_id` first) unless it exists:
-/// an upsert with only `$setOnInsert`, which the runner turns into a plain insert.
-fn create_statement<T: serde::Serialize>(row: &T) -> Document {
-    let mut fields = bson::to_document(row).expect("a read-model row serializes to BSON");
-    let id = fields.remove("_id").expect("a read-model row has an `_id`");
-    doc! { "q": { "_id": id }, "u": { "$setOnInsert": fields }, "upsert": true }
 }

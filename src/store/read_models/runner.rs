@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bson::{doc, Document};
+use bson::{doc, Bson, Document};
 use cryptovault_events::EventEnvelope;
 use futures::{FutureExt, StreamExt};
 use mongodb::options::{ReadConcern, ReturnDocument};
@@ -19,19 +19,97 @@ use crate::store::EventStore;
 
 pub const CHECKPOINTS: &str = "projection_checkpoints";
 
-/// What a read model does with a chunk of events: MongoDB `update` statements per collection.
-/// Implementations compute them with the pure folds of the `projections` crate.
+/// What a read model does with a chunk of events: typed changes to its rows, per collection.
+/// Implementations compute them with the pure folds of the `projections` crate; the runner
+/// alone turns them into MongoDB operations ([`Change::statement`], and plain inserts for
+/// [`Change::Create`]).
 pub trait ReadModel: Send + Sync + 'static {
     /// Checkpoint name.
     const NAME: &'static str;
     /// Collections this read model owns (cleared by a rebuild).
     const COLLECTIONS: &'static [&'static str];
-    /// `(collection, update statements)` applying `events` (all new to this read model).
-    fn updates(&self, events: &[EventEnvelope]) -> Vec<(&'static str, Vec<Document>)>;
+    /// `(collection, changes)` applying `events` (all new to this read model), in order.
+    fn changes(&self, events: &[EventEnvelope]) -> Vec<(&'static str, Vec<Change>)>;
     /// `(collection, index)` pairs the read model's queries need.
     fn indexes() -> Vec<(&'static str, IndexModel)> {
         Vec::new()
     }
+}
+
+/// One change to one row of a read model (the row is named by its `_id`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Creates the row with these fields (its `Row` type's serde shape without `_id`) unless
+    /// it exists. Rows are created by the event that starts them, so a create never follows
+    /// another change to the same row.
+    Create { id: Bson, row: Document },
+    /// Adds `by` to numeric fields (dotted paths), creating the row with `on_insert` if it does
+    /// not exist, and sets `set` if given.
+    Increment {
+        id: Bson,
+        by: Document,
+        on_insert: Document,
+        set: Option<Document>,
+    },
+    /// Sets `fields`; with `upsert`, creates the row (with `fields` and `on_insert`) if absent.
+    Set {
+        id: Bson,
+        fields: Document,
+        on_insert: Option<Document>,
+        upsert: bool,
+    },
+}
+
+impl Change {
+    /// The change that creates `row` (a serde `Row` type whose `_id` field is its id).
+    pub fn create<T: serde::Serialize>(row: &T) -> Self {
+        let (id, row) = row_fields(row);
+        Self::Create { id, row }
+    }
+
+    /// The MongoDB `update` statement of this change.
+    pub fn statement(self) -> Document {
+        match self {
+            Self::Create { id, row } => {
+                doc! { "q": { "_id": id }, "u": { "$setOnInsert": row }, "upsert": true }
+            }
+            Self::Increment {
+                id,
+                by,
+                on_insert,
+                set,
+            } => {
+                let mut update = doc! { "$inc": by, "$setOnInsert": on_insert };
+                if let Some(set) = set {
+                    update.insert("$set", set);
+                }
+                doc! { "q": { "_id": id }, "u": update, "upsert": true }
+            }
+            Self::Set {
+                id,
+                fields,
+                on_insert,
+                upsert,
+            } => {
+                let mut update = doc! { "$set": fields };
+                if let Some(on_insert) = on_insert {
+                    update.insert("$setOnInsert", on_insert);
+                }
+                let mut statement = doc! { "q": { "_id": id }, "u": update };
+                if upsert {
+                    statement.insert("upsert", true);
+                }
+                statement
+            }
+        }
+    }
+}
+
+/// The `_id` and the other fields of a serde `Row` value, as stored.
+pub fn row_fields<T: serde::Serialize>(row: &T) -> (Bson, Document) {
+    let mut fields = bson::to_document(row).expect("a read-model row serializes to BSON");
+    let id = fields.remove("_id").expect("a read-model row has an `_id`");
+    (id, fields)
 }
 
 /// Where a runner writes: the checkpoint id and a suffix appended to every collection name.
@@ -412,13 +490,9 @@ impl<M: ReadModel> Runner<M> {
             return Ok(Applied::Rewound(current));
         }
         let last = last.position;
-        for (collection, updates) in self.model.updates(fresh) {
+        for (collection, changes) in self.model.changes(fresh) {
             let name = self.target.collection(collection);
-            let (inserts, updates) = if inserts {
-                split_inserts(updates)
-            } else {
-                (Vec::new(), updates)
-            };
+            let (inserts, updates) = split_inserts(changes, inserts);
             if !inserts.is_empty() {
                 // Typed, so that a duplicate `_id` comes back as an error (see the retry above).
                 self.db
@@ -445,40 +519,26 @@ impl<M: ReadModel> Runner<M> {
     }
 }
 
-/// Splits a chunk's update statements: a create-only statement (`upsert` with only
-/// `$setOnInsert`, keyed by `_id`) becomes a plain insert, which MongoDB applies about twice as
-/// fast. The inserts go first; the remaining statements keep their order. That is equivalent
-/// because a create-only statement never follows a change to the same row (rows are created by
-/// the event that starts them), and it is exactly-once because the checkpoint is — a duplicate
-/// `_id` aborts the chunk, which is then applied with upserts.
-fn split_inserts(updates: Vec<Document>) -> (Vec<Document>, Vec<Document>) {
-    let mut inserts = Vec::new();
-    let mut rest = Vec::new();
-    for statement in updates {
-        let create_only = statement.get_bool("upsert").unwrap_or(false)
-            && statement
-                .get_document("u")
-                .is_ok_and(|u| u.len() == 1 && u.contains_key("$setOnInsert"));
-        let id = statement
-            .get_document("q")
-            .ok()
-            .filter(|q| q.len() == 1)
-            .and_then(|q| q.get("_id").cloned());
-        match (create_only, id) {
-            (true, Some(id)) => {
+/// Splits a chunk's changes: with `inserts`, each [`Change::Create`] becomes a plain insert
+/// of `{_id, ...row}`, which MongoDB applies about twice as fast as an upsert. The inserts go
+/// first; the remaining statements keep their order. That is equivalent because a create never
+/// follows a change to the same row (rows are created by the event that starts them), and it
+/// is exactly-once because the checkpoint is — a duplicate `_id` aborts the chunk, which is
+/// then applied with upserts (`inserts` false: every change is an update statement).
+fn split_inserts(changes: Vec<Change>, inserts: bool) -> (Vec<Document>, Vec<Document>) {
+    let mut documents = Vec::new();
+    let mut statements = Vec::new();
+    for change in changes {
+        match change {
+            Change::Create { id, row } if inserts => {
                 let mut document = doc! { "_id": id };
-                if let Ok(fields) = statement
-                    .get_document("u")
-                    .and_then(|u| u.get_document("$setOnInsert"))
-                {
-                    document.extend(fields.clone());
-                }
-                inserts.push(document);
+                document.extend(row);
+                documents.push(document);
             }
-            _ => rest.push(statement),
+            other => statements.push(other.statement()),
         }
     }
-    (inserts, rest)
+    (documents, statements)
 }
 
 /// Clears a read model and its checkpoint so that its runner rebuilds it in place from
@@ -498,4 +558,56 @@ pub async fn reset<M: ReadModel>(db: &Database) -> mongodb::error::Result<()> {
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_become_the_statements_and_inserts_of_the_stored_shape() {
+        let create = Change::Create {
+            id: "u:t".into(),
+            row: doc! { "a": 1, "b": "x" },
+        };
+        assert_eq!(
+            create.clone().statement(),
+            doc! { "q": { "_id": "u:t" }, "u": { "$setOnInsert": { "a": 1, "b": "x" } }, "upsert": true }
+        );
+        let status = Change::Set {
+            id: "u:t".into(),
+            fields: doc! { "status": "completed" },
+            on_insert: None,
+            upsert: false,
+        };
+        assert_eq!(
+            status.clone().statement(),
+            doc! { "q": { "_id": "u:t" }, "u": { "$set": { "status": "completed" } } }
+        );
+        let increment = Change::Increment {
+            id: "o:ETH".into(),
+            by: doc! { "available.whole": 1 },
+            on_insert: doc! { "owner": "o", "asset": "ETH" },
+            set: Some(doc! { "not_exact": "why" }),
+        };
+        assert_eq!(
+            increment.clone().statement(),
+            doc! {
+                "q": { "_id": "o:ETH" },
+                "u": {
+                    "$inc": { "available.whole": 1 },
+                    "$setOnInsert": { "owner": "o", "asset": "ETH" },
+                    "$set": { "not_exact": "why" },
+                },
+                "upsert": true,
+            }
+        );
+        let changes = vec![status.clone(), create.clone(), increment.clone()];
+        let (inserts, statements) = split_inserts(changes.clone(), true);
+        assert_eq!(inserts, vec![doc! { "_id": "u:t", "a": 1, "b": "x" }]);
+        assert_eq!(statements, vec![status.statement(), increment.statement()]);
+        let (inserts, statements) = split_inserts(changes, false);
+        assert!(inserts.is_empty());
+        assert_eq!(statements.len(), 3);
+    }
 }

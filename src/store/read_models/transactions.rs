@@ -16,8 +16,8 @@ use mongodb::IndexModel;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::runner::ReadModel;
-use super::{create_statement, newest_first, range, Page, ReadModels};
+use super::runner::{Change, ReadModel};
+use super::{newest_first, range, Page, ReadModels};
 use crate::period::Period;
 use crate::store::codec::{limbs_document, to_i64, units_field, units_of_sums};
 use crate::store::StoreError;
@@ -84,14 +84,10 @@ impl HistoryRow {
     }
 }
 
-fn insert(row: &TransactionRow) -> Document {
-    create_statement(&HistoryRow::of(row))
-}
-
 /// The entries of an event whose money cannot be held exactly (only a tampered log has one):
 /// one document per user and asset it touches, marked `not_exact` and without amounts, so that
 /// statements and balances as of any later instant refuse to answer rather than round.
-fn not_exact_documents(event: &EventEnvelope, why: &str) -> Vec<Document> {
+fn not_exact_entries(event: &EventEnvelope, why: &str) -> Vec<Change> {
     let mut touched: Vec<(uuid::Uuid, String)> = postings(event)
         .into_iter()
         .filter_map(|p| match p.account {
@@ -104,28 +100,27 @@ fn not_exact_documents(event: &EventEnvelope, why: &str) -> Vec<Document> {
     tracing::error!(position = event.position, %why, "ledger entries cannot be held exactly; marked");
     touched
         .into_iter()
-        .map(|(user, asset)| {
-            doc! {
-                "q": { "_id": format!("{}:{user}:{asset}", event.position) },
-                "u": { "$setOnInsert": {
-                    "user_id": user.to_string(),
-                    "asset": &asset,
-                    "kind": "not_exact",
-                    "movement": true,
-                    "not_exact": why,
-                    "occurred_at": BsonDateTime::from_chrono(event.occurred_at),
-                    "position": to_i64(event.position),
-                }},
-                "upsert": true,
-            }
+        .map(|(user, asset)| Change::Create {
+            id: format!("{}:{user}:{asset}", event.position).into(),
+            row: doc! {
+                "user_id": user.to_string(),
+                "asset": &asset,
+                "kind": "not_exact",
+                "movement": true,
+                "not_exact": why,
+                "occurred_at": BsonDateTime::from_chrono(event.occurred_at),
+                "position": to_i64(event.position),
+            },
         })
         .collect()
 }
 
-fn entry_document(entry: &Entry) -> Document {
-    doc! {
-        "q": { "_id": format!("{}:{}:{}", entry.position, entry.user_id, entry.asset) },
-        "u": { "$setOnInsert": {
+/// A ledger entry as stored: exact limbs, read back by [`ReadModels::sum_entries`] and
+/// [`ReadModels::movements`] straight from the raw BSON (the export's hot path).
+fn entry_change(entry: &Entry) -> Change {
+    Change::Create {
+        id: format!("{}:{}:{}", entry.position, entry.user_id, entry.asset).into(),
+        row: doc! {
             "user_id": entry.user_id.to_string(),
             "asset": &entry.asset,
             "kind": entry.kind.as_str(),
@@ -136,8 +131,7 @@ fn entry_document(entry: &Entry) -> Document {
             "held": limbs_document(entry.held),
             "occurred_at": BsonDateTime::from_chrono(entry.occurred_at),
             "position": to_i64(entry.position),
-        }},
-        "upsert": true,
+        },
     }
 }
 
@@ -145,26 +139,30 @@ impl ReadModel for TransactionsModel {
     const NAME: &'static str = "transactions";
     const COLLECTIONS: &'static [&'static str] = &[TRANSACTIONS, LEDGER_ENTRIES];
 
-    fn updates(&self, events: &[EventEnvelope]) -> Vec<(&'static str, Vec<Document>)> {
+    fn changes(&self, events: &[EventEnvelope]) -> Vec<(&'static str, Vec<Change>)> {
         let mut rows = Vec::new();
         let mut ledger = Vec::new();
         for event in events {
             match history_change(event) {
-                Some(HistoryChange::Insert(row)) => rows.push(insert(&row)),
+                Some(HistoryChange::Insert(row)) => {
+                    rows.push(Change::create(&HistoryRow::of(&row)))
+                }
                 Some(HistoryChange::Status {
                     user_id,
                     id,
                     status,
                     at,
-                }) => rows.push(doc! {
-                    "q": { "_id": row_id(user_id, id) },
-                    "u": { "$set": { "status": status, "updated_at": BsonDateTime::from_chrono(at) } },
+                }) => rows.push(Change::Set {
+                    id: row_id(user_id, id).into(),
+                    fields: doc! { "status": status, "updated_at": BsonDateTime::from_chrono(at) },
+                    on_insert: None,
+                    upsert: false,
                 }),
                 None => {}
             }
             match entries(event) {
-                Ok(entries) => ledger.extend(entries.iter().map(entry_document)),
-                Err(why) => ledger.extend(not_exact_documents(event, &why.to_string())),
+                Ok(entries) => ledger.extend(entries.iter().map(entry_change)),
+                Err(why) => ledger.extend(not_exact_entries(event, &why.to_string())),
             }
         }
         vec![(TRANSACTIONS, rows), (LEDGER_ENTRIES, ledger)]

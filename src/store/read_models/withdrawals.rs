@@ -2,7 +2,7 @@
 //! admin queue and the user's list. Written by [`WithdrawalsModel`], read by
 //! [`ReadModels::withdrawals`].
 
-use bson::{doc, DateTime as BsonDateTime, Document};
+use bson::{doc, DateTime as BsonDateTime};
 use chrono::{DateTime, Utc};
 use cryptovault_events::ledger::{
     WithdrawalApproved, WithdrawalCompleted, WithdrawalRejected, WithdrawalRequested,
@@ -11,7 +11,7 @@ use cryptovault_events::{DomainEvent, EventEnvelope};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::runner::ReadModel;
+use super::runner::{row_fields, Change, ReadModel};
 use super::ReadModels;
 use crate::store::codec::to_i64;
 use crate::store::StoreError;
@@ -65,14 +65,16 @@ mod optional_instant {
 
 pub struct WithdrawalsModel;
 
-fn status_update(id: uuid::Uuid, status: &str, event: &EventEnvelope) -> Document {
-    doc! {
-        "q": { "_id": id.to_string() },
-        "u": { "$set": {
+fn status_update(id: uuid::Uuid, status: &str, event: &EventEnvelope) -> Change {
+    Change::Set {
+        id: id.to_string().into(),
+        fields: doc! {
             "status": status,
             "updated_at": BsonDateTime::from_chrono(event.occurred_at),
             "position": to_i64(event.position),
-        }},
+        },
+        on_insert: None,
+        upsert: false,
     }
 }
 
@@ -80,7 +82,7 @@ impl ReadModel for WithdrawalsModel {
     const NAME: &'static str = "withdrawals";
     const COLLECTIONS: &'static [&'static str] = &[COLLECTION];
 
-    fn updates(&self, events: &[EventEnvelope]) -> Vec<(&'static str, Vec<Document>)> {
+    fn changes(&self, events: &[EventEnvelope]) -> Vec<(&'static str, Vec<Change>)> {
         let mut updates = Vec::new();
         for event in events {
             if let Ok(e) = WithdrawalRequested::from_envelope(event) {
@@ -95,9 +97,14 @@ impl ReadModel for WithdrawalsModel {
                     updated_at: Some(event.occurred_at),
                     position: to_i64(event.position),
                 };
-                let mut fields = bson::to_document(&row).expect("a row serializes to BSON");
-                let id = fields.remove("_id").expect("a row has an _id");
-                updates.push(doc! { "q": { "_id": id }, "u": { "$set": fields }, "upsert": true });
+                // A `$set` upsert (as before typed changes), not a create.
+                let (id, fields) = row_fields(&row);
+                updates.push(Change::Set {
+                    id,
+                    fields,
+                    on_insert: None,
+                    upsert: true,
+                });
             } else if let Ok(e) = WithdrawalApproved::from_envelope(event) {
                 updates.push(status_update(e.withdrawal_id, "approved", event));
             } else if let Ok(e) = WithdrawalCompleted::from_envelope(event) {
