@@ -146,6 +146,41 @@ impl AccountState {
         state
     }
 
+    /// The account's invariant: the fold is exact, `available >= 0`, `held >= 0`, and `held`
+    /// is the sum of the pending and approved withdrawals. Every decision keeps it (the
+    /// property tests and the given/when/then tests assert it after each decision); only a
+    /// tampered log can break it, which `cryptovault verify` and the invariant monitor report.
+    pub fn check_invariant(&self) -> Result<(), String> {
+        if let Some(why) = &self.not_exact {
+            return Err(format!("not exact: {why}"));
+        }
+        if self.available.is_negative() || self.held.is_negative() {
+            return Err(format!(
+                "negative balance: available {}, held {}",
+                self.available, self.held
+            ));
+        }
+        let open = self
+            .withdrawals
+            .values()
+            .filter(|w| {
+                matches!(
+                    w.status,
+                    WithdrawalStatus::Pending | WithdrawalStatus::Approved
+                )
+            })
+            .try_fold(Units::ZERO, |sum, w| {
+                sum.checked_add(Units::from_decimal(w.amount)?)
+            });
+        match open {
+            Some(open) if open == self.held => Ok(()),
+            open => Err(format!(
+                "held {} is not the sum of the open withdrawals ({open:?})",
+                self.held
+            )),
+        }
+    }
+
     /// `available + held`, if it fits (it always does within the credits cap).
     pub fn total(&self) -> Option<Units> {
         self.available.checked_add(self.held)
@@ -675,14 +710,7 @@ mod tests {
                 }
                 for user in sim.users.clone() {
                     let state = sim.state(user);
-                    prop_assert!(state.not_exact.is_none());
-                    prop_assert!(!state.available.is_negative());
-                    prop_assert!(!state.held.is_negative());
-                    let open = state.withdrawals.values()
-                        .filter(|w| matches!(w.status, WithdrawalStatus::Pending | WithdrawalStatus::Approved))
-                        .map(|w| Units::from_decimal(w.amount).unwrap())
-                        .try_fold(Units::ZERO, Units::checked_add).unwrap();
-                    prop_assert_eq!(state.held, open);
+                    prop_assert_eq!(state.check_invariant(), Ok(()));
                 }
                 prop_assert_eq!(sim.sum, Decimal::ZERO);
             }

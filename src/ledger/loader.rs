@@ -5,13 +5,11 @@
 //! A snapshot only ever holds a fold of committed events (see [`AccountLoader::keep_fresh`]);
 //! ARCHITECTURE.md "Account snapshots" has the rules.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use cryptovault_events::ledger::{account_stream, credits_stream};
 use uuid::Uuid;
 
 use super::account::AccountState;
+use super::cache::AccountCache;
 use crate::store::snapshots::SnapshotStore;
 use crate::store::{EventStore, StoreError};
 
@@ -22,26 +20,23 @@ const FOLD_CHUNK: usize = 5_000;
 /// An account's snapshot is renewed once its two streams have this many events beyond it.
 pub const SNAPSHOT_EVERY: u64 = 1_000;
 
-/// Accounts whose snapshot marks are remembered before the process starts afresh.
-const MARKS_LIMIT: usize = 100_000;
-
 #[derive(Clone)]
 pub struct AccountLoader {
     store: EventStore,
     snapshots: SnapshotStore,
     every: u64,
-    /// Per account: the event count (`version + credits_version`) of its last snapshot known
-    /// to this process, or of one being written.
-    marks: Arc<Mutex<HashMap<String, u64>>>,
+    /// Where the snapshot marks are kept (the event count of each account's last snapshot
+    /// known to this process).
+    cache: AccountCache,
 }
 
 impl AccountLoader {
-    pub fn new(store: EventStore, snapshots: SnapshotStore) -> Self {
+    pub fn new(store: EventStore, snapshots: SnapshotStore, cache: AccountCache) -> Self {
         Self {
             store,
             snapshots,
             every: SNAPSHOT_EVERY,
-            marks: Arc::default(),
+            cache,
         }
     }
 
@@ -99,9 +94,8 @@ impl AccountLoader {
             }
             None => empty(),
         };
-        let mut marks = self.marks.lock().expect("marks poisoned");
-        let mark = marks.entry(stream.to_owned()).or_default();
-        *mark = (*mark).max(state.version + state.credits_version);
+        self.cache
+            .saw_snapshot(stream, state.version + state.credits_version);
         state
     }
 
@@ -181,22 +175,11 @@ impl AccountLoader {
     /// not start from the cache, which runs ahead of the log by the batches still queued);
     /// otherwise a background task folds the committed events after the stored snapshot.
     fn keep_fresh(&self, stream: &str, state: &AccountState, committed: bool) {
-        let total = state.version + state.credits_version;
+        if !self
+            .cache
+            .snapshot_due(stream, state.version + state.credits_version, self.every)
         {
-            let mut marks = self.marks.lock().expect("marks poisoned");
-            if marks.len() >= MARKS_LIMIT {
-                marks.clear();
-            }
-            // Looked up before inserting: this runs for every queued batch, and most find the
-            // mark far enough behind without allocating a key.
-            match marks.get_mut(stream) {
-                Some(mark) if total < *mark + self.every => return,
-                Some(mark) => *mark = total,
-                None if total < self.every => return,
-                None => {
-                    marks.insert(stream.to_owned(), total);
-                }
-            }
+            return;
         }
         let (loader, stream, state) = (self.clone(), stream.to_owned(), state.clone());
         tokio::spawn(async move {
