@@ -80,7 +80,7 @@ async fn run(
     per_client: usize,
     rate: Option<f64>,
     sender: fn(usize) -> usize,
-    app: Option<&cryptovault::projection::runner::ProjectionHandle>,
+    app: Option<&cryptovault::store::read_models::runner::ProjectionHandle>,
 ) -> (f64, Vec<Duration>, Vec<Duration>) {
     let http = Client::new();
     let started = Instant::now();

@@ -17,11 +17,11 @@ use cryptovault::config::Config;
 use cryptovault::identity::RequestMeta;
 use cryptovault::ledger::amount::Assets;
 use cryptovault::ledger::service::Ledger;
-use cryptovault::ledger::snapshot_store::{self, SnapshotStore};
-use cryptovault::projection::replay::replay;
-use cryptovault::projection::{audit, balances, transactions, withdrawals};
 use cryptovault::startup::Application;
 use cryptovault::store::document::to_document;
+use cryptovault::store::read_models::replay::replay;
+use cryptovault::store::read_models::{audit, balances, transactions, withdrawals};
+use cryptovault::store::snapshots::{self as snapshot_store, SnapshotStore};
 use cryptovault::store::{EventStore, StoreConfig};
 use cryptovault_events::ledger::{
     account_stream, credits_stream, FundsDeposited, TransferReceived, TransferSent,

@@ -206,8 +206,8 @@ fn progress_bar(name: &str, quiet: bool) -> indicatif::ProgressBar {
 }
 
 async fn replay(only: Option<&str>, quiet: bool, force: bool) -> anyhow::Result<i32> {
-    use crate::projection::replay::{replay as rebuild, ReplayOptions};
-    use crate::projection::{audit, balances, transactions, withdrawals};
+    use crate::store::read_models::replay::{replay as rebuild, ReplayOptions};
+    use crate::store::read_models::{audit, balances, transactions, withdrawals};
     let names: Vec<&str> = match only {
         None => PROJECTIONS.to_vec(),
         Some(name) if PROJECTIONS.contains(&name) => vec![name],
@@ -284,9 +284,9 @@ struct ExportArgs {
 
 async fn export(args: ExportArgs, output: Option<std::path::PathBuf>) -> anyhow::Result<i32> {
     use crate::period::period;
-    use crate::projection::replay::bring_up_to_date;
-    use crate::projection::transactions::TransactionsModel;
     use crate::statement::{Format, StatementRequest};
+    use crate::store::read_models::replay::bring_up_to_date;
+    use crate::store::read_models::transactions::TransactionsModel;
     use futures::StreamExt;
     use tokio::io::AsyncWriteExt;
 
@@ -318,7 +318,8 @@ async fn export(args: ExportArgs, output: Option<std::path::PathBuf>) -> anyhow:
         format,
         up_to_position: position,
     };
-    let mut chunks = crate::statement::stream(db, config.assets.clone(), request);
+    let read_models = crate::store::read_models::ReadModels::new(db);
+    let mut chunks = crate::statement::stream(read_models, config.assets.clone(), request);
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &output {
         Some(path) => Box::new(
             tokio::fs::File::create(path)

@@ -26,7 +26,7 @@ use std::time::Duration;
 use cryptovault_projections::invariants::{InvariantChecker, ViolationKind};
 use futures::StreamExt;
 
-use crate::projection::runner::SubscriptionFeed;
+use crate::store::read_models::runner::SubscriptionFeed;
 use crate::store::EventStore;
 
 /// Counter of violations found, label `kind` (`negative_balance`, `illegal_transition`,

@@ -15,19 +15,16 @@ pub mod identity;
 pub mod invariant_monitor;
 /// Assets, accounts and the commands that move money.
 pub mod ledger;
-/// The MongoDB driver's connection pool in logs and metrics.
-pub mod mongo_monitor;
 /// Client-given periods and instants (RFC 3339) and their MongoDB range.
 pub mod period;
 /// Market prices (simulated feed, CoinCap adapter).
 pub mod prices;
-/// Projection runner and read models.
-pub mod projection;
 /// Connecting, building and serving the application.
 pub mod startup;
 /// Account statements (CSV / JSON export).
 pub mod statement;
-/// The MongoDB event store.
+/// Everything that knows MongoDB: the event store, read models, snapshots, sessions,
+/// idempotency records.
 pub mod store;
 /// Logging and metrics set-up.
 pub mod telemetry;

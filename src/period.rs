@@ -1,8 +1,7 @@
 //! Periods and instants given by clients (`from`, `to`, `as_of`): RFC 3339 text in, UTC
-//! instants out, and the MongoDB range condition of a period. Shared by the HTTP layer, the
+//! instants out. Shared by the HTTP layer, the
 //! statement writer and the command line.
 
-use bson::Document;
 use chrono::{DateTime, Utc};
 
 use crate::identity::domain::InvalidInput;
@@ -34,18 +33,6 @@ pub fn period(from: Option<&str>, to: Option<&str>) -> Result<Period, InvalidInp
         }
     }
     Ok((from, to))
-}
-
-/// A MongoDB range condition for a [`Period`] (`$gte` from, `$lt` to), if it bounds anything.
-pub fn range(period: Period) -> Option<Document> {
-    let mut range = Document::new();
-    if let Some(from) = period.0 {
-        range.insert("$gte", bson::DateTime::from_chrono(from));
-    }
-    if let Some(to) = period.1 {
-        range.insert("$lt", bson::DateTime::from_chrono(to));
-    }
-    (!range.is_empty()).then_some(range)
 }
 
 #[cfg(test)]

@@ -5,26 +5,26 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
-use mongodb::{Client, Database};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, StoreSettings};
+use crate::config::Config;
 use crate::http::rate_limit::{spawn_cleanup, RateLimiters};
 use crate::idempotency::IdempotencyKeys;
 use crate::identity::csrf::CsrfTokens;
 use crate::identity::domain::LockoutPolicy;
-use crate::identity::sessions::Sessions;
 use crate::identity::tokens::AccessTokens;
 use crate::identity::{Identity, IdentitySettings};
 use crate::ledger::service::Ledger;
-use crate::ledger::snapshot_store::SnapshotStore;
 use crate::prices::Prices;
-use crate::projection::audit::AuditModel;
-use crate::projection::balances::BalancesModel;
-use crate::projection::runner::{self, ProjectionHandle};
-use crate::projection::transactions::TransactionsModel;
-use crate::projection::withdrawals::WithdrawalsModel;
-use crate::store::{EventStore, StoreConfig};
+use crate::store::read_models::audit::AuditModel;
+use crate::store::read_models::balances::BalancesModel;
+use crate::store::read_models::runner::{self, ProjectionHandle};
+use crate::store::read_models::transactions::TransactionsModel;
+use crate::store::read_models::withdrawals::WithdrawalsModel;
+use crate::store::read_models::ReadModels;
+use crate::store::sessions::Sessions;
+use crate::store::snapshots::SnapshotStore;
+use crate::store::{Database, EventStore, StoreConfig};
 use crate::telemetry;
 
 /// Shared by every handler. Cheap to clone.
@@ -32,7 +32,8 @@ use crate::telemetry;
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: EventStore,
-    pub db: Database,
+    /// The read models' queries.
+    pub read_models: ReadModels,
     pub metrics: PrometheusHandle,
     pub identity: Identity,
     pub csrf: CsrfTokens,
@@ -78,23 +79,7 @@ pub async fn identity(
     Ok(Identity::new(store, sessions, tokens, settings))
 }
 
-/// Connects to MongoDB with the settings' URL. Fails fast (5 s, unless the URL says otherwise)
-/// if no server answers.
-pub async fn connect(settings: &StoreSettings) -> anyhow::Result<Client> {
-    let mut options = mongodb::options::ClientOptions::parse(&settings.mongo_url)
-        .await
-        .context("MONGO_URL is not a valid MongoDB connection string")?;
-    // The URL's `appName` and `serverSelectionTimeoutMS` win (the fault tests name the
-    // service's client to aim fail points at it, and shorten the wait for a gone server).
-    options.app_name.get_or_insert_with(|| "cryptovault".into());
-    options
-        .server_selection_timeout
-        .get_or_insert(std::time::Duration::from_secs(5));
-    options.max_pool_size = Some(64);
-    crate::mongo_monitor::install(&mut options);
-    let client = Client::with_options(options).context("MONGO_URL")?;
-    Ok(client)
-}
+pub use crate::store::connect;
 
 /// A bound, ready-to-serve application.
 pub struct Application {
@@ -152,7 +137,7 @@ impl Application {
             identity: identity(&config, store.clone(), &db).await?,
             csrf: CsrfTokens::new(config.csrf_secret.expose()),
             limiters,
-            db,
+            read_models: ReadModels::new(db),
             store,
             metrics: telemetry::metrics_handle(),
             config: Arc::new(config),

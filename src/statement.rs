@@ -7,7 +7,7 @@
 //!   so they are not statement lines (the withdrawals list shows them).
 //! - **Period**: `from` inclusive, `to` exclusive, on the events' `occurred_at`. The opening
 //!   balance is the sum of every entry before `from`; all sums are exact: MongoDB `$sum`s the
-//!   entries' integer limbs (exact below 34 digits, see [`sum_entries`]), they are recombined
+//!   entries' integer limbs (exact below 34 digits, see `ReadModels::sum_entries`), they are recombined
 //!   into `Units` here, and the running balance is carried by the pure [`RunningBalance`] fold
 //!   (checked `Units`), so opening + movements = closing to the last decimal. A sum or balance
 //!   that cannot be held exactly ends the statement with an error, never a rounded figure.
@@ -18,22 +18,18 @@
 //!   channel, so memory stays flat whatever the number of rows; a client that goes away stops
 //!   the export.
 
-use bson::{doc, Document, RawBsonRef, RawDocument, RawDocumentBuf};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use cryptovault_events::Units;
-use cryptovault_projections::entries::{EntryKind, RunningBalance};
-use futures::TryStreamExt;
-use mongodb::Database;
+use cryptovault_projections::entries::RunningBalance;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
 use crate::ledger::amount::Assets;
-use crate::projection::balances::{units_field, units_of_sums};
-use crate::projection::transactions::LEDGER_ENTRIES;
-use crate::store::document::to_i64;
+pub use crate::store::read_models::SumError;
+use crate::store::read_models::{EntriesBefore, EntryError, Movement, ReadModels};
 
 /// Output format of a statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +97,7 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// The statement as a stream of byte chunks (a producer task reads MongoDB; see the module
 /// docs). A failure mid-stream ends the stream with an error after what was written.
 pub fn stream(
-    db: Database,
+    read_models: ReadModels,
     assets: Assets,
     request: StatementRequest,
 ) -> ReceiverStream<Result<Bytes, std::io::Error>> {
@@ -111,7 +107,7 @@ pub fn stream(
             tx: tx.clone(),
             buffer: Vec::with_capacity(CHUNK_BYTES * 2),
         };
-        if let Err(error) = write_statement(&db, &assets, &request, &mut out).await {
+        if let Err(error) = write_statement(&read_models, &assets, &request, &mut out).await {
             if !matches!(error, WriteError::Gone) {
                 tracing::error!(error = %error, "statement export failed");
                 let _ = tx
@@ -128,28 +124,15 @@ enum WriteError {
     #[error("the reader went away")]
     Gone,
     #[error(transparent)]
-    Mongo(#[from] mongodb::error::Error),
+    Entry(#[from] EntryError),
     #[error(transparent)]
     Csv(#[from] csv::Error),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
-    #[error("malformed ledger entry: {0}")]
-    Malformed(String),
     #[error(transparent)]
     Sum(#[from] SumError),
     #[error(transparent)]
     Overflow(#[from] cryptovault_projections::entries::BalanceOverflow),
-}
-
-/// Why a sum of ledger entries could not be given exactly.
-#[derive(Debug, thiserror::Error)]
-pub enum SumError {
-    #[error(transparent)]
-    Mongo(#[from] mongodb::error::Error),
-    /// An entry marked `not_exact` (its event's money cannot be held), or a sum beyond the
-    /// range: refused rather than rounded.
-    #[error("ledger entries of {asset} cannot be summed exactly: {why}")]
-    NotExact { asset: String, why: String },
 }
 
 struct Output {
@@ -181,96 +164,8 @@ fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Sum of `available` and `held` per asset over the ledger entries matching `filter`, exactly.
-///
-/// MongoDB `$sum`s each integer limb of the entries (`{whole, atto}`, see
-/// `projection::balances`) as `Decimal128`, which is exact while a sum has at most 34 digits:
-/// one entry's `|whole|` is at most 1.7·10²⁰ and `|atto|` below 10¹⁸, so for fewer than 10¹⁶
-/// entries per user and asset both sums are exact; they are recombined here into `Units`
-/// (checked). An entry marked `not_exact` makes the sum an error.
-pub async fn sum_entries(
-    db: &Database,
-    filter: Document,
-) -> Result<Vec<(String, Units, Units)>, SumError> {
-    let pipeline = [
-        doc! { "$match": filter },
-        doc! { "$group": {
-            "_id": "$asset",
-            "available_whole": { "$sum": "$available.whole" },
-            "available_atto": { "$sum": "$available.atto" },
-            "held_whole": { "$sum": "$held.whole" },
-            "held_atto": { "$sum": "$held.atto" },
-            "not_exact": { "$max": "$not_exact" },
-        } },
-    ];
-    let rows: Vec<RawDocumentBuf> = db
-        .collection::<Document>(LEDGER_ENTRIES)
-        .aggregate(pipeline)
-        .with_type::<RawDocumentBuf>()
-        .await?
-        .try_collect()
-        .await?;
-    rows.iter()
-        .map(|row| {
-            let asset = row.get_str("_id").unwrap_or_default().to_owned();
-            let not_exact = |why: String| SumError::NotExact {
-                asset: asset.clone(),
-                why,
-            };
-            if let Ok(Some(RawBsonRef::String(why))) = row.get("not_exact") {
-                return Err(not_exact(why.to_owned()));
-            }
-            let available = units_of_sums(row, "available").map_err(not_exact)?;
-            let held = units_of_sums(row, "held").map_err(not_exact)?;
-            Ok((asset, available, held))
-        })
-        .collect()
-}
-
-/// One statement movement as stored in `ledger_entries`, borrowing the raw document's text.
-struct Movement<'a> {
-    kind: EntryKind,
-    reference: &'a str,
-    counterparty: Option<&'a str>,
-    /// Signed change to the total balance.
-    amount: Units,
-    occurred_at: DateTime<Utc>,
-    position: i64,
-}
-
-/// Reads a movement straight from the raw BSON (no intermediate `Document`: the export's
-/// hot path).
-fn movement(raw: &RawDocument) -> Result<Movement<'_>, WriteError> {
-    let malformed = |what: &str| WriteError::Malformed(format!("{what} of a ledger entry"));
-    if let Ok(Some(RawBsonRef::String(why))) = raw.get("not_exact") {
-        return Err(WriteError::Malformed(format!("not exact: {why}")));
-    }
-    let units = |field| units_field(raw, field).map_err(|why| malformed(&why));
-    let amount = units("available")?
-        .checked_add(units("held")?)
-        .ok_or_else(|| malformed("the total change"))?;
-    let kind = raw
-        .get_str("kind")
-        .ok()
-        .and_then(EntryKind::parse)
-        .ok_or_else(|| malformed("kind"))?;
-    Ok(Movement {
-        kind,
-        reference: raw
-            .get_str("reference")
-            .map_err(|_| malformed("reference"))?,
-        counterparty: raw.get_str("counterparty_id").ok(),
-        amount,
-        occurred_at: raw
-            .get_datetime("occurred_at")
-            .map_err(|_| malformed("occurred_at"))?
-            .to_chrono(),
-        position: raw.get_i64("position").map_err(|_| malformed("position"))?,
-    })
-}
-
 async fn write_statement(
-    db: &Database,
+    read_models: &ReadModels,
     assets: &Assets,
     request: &StatementRequest,
     out: &mut Output,
@@ -296,21 +191,19 @@ async fn write_statement(
             out.buffer.extend_from_slice(b",\"assets\":[");
         }
     }
-    let user = request.user_id.to_string();
-    let bound = to_i64(request.up_to_position);
     for (index, asset) in request.assets.iter().enumerate() {
         let fmt = |amount: Units| assets.format_units(amount, asset);
         let opening = match request.from {
             None => Units::ZERO,
             Some(from) => {
-                let sums = sum_entries(
-                    db,
-                    doc! {
-                        "user_id": &user, "asset": asset, "position": { "$lte": bound },
-                        "occurred_at": { "$lt": bson::DateTime::from_chrono(from) },
-                    },
-                )
-                .await?;
+                let sums = read_models
+                    .sum_entries(
+                        request.user_id,
+                        Some(asset),
+                        EntriesBefore::Exclusive(from),
+                        request.up_to_position,
+                    )
+                    .await?;
                 let mut opening = Units::ZERO;
                 for (_, available, held) in sums {
                     opening = available
@@ -350,24 +243,16 @@ async fn write_statement(
                 out.buffer.extend_from_slice(b",\"movements\":[");
             }
         }
-        let mut filter = doc! {
-            "user_id": &user, "asset": asset, "movement": true, "position": { "$lte": bound },
-        };
-        if let Some(range) = crate::period::range((request.from, request.to)) {
-            filter.insert("occurred_at", range);
-        }
-        let mut cursor = db
-            .collection::<RawDocumentBuf>(LEDGER_ENTRIES)
-            .find(filter)
-            .sort(doc! { "occurred_at": 1, "position": 1 })
-            .projection(doc! {
-                "_id": 0, "kind": 1, "reference": 1, "counterparty_id": 1,
-                "available": 1, "held": 1, "occurred_at": 1, "position": 1,
-            })
-            .batch_size(10_000)
-            .await?;
-        while let Some(document) = cursor.try_next().await? {
-            let line = movement(&document)?;
+        let mut movements = read_models
+            .movements(
+                request.user_id,
+                asset,
+                (request.from, request.to),
+                request.up_to_position,
+            )
+            .await
+            .map_err(EntryError::from)?;
+        while let Some(line) = movements.next().await? {
             if !line.kind.is_movement() {
                 continue;
             }

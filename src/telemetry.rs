@@ -56,7 +56,7 @@ pub async fn warn_if_slow<F: std::future::IntoFuture>(what: &'static str, step: 
         () = tokio::time::sleep(SLOW_STEP) => {
             tracing::warn!(
                 step = what,
-                mongodb_pools = %crate::mongo_monitor::pool_snapshot(),
+                mongodb_pools = %crate::store::mongo_monitor::pool_snapshot(),
                 "still waiting after {} s",
                 SLOW_STEP.as_secs()
             );

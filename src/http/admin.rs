@@ -42,11 +42,9 @@ async fn list_withdrawals(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Admin)?;
     read_your_writes(&state, &state.withdrawals, query.min_position).await?;
-    let filter = match query.status.as_deref() {
-        None => bson::doc! {},
-        Some(status @ ("pending" | "approved" | "completed" | "rejected")) => {
-            bson::doc! { "status": status }
-        }
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(status @ ("pending" | "approved" | "completed" | "rejected")) => Some(status),
         Some(_) => {
             return Err(ApiError::Validation {
                 field: "status".into(),
@@ -54,7 +52,7 @@ async fn list_withdrawals(
             })
         }
     };
-    let items = super::wallet::withdrawal_rows(&state, filter).await?;
+    let items = super::wallet::withdrawal_rows(&state, status).await?;
     Ok(Json(
         json!({ "items": items, "position": state.withdrawals.position() }),
     ))

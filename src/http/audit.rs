@@ -4,18 +4,17 @@
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use bson::{doc, Document};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::extract::AuthUser;
-use super::paging::{newest_first, number, page_size, period, range};
+use super::paging::{cursor_key, encode_cursor, number, page_size, period};
 use super::query::ApiQuery;
 use super::wallet::read_your_writes;
 use crate::identity::Role;
-use crate::projection::audit::AUDIT_LOGS;
 use crate::startup::AppState;
+use crate::store::read_models::AuditFilter;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -141,17 +140,15 @@ async fn audit_logs(
     auditor(&caller)?;
     let limit = page_size(query.limit.as_deref(), 50, 200)?;
     let min_position = number(query.min_position.as_deref(), "min_position")?;
-    let mut filter = Document::new();
-    if let Some(actor) = query.actor {
-        filter.insert("actor", actor);
-    }
-    if let Some(action) = query.action {
-        filter.insert("action", action);
-    }
+    let mut filter = AuditFilter {
+        actor: query.actor,
+        action: query.action,
+        ..AuditFilter::default()
+    };
     match query.outcome.as_deref() {
         None => {}
         Some(outcome @ ("success" | "failure")) => {
-            filter.insert("outcome", outcome);
+            filter.outcome = Some(outcome.to_owned());
         }
         Some(_) => {
             return Err(ApiError::Validation {
@@ -160,28 +157,26 @@ async fn audit_logs(
             })
         }
     }
-    if let Some(at) = range(period(query.from.as_deref(), query.to.as_deref())?) {
-        filter.insert("occurred_at", at);
-    }
+    filter.occurred = period(query.from.as_deref(), query.to.as_deref())?;
     read_your_writes(&state, &state.audit, min_position).await?;
-    let collection = state.db.collection::<Document>(AUDIT_LOGS);
-    let (rows, next_cursor) =
-        newest_first(&collection, filter, "_id", query.cursor.as_deref(), limit).await?;
-    let items: Vec<Value> = rows
+    let below = cursor_key(query.cursor.as_deref())?;
+    let page = state.read_models.audit_page(&filter, below, limit).await?;
+    let next_cursor = page.next_key.map(encode_cursor);
+    let items: Vec<Value> = page
+        .rows
         .iter()
         .map(|r| {
-            let text = |field| r.get_str(field).ok();
             json!({
-                "position": r.get_i64("position").ok(),
-                "occurred_at": r.get_datetime("occurred_at").ok().map(|d| d.to_chrono()),
-                "action": text("action"),
-                "stream_id": text("stream_id"),
-                "actor": text("actor"),
-                "ip": text("ip"),
-                "user_agent": text("user_agent"),
-                "request_id": text("request_id"),
-                "outcome": text("outcome"),
-                "reason": text("reason"),
+                "position": r.position,
+                "occurred_at": r.occurred_at,
+                "action": r.action,
+                "stream_id": r.stream_id,
+                "actor": r.actor,
+                "ip": r.ip,
+                "user_agent": r.user_agent,
+                "request_id": r.request_id,
+                "outcome": r.outcome,
+                "reason": r.reason,
             })
         })
         .collect();

@@ -143,12 +143,6 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-impl From<mongodb::error::Error> for ApiError {
-    fn from(e: mongodb::error::Error) -> Self {
-        anyhow::Error::from(e).into()
-    }
-}
-
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         anyhow::Error::from(e).into()

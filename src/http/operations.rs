@@ -9,7 +9,6 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use bson::doc;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
@@ -65,7 +64,7 @@ async fn health() -> Json<Value> {
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let ping = state.db.run_command(doc! { "ping": 1 });
+    let ping = state.read_models.ping();
     match tokio::time::timeout(READY_TIMEOUT, ping).await {
         Ok(Ok(_)) => {
             let projections = state.projections();

@@ -1,4 +1,5 @@
-//! Opaque cursors and shared query-parameter parsing for list endpoints.
+//! Opaque cursors and shared query-parameter parsing for list endpoints (the queries are the
+//! read models', in `store::read_models`).
 //!
 //! Lists are ordered newest first by a key that never changes once a row exists (the event
 //! position that created it). New rows always get a larger key than every existing row, so a
@@ -7,12 +8,9 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use bson::{doc, Document};
-use futures::TryStreamExt;
-use mongodb::Collection;
 
 use crate::identity::domain::InvalidInput;
-pub use crate::period::{parse_instant, period, range, Period};
+pub use crate::period::{parse_instant, period, Period};
 
 const CURSOR_PREFIX: &str = "v1:";
 
@@ -58,52 +56,9 @@ pub fn page_size(raw: Option<&str>, default: u64, max: u64) -> Result<u64, Inval
     }
 }
 
-/// One page of `collection` newest first by the Int64 field `key` (a key that never changes
-/// and only grows for new rows, see the module docs): the rows matching `filter` below the
-/// `cursor`'s key, at most `limit`, and the cursor of the next page if there is one.
-pub async fn newest_first(
-    collection: &Collection<Document>,
-    mut filter: Document,
-    key: &str,
-    cursor: Option<&str>,
-    limit: u64,
-) -> Result<(Vec<Document>, Option<String>), PageError> {
-    if let Some(cursor) = cursor {
-        let below = i64::try_from(decode_cursor(cursor)?).unwrap_or(i64::MAX);
-        filter.insert(key, doc! { "$lt": below });
-    }
-    let mut rows: Vec<Document> = collection
-        .find(filter)
-        .sort(doc! { key: -1 })
-        .limit(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
-        .await?
-        .try_collect()
-        .await?;
-    let more = rows.len() as u64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next = more
-        .then(|| rows.last().and_then(|r| r.get_i64(key).ok()))
-        .flatten()
-        .map(|k| encode_cursor(k.max(0) as u64));
-    Ok((rows, next))
-}
-
-/// Why a page could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum PageError {
-    #[error(transparent)]
-    Cursor(#[from] InvalidInput),
-    #[error(transparent)]
-    Mongo(#[from] mongodb::error::Error),
-}
-
-impl From<PageError> for super::error::ApiError {
-    fn from(e: PageError) -> Self {
-        match e {
-            PageError::Cursor(invalid) => invalid.into(),
-            PageError::Mongo(error) => anyhow::Error::from(error).into(),
-        }
-    }
+/// The key a listing continues below: the `cursor`'s, if one is given.
+pub fn cursor_key(cursor: Option<&str>) -> Result<Option<u64>, InvalidInput> {
+    cursor.map(decode_cursor).transpose()
 }
 
 #[cfg(test)]

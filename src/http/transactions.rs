@@ -7,7 +7,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bson::{doc, Document};
 use cryptovault_projections::history::TransactionKind;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -17,13 +16,13 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::extract::AuthUser;
 use super::json::ApiJson;
-use super::paging::{newest_first, number, page_size, period, range};
+use super::paging::{cursor_key, encode_cursor, number, page_size, period};
 use super::query::ApiQuery;
 use super::wallet::read_your_writes;
 use crate::identity::domain::InvalidInput;
-use crate::projection::transactions::{row_id, TRANSACTIONS};
 use crate::startup::AppState;
 use crate::statement::{Format, StatementRequest};
+use crate::store::read_models::{HistoryFilter, HistoryRow};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -47,27 +46,26 @@ pub struct ListQuery {
     min_position: Option<String>,
 }
 
-/// The API shape of a `transactions` document.
-fn item(state: &AppState, row: &Document) -> Value {
-    let asset = row.get_str("asset").unwrap_or_default();
+/// The API shape of a `transactions` row.
+fn item(state: &AppState, row: &HistoryRow) -> Value {
+    let asset = row.asset.as_str();
     let amount = row
-        .get_str("amount")
+        .amount
+        .parse::<Decimal>()
         .ok()
-        .and_then(|a| a.parse::<Decimal>().ok())
         .map(|a| state.ledger.assets.format(a, asset));
-    let optional = |field| row.get_str(field).ok();
     json!({
-        "id": optional("id"),
-        "type": optional("type"),
+        "id": row.id,
+        "type": row.kind,
         "asset": asset,
         "amount": amount,
-        "status": optional("status"),
-        "created_at": row.get_datetime("created_at").ok().map(|d| d.to_chrono()),
-        "updated_at": row.get_datetime("updated_at").ok().map(|d| d.to_chrono()),
-        "position": row.get_i64("position").ok(),
-        "counterparty_id": optional("counterparty_id"),
-        "note": optional("note"),
-        "address": optional("address"),
+        "status": row.status,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "position": row.position,
+        "counterparty_id": row.counterparty_id,
+        "note": row.note,
+        "address": row.address,
     })
 }
 
@@ -80,7 +78,6 @@ pub async fn page(
 ) -> Result<Json<Value>, ApiError> {
     let limit = page_size(query.limit.as_deref(), 50, 200)?;
     let min_position = number(query.min_position.as_deref(), "min_position")?;
-    let mut filter = doc! { "user_id": user.user_id().to_string() };
     let kind = match (forced_kind, query.kind.as_deref()) {
         (Some(kind), _) => Some(kind),
         (None, None) => None,
@@ -89,26 +86,24 @@ pub async fn page(
             message: "must be one of deposit, withdrawal, transfer_in, transfer_out".into(),
         })?),
     };
-    if let Some(kind) = kind {
-        filter.insert("type", kind.as_str());
-    }
-    if let Some(raw) = query.asset.as_deref() {
-        filter.insert("asset", state.ledger.assets.asset(raw, "asset")?);
-    }
-    if let Some(created) = range(period(query.from.as_deref(), query.to.as_deref())?) {
-        filter.insert("created_at", created);
-    }
+    let asset = match query.asset.as_deref() {
+        Some(raw) => Some(state.ledger.assets.asset(raw, "asset")?),
+        None => None,
+    };
+    let filter = HistoryFilter {
+        user_id: user.user_id(),
+        kind,
+        asset,
+        created: period(query.from.as_deref(), query.to.as_deref())?,
+    };
     read_your_writes(state, &state.transactions, min_position).await?;
-    let collection = state.db.collection::<Document>(TRANSACTIONS);
-    let (rows, next_cursor) = newest_first(
-        &collection,
-        filter,
-        "position",
-        query.cursor.as_deref(),
-        limit,
-    )
-    .await?;
-    let items: Vec<Value> = rows.iter().map(|r| item(state, r)).collect();
+    let below = cursor_key(query.cursor.as_deref())?;
+    let page = state
+        .read_models
+        .history_page(&filter, below, limit)
+        .await?;
+    let next_cursor = page.next_key.map(encode_cursor);
+    let items: Vec<Value> = page.rows.iter().map(|r| item(state, r)).collect();
     Ok(Json(json!({
         "items": items,
         "next_cursor": next_cursor,
@@ -161,9 +156,8 @@ pub async fn transaction(
     id: Uuid,
 ) -> Result<Option<Value>, ApiError> {
     let row = state
-        .db
-        .collection::<Document>(TRANSACTIONS)
-        .find_one(doc! { "_id": row_id(user, id) })
+        .read_models
+        .transaction(user, id)
         .await
         .map_err(anyhow::Error::from)?;
     Ok(row.map(|row| item(state, &row)))
@@ -216,7 +210,11 @@ async fn export(
         chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
         format.extension()
     );
-    let stream = crate::statement::stream(state.db.clone(), state.ledger.assets.clone(), request);
+    let stream = crate::statement::stream(
+        state.read_models.clone(),
+        state.ledger.assets.clone(),
+        request,
+    );
     let mut response = Body::from_stream(stream).into_response();
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();

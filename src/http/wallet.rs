@@ -6,9 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bson::doc;
 use cryptovault_events::Units;
-use futures::TryStreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -21,10 +19,9 @@ use super::query::ApiQuery;
 use crate::identity::domain::{Email, InvalidInput};
 use crate::ledger::amount::Assets;
 use crate::ledger::service::TransferRequest;
-use crate::projection::balances::{stored_row, COLLECTION as BALANCES};
-use crate::projection::runner::ProjectionHandle;
-use crate::projection::withdrawals::COLLECTION as WITHDRAWALS;
 use crate::startup::AppState;
+use crate::store::read_models::runner::ProjectionHandle;
+use crate::store::read_models::EntriesBefore;
 use cryptovault_projections::history::TransactionKind;
 
 pub fn router() -> Router<AppState> {
@@ -283,16 +280,11 @@ pub async fn balance_as_of(
     as_of: chrono::DateTime<chrono::Utc>,
 ) -> Result<Value, ApiError> {
     let position = state.transactions.position();
-    let sums = crate::statement::sum_entries(
-        &state.db,
-        doc! {
-            "user_id": user_id.to_string(),
-            "occurred_at": { "$lte": bson::DateTime::from_chrono(as_of) },
-            "position": { "$lte": crate::store::document::to_i64(position) },
-        },
-    )
-    .await
-    .map_err(anyhow::Error::from)?;
+    let sums = state
+        .read_models
+        .sum_entries(user_id, None, EntriesBefore::Inclusive(as_of), position)
+        .await
+        .map_err(anyhow::Error::from)?;
     let assets = &state.ledger.assets;
     let balances: Vec<Value> = assets
         .iter()
@@ -311,23 +303,15 @@ pub async fn balance_as_of(
 /// The user's balances from the `balances` read model, every configured asset.
 pub async fn current_balance(state: &AppState, user_id: uuid::Uuid) -> Result<Value, ApiError> {
     let position = state.balances.position();
-    let rows: Vec<bson::RawDocumentBuf> = state
-        .db
-        .collection::<bson::RawDocumentBuf>(BALANCES)
-        .find(doc! { "owner": user_id.to_string() })
-        .await
-        .map_err(anyhow::Error::from)?
-        .try_collect()
-        .await
-        .map_err(anyhow::Error::from)?;
+    let rows = state.read_models.balances_of(user_id).await?;
     let assets = &state.ledger.assets;
     let balances: Vec<Value> = assets
         .iter()
         .map(|(asset, _)| {
-            let row = rows.iter().find(|r| r.get_str("asset").ok() == Some(asset));
+            let row = rows.iter().find(|r| r.asset == *asset);
             let stored = match row {
                 None => Default::default(),
-                Some(row) => stored_row(row).map_err(|why| {
+                Some(row) => row.balance.clone().map_err(|why| {
                     ApiError::Internal(anyhow::anyhow!("balance row of {user_id} {asset}: {why}"))
                 })?,
             };
@@ -367,34 +351,24 @@ pub async fn read_your_writes(
     }
 }
 
-/// Withdrawal rows matching `filter`, newest first, at most 500.
+/// Withdrawal rows with `status` (any if `None`), newest first, at most 500.
 pub async fn withdrawal_rows(
     state: &AppState,
-    filter: bson::Document,
+    status: Option<&str>,
 ) -> Result<Vec<Value>, ApiError> {
-    let rows: Vec<bson::Document> = state
-        .db
-        .collection::<bson::Document>(WITHDRAWALS)
-        .find(filter)
-        .sort(doc! { "position": -1 })
-        .limit(500)
-        .await
-        .map_err(anyhow::Error::from)?
-        .try_collect()
-        .await
-        .map_err(anyhow::Error::from)?;
+    let rows = state.read_models.withdrawals(status).await?;
     Ok(rows
         .iter()
         .map(|r| {
             json!({
-                "id": r.get_str("_id").unwrap_or_default(),
-                "user_id": r.get_str("user_id").unwrap_or_default(),
-                "asset": r.get_str("asset").unwrap_or_default(),
-                "amount": r.get_str("amount").unwrap_or_default(),
-                "address": r.get_str("address").unwrap_or_default(),
-                "status": r.get_str("status").unwrap_or_default(),
-                "requested_at": r.get_datetime("requested_at").ok().map(|d| d.to_chrono()),
-                "updated_at": r.get_datetime("updated_at").ok().map(|d| d.to_chrono()),
+                "id": r.id,
+                "user_id": r.user_id,
+                "asset": r.asset,
+                "amount": r.amount,
+                "address": r.address,
+                "status": r.status,
+                "requested_at": r.requested_at,
+                "updated_at": r.updated_at,
             })
         })
         .collect())

@@ -10,7 +10,6 @@ pub mod domain;
 mod given;
 pub mod password;
 pub mod service;
-pub mod sessions;
 pub mod tokens;
 pub mod totp;
 pub mod two_factor;

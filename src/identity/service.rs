@@ -17,9 +17,9 @@ use super::domain::{
     locked_until, Attempt, DisplayName, Email, InvalidInput, LockoutPolicy, Password, Role,
     UserState,
 };
-use super::sessions::{RefreshGrant, RefreshRefusal, Sessions};
 use super::tokens::{AccessTokens, Claims};
 use super::{password, totp};
+use crate::store::sessions::{RefreshGrant, RefreshRefusal, Sessions};
 use crate::store::{AppendBatch, AppendError, EventStore, ExpectedVersion};
 
 /// Why an identity command was refused.
@@ -58,12 +58,6 @@ impl From<super::domain::UserRefusal> for IdentityError {
 
 impl From<crate::store::StoreError> for IdentityError {
     fn from(e: crate::store::StoreError) -> Self {
-        Self::Internal(e.into())
-    }
-}
-
-impl From<mongodb::error::Error> for IdentityError {
-    fn from(e: mongodb::error::Error) -> Self {
         Self::Internal(e.into())
     }
 }

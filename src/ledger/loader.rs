@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::account::AccountState;
 use super::cache::AccountCache;
-use super::snapshot_store::SnapshotStore;
+use crate::store::snapshots::SnapshotStore;
 use crate::store::{EventStore, StoreError};
 
 /// Events read per stream read while folding an account (memory stays bounded however long

@@ -2,11 +2,11 @@
 //!
 //! Pure: `amount` (assets and amounts), `account` (the state folded from an account's streams
 //! and the rules of each decision), `decision` (what each command appends: its events and batch
-//! with the expectations that make it safe across processes), `snapshot`. At the edge:
-//! `service` runs commands against the event store (a credit path and a debit path); `cache`
-//! is what the process remembers per account; `loader` brings accounts up to date with the log
-//! (from their snapshots when not cached); `snapshot_store` keeps account snapshots in
-//! MongoDB; `slots` coordinates commands on one account inside the process.
+//! with the expectations that make it safe across processes). At the edge: `service` runs
+//! commands against the event store (a credit path and a debit path); `cache` is what the
+//! process remembers per account; `loader` brings accounts up to date with the log (from their
+//! snapshots when not cached; `store::snapshots` keeps them in MongoDB); `slots` coordinates
+//! commands on one account inside the process.
 
 pub mod account;
 pub mod amount;
@@ -17,5 +17,3 @@ mod given;
 pub mod loader;
 pub mod service;
 pub mod slots;
-pub mod snapshot;
-pub mod snapshot_store;

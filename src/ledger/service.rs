@@ -21,8 +21,8 @@ pub use super::decision::CommandIds;
 use super::decision::{self, Command, Decided};
 use super::loader::AccountLoader;
 use super::slots::AccountSlots;
-use super::snapshot_store::SnapshotStore;
 use crate::identity::RequestMeta;
+use crate::store::snapshots::SnapshotStore;
 use crate::store::{AppendError, AppendResult, EventStore, ExpectedVersion, StoreError};
 
 #[derive(Debug, thiserror::Error)]

@@ -110,11 +110,7 @@ fn decode(document: Document) -> Result<EventEnvelope, String> {
     })
 }
 
-/// Positions and versions are stored as `Int64`; they never exceed `i64::MAX` in practice
-/// (that would take 9.2e18 events), and saturating keeps the conversion total.
-pub fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
+pub use super::codec::to_i64;
 
 fn opt(value: &Option<String>) -> Bson {
     value

@@ -11,10 +11,17 @@
 //! [`EventStore::read_all`], [`EventStore::subscribe`], [`EventStore::verify`].
 
 pub mod append;
+pub mod backoff;
+pub mod codec;
 pub mod document;
 pub mod error;
+pub mod idempotency;
+pub mod mongo_monitor;
 pub mod plan;
+pub mod read_models;
 pub mod schema;
+pub mod sessions;
+pub mod snapshots;
 mod stored_state;
 pub mod subscription;
 mod transaction;
@@ -24,12 +31,14 @@ pub mod writer_sessions;
 
 use std::future::Future;
 use std::sync::Arc;
+
+use anyhow::Context;
 use std::time::Duration;
 
 use bson::{doc, Document};
 use futures::TryStreamExt;
 use mongodb::options::ReadConcern;
-use mongodb::{Client, Collection, Database};
+use mongodb::Collection;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use cryptovault_events::EventEnvelope;
@@ -38,10 +47,33 @@ pub use append::{
     AppendBatch, AppendResult, AppendedEvent, ExpectedVersion, StreamAppend, StreamTip,
 };
 pub use error::{AppendError, StoreError};
+/// The driver's handles, for the code that wires the application together (startup, the
+/// command line) and passes them back into the store; nothing outside `store` calls them.
+pub use mongodb::{Client, Database};
 pub use verify::VerifyReport;
 
-use document::{from_document, to_i64};
-use writer::{durable_write_concern, PendingAppend, Writer};
+use codec::to_i64;
+use document::from_document;
+pub use transaction::durable_write_concern;
+use writer::{PendingAppend, Writer};
+
+/// Connects to MongoDB with the settings' URL. Fails fast (5 s, unless the URL says otherwise)
+/// if no server answers.
+pub async fn connect(settings: &crate::config::StoreSettings) -> anyhow::Result<Client> {
+    let mut options = mongodb::options::ClientOptions::parse(&settings.mongo_url)
+        .await
+        .context("MONGO_URL is not a valid MongoDB connection string")?;
+    // The URL's `appName` and `serverSelectionTimeoutMS` win (the fault tests name the
+    // service's client to aim fail points at it, and shorten the wait for a gone server).
+    options.app_name.get_or_insert_with(|| "cryptovault".into());
+    options
+        .server_selection_timeout
+        .get_or_insert(std::time::Duration::from_secs(5));
+    options.max_pool_size = Some(64);
+    mongo_monitor::install(&mut options);
+    let client = Client::with_options(options).context("MONGO_URL")?;
+    Ok(client)
+}
 
 /// Tuning knobs of a store instance.
 #[derive(Debug, Clone)]

@@ -156,16 +156,4 @@ fn is_namespace_exists(error: &mongodb::error::Error) -> bool {
     matches!(error.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 48)
 }
 
-/// E11000: a unique index refused the write.
-pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
-    use mongodb::error::{ErrorKind, WriteFailure};
-    match error.kind.as_ref() {
-        ErrorKind::Command(c) => c.code == 11000,
-        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
-        ErrorKind::InsertMany(m) => m
-            .write_errors
-            .as_ref()
-            .is_some_and(|errors| errors.iter().any(|w| w.code == 11000)),
-        _ => false,
-    }
-}
+pub use super::error::is_duplicate_key;

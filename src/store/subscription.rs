@@ -1,5 +1,6 @@
 //! Catch-up subscriptions: every event after a checkpoint, then live events as they commit.
 
+use super::backoff::Backoff;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -54,7 +55,7 @@ struct Subscription {
 
 impl Subscription {
     async fn next_event(&mut self) -> Option<Result<EventEnvelope, StoreError>> {
-        let mut failures: u32 = 0;
+        let mut reconnect = Backoff::new(Duration::from_millis(100), MAX_RECONNECT_BACKOFF);
         loop {
             if self.finished {
                 return None;
@@ -65,23 +66,20 @@ impl Subscription {
             let batch = self.store.config().read_batch;
             match self.store.read_all(self.next, batch).await {
                 Ok(events) if events.is_empty() => {
-                    failures = 0;
+                    reconnect.reset();
                     self.wait_for_more().await;
                 }
                 Ok(events) => {
-                    failures = 0;
+                    reconnect.reset();
                     if let Err(gap) = self.accept(events) {
                         self.finished = true;
                         return Some(Err(gap));
                     }
                 }
                 Err(StoreError::Mongo(error)) => {
-                    failures += 1;
                     metrics::counter!("event_store_subscription_read_errors_total").increment(1);
                     tracing::warn!(%error, next = self.next, "subscription read failed; retrying");
-                    let backoff =
-                        Duration::from_millis(50u64 << failures.min(6)).min(MAX_RECONNECT_BACKOFF);
-                    tokio::time::sleep(backoff).await;
+                    reconnect.wait().await;
                 }
                 Err(other) => {
                     self.finished = true;

@@ -202,8 +202,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bson::doc;
-use cryptovault::projection::balances::stored_row;
-use cryptovault::projection::runner;
+use cryptovault::store::read_models::balances::stored_row;
+use cryptovault::store::read_models::runner;
 use cryptovault_events::Units;
 use cryptovault_projections::balances::Balances;
 use reqwest::{Client as Http, StatusCode};

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bson::doc;
-use cryptovault::projection::balances::BalancesModel;
-use cryptovault::projection::runner;
+use cryptovault::store::read_models::balances::BalancesModel;
+use cryptovault::store::read_models::runner;
 use reqwest::{Client, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -290,7 +290,7 @@ async fn a_projector_killed_mid_stream_resumes_and_matches_a_fresh_rebuild() {
     use cryptovault::identity::RequestMeta;
     use cryptovault::ledger::amount::Assets;
     use cryptovault::ledger::service::{CommandIds, Ledger, TransferRequest};
-    use cryptovault::ledger::snapshot_store::SnapshotStore;
+    use cryptovault::store::snapshots::SnapshotStore;
     let t = TestDb::new("ledger_kill").await;
     // 3,000 ledger events straight through the ledger service (no HTTP), so the log is several
     // projection chunks long.

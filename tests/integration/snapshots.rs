@@ -8,7 +8,7 @@ use cryptovault::identity::RequestMeta;
 use cryptovault::ledger::account::AccountState;
 use cryptovault::ledger::amount::Assets;
 use cryptovault::ledger::service::{CommandIds, Ledger, TransferRequest};
-use cryptovault::ledger::snapshot_store::{SnapshotStore, COLLECTION};
+use cryptovault::store::snapshots::{SnapshotStore, COLLECTION};
 use cryptovault_events::ledger::{account_stream, credits_stream};
 use cryptovault_events::Units;
 use mongodb::Collection;
@@ -157,7 +157,7 @@ async fn a_snapshot_ahead_of_the_log_or_of_another_format_is_ignored_and_replace
     assert_eq!(ledger(&t).await.account(user, "SOL").await.unwrap(), full);
     // Folding the log from the start stored a snapshot of the current format in its place.
     let renewed = snapshot_when(&t, user, |s| {
-        s.get_i32("format") == Ok(cryptovault::ledger::snapshot::FORMAT)
+        s.get_i32("format") == Ok(cryptovault::store::snapshots::codec::FORMAT)
     })
     .await;
     assert_eq!(
@@ -196,7 +196,7 @@ async fn a_busy_cached_account_renews_its_snapshot_from_committed_events() {
             .unwrap(),
     );
     assert_eq!(
-        cryptovault::ledger::snapshot::decode(&renewed, user, "SOL").unwrap(),
+        cryptovault::store::snapshots::codec::decode(&renewed, user, "SOL").unwrap(),
         AccountState::fold(user, "SOL", &prefix),
         "a snapshot is exactly the fold of the events up to its versions"
     );

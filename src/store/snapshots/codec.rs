@@ -1,7 +1,7 @@
 //! Account snapshots: an account's state folded up to known versions of its two streams, stored
 //! so that loading an account with a long history reads only what came after.
 //!
-//! Pure encoding and decoding; [`super::snapshot_store`] reads and writes them. A snapshot is
+//! Their BSON encoding and decoding; [`super`] reads and writes them. A snapshot is
 //! derived data, like a read model: it only ever holds the fold of *committed* events
 //! (`AccountState::fold` of the `account-…` stream up to `version` and the `credits-…` stream up
 //! to `credits_version`), so starting from it and folding the events after it gives the same
@@ -22,8 +22,8 @@ use cryptovault_events::Units;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::account::{AccountState, Withdrawal, WithdrawalStatus};
-use crate::store::document::to_i64;
+use crate::ledger::account::{AccountState, Withdrawal, WithdrawalStatus};
+use crate::store::codec::to_i64;
 
 /// Version of the snapshot encoding and of the fold it captures. 2: balances as exact `Units`
 /// text (1: `rust_decimal` text, rounded past 28 digits), per-user system accounts.

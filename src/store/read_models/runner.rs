@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use bson::{doc, Document};
+use bson::{doc, Bson, Document};
 use cryptovault_events::EventEnvelope;
-use futures::StreamExt;
-use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
+use futures::{FutureExt, StreamExt};
 use mongodb::options::{ReadConcern, ReturnDocument};
 use mongodb::{Client, ClientSession, Database};
 use std::sync::Arc;
@@ -13,25 +12,104 @@ use std::sync::Arc;
 use mongodb::IndexModel;
 use tokio::sync::{broadcast, watch};
 
-use crate::store::document::to_i64;
-use crate::store::writer::durable_write_concern;
+use crate::store::backoff::Backoff;
+use crate::store::codec::to_i64;
+use crate::store::durable_write_concern;
 use crate::store::EventStore;
 
 pub const CHECKPOINTS: &str = "projection_checkpoints";
 
-/// What a read model does with a chunk of events: MongoDB `update` statements per collection.
-/// Implementations compute them with the pure folds of the `projections` crate.
+/// What a read model does with a chunk of events: typed changes to its rows, per collection.
+/// Implementations compute them with the pure folds of the `projections` crate; the runner
+/// alone turns them into MongoDB operations ([`Change::statement`], and plain inserts for
+/// [`Change::Create`]).
 pub trait ReadModel: Send + Sync + 'static {
     /// Checkpoint name.
     const NAME: &'static str;
     /// Collections this read model owns (cleared by a rebuild).
     const COLLECTIONS: &'static [&'static str];
-    /// `(collection, update statements)` applying `events` (all new to this read model).
-    fn updates(&self, events: &[EventEnvelope]) -> Vec<(&'static str, Vec<Document>)>;
+    /// `(collection, changes)` applying `events` (all new to this read model), in order.
+    fn changes(&self, events: &[EventEnvelope]) -> Vec<(&'static str, Vec<Change>)>;
     /// `(collection, index)` pairs the read model's queries need.
     fn indexes() -> Vec<(&'static str, IndexModel)> {
         Vec::new()
     }
+}
+
+/// One change to one row of a read model (the row is named by its `_id`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Creates the row with these fields (its `Row` type's serde shape without `_id`) unless
+    /// it exists. Rows are created by the event that starts them, so a create never follows
+    /// another change to the same row.
+    Create { id: Bson, row: Document },
+    /// Adds `by` to numeric fields (dotted paths), creating the row with `on_insert` if it does
+    /// not exist, and sets `set` if given.
+    Increment {
+        id: Bson,
+        by: Document,
+        on_insert: Document,
+        set: Option<Document>,
+    },
+    /// Sets `fields`; with `upsert`, creates the row (with `fields` and `on_insert`) if absent.
+    Set {
+        id: Bson,
+        fields: Document,
+        on_insert: Option<Document>,
+        upsert: bool,
+    },
+}
+
+impl Change {
+    /// The change that creates `row` (a serde `Row` type whose `_id` field is its id).
+    pub fn create<T: serde::Serialize>(row: &T) -> Self {
+        let (id, row) = row_fields(row);
+        Self::Create { id, row }
+    }
+
+    /// The MongoDB `update` statement of this change.
+    pub fn statement(self) -> Document {
+        match self {
+            Self::Create { id, row } => {
+                doc! { "q": { "_id": id }, "u": { "$setOnInsert": row }, "upsert": true }
+            }
+            Self::Increment {
+                id,
+                by,
+                on_insert,
+                set,
+            } => {
+                let mut update = doc! { "$inc": by, "$setOnInsert": on_insert };
+                if let Some(set) = set {
+                    update.insert("$set", set);
+                }
+                doc! { "q": { "_id": id }, "u": update, "upsert": true }
+            }
+            Self::Set {
+                id,
+                fields,
+                on_insert,
+                upsert,
+            } => {
+                let mut update = doc! { "$set": fields };
+                if let Some(on_insert) = on_insert {
+                    update.insert("$setOnInsert", on_insert);
+                }
+                let mut statement = doc! { "q": { "_id": id }, "u": update };
+                if upsert {
+                    statement.insert("upsert", true);
+                }
+                statement
+            }
+        }
+    }
+}
+
+/// The `_id` and the other fields of a serde `Row` value, as stored.
+pub fn row_fields<T: serde::Serialize>(row: &T) -> (Bson, Document) {
+    let mut fields = bson::to_document(row).expect("a read-model row serializes to BSON");
+    let id = fields.remove("_id").expect("a read-model row has an `_id`");
+    (id, fields)
 }
 
 /// Where a runner writes: the checkpoint id and a suffix appended to every collection name.
@@ -184,7 +262,7 @@ pub async fn ensure_checkpoint(db: &Database, name: &str) -> mongodb::error::Res
         .await
         .map(|_| ())
         .or_else(|e| {
-            if crate::store::schema::is_duplicate_key(&e) {
+            if crate::store::error::is_duplicate_key(&e) {
                 Ok(())
             } else {
                 Err(e)
@@ -217,12 +295,17 @@ async fn run<M: ReadModel>(
     applied: broadcast::Sender<Arc<Vec<EventEnvelope>>>,
 ) {
     let name = M::NAME;
+    // Between restarts after a failure (reading the checkpoint, the log, or a chunk whose
+    // transaction still failed after the driver's retries); reset by every applied chunk.
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    // A log that cannot be read (damage, not a passing failure) is retried more slowly.
+    let mut unreadable = Backoff::new(Duration::from_secs(5), Duration::from_secs(60));
     loop {
         let from = match stored_checkpoint(&runner.db, &runner.target.checkpoint).await {
             Ok(position) => position,
             Err(error) => {
                 tracing::warn!(projection = name, %error, "reading checkpoint failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                backoff.wait().await;
                 continue;
             }
         };
@@ -247,13 +330,15 @@ async fn run<M: ReadModel>(
                     tracing::error!(projection = name, %error, "projection stopped: the log cannot be read");
                     metrics::counter!("projection_failures_total", "projection" => name)
                         .increment(1);
-                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    unreadable.wait().await;
                     break;
                 }
             };
             let events = Arc::new(events);
             match runner.apply_with_retries(&events).await {
                 Ok(Applied::UpTo(checkpoint)) => {
+                    backoff.reset();
+                    unreadable.reset();
                     tx.send_if_modified(|current| {
                         let advanced = checkpoint > *current;
                         if advanced {
@@ -284,7 +369,7 @@ async fn run<M: ReadModel>(
                 }
                 Err(error) => {
                     tracing::error!(projection = name, %error, "applying events failed; restarting from the checkpoint");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    backoff.wait().await;
                     break;
                 }
             }
@@ -333,21 +418,35 @@ impl Drop for SubscriptionFeed {
 }
 
 impl<M: ReadModel> Runner<M> {
-    /// Applies `events` (consecutive positions), retrying transient transaction errors.
+    /// Applies `events` (consecutive positions) in one transaction, through the driver's
+    /// transaction helper: it retries the whole transaction on `TransientTransactionError` and
+    /// the commit on `UnknownTransactionCommitResult`, with its own backoff, within its time
+    /// limit (120 s). An error that remains is returned; the caller retries the chunk later
+    /// from the stored checkpoint (exactly once either way).
     pub async fn apply_with_retries(
         &self,
         events: &[EventEnvelope],
     ) -> mongodb::error::Result<Applied> {
-        let mut attempt = 0u32;
         let mut inserts = true;
         loop {
             let mut session = self.client.start_session().await?;
-            match self.apply(&mut session, events, inserts).await {
-                Ok(applied) => return Ok(applied),
+            let applied = session
+                .start_transaction()
+                .read_concern(ReadConcern::snapshot())
+                .write_concern(durable_write_concern())
+                // `and_run` rather than `and_run2`: the future of an async closure is not `Send`
+                // for every lifetime (rust-lang/rust#110338), and this runs in a spawned task.
+                // Both are the same helper (the driver's `convenient_run!`).
+                .and_run((self, events, inserts), |s, context| {
+                    let (runner, events, inserts) = *context;
+                    async move { runner.apply(s, events, inserts).await }.boxed()
+                })
+                .await;
+            match applied {
                 // A row to create exists already: only a reset racing the runner (the rows of a
                 // chunk deleted, its checkpoint not yet moved back) does that. Apply the chunk
                 // with upserts, which leave existing rows as they are.
-                Err(e) if inserts && crate::store::schema::is_duplicate_key(&e) => {
+                Err(e) if inserts && crate::store::error::is_duplicate_key(&e) => {
                     tracing::warn!(
                         projection = M::NAME,
                         error = %e,
@@ -355,35 +454,21 @@ impl<M: ReadModel> Runner<M> {
                     );
                     inserts = false;
                 }
-                Err(e)
-                    if attempt < 20
-                        && (e.contains_label(TRANSIENT_TRANSACTION_ERROR)
-                            || e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)) =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(rand::random_range(
-                        1..=10u64 << attempt.min(4),
-                    )))
-                    .await;
-                }
-                Err(e) => return Err(e),
+                other => return other,
             }
         }
     }
 
-    /// One transaction: lock and read the checkpoint, apply the events after it, move it.
-    /// With `inserts`, rows the model creates are inserted rather than upserted
-    /// ([`split_inserts`]).
+    /// The body of one transaction: lock and read the checkpoint, apply the events after it,
+    /// move it. With `inserts`, rows the model creates are inserted rather than upserted
+    /// ([`split_inserts`]). Nothing to apply aborts the transaction (the helper then does not
+    /// commit).
     async fn apply(
         &self,
         s: &mut ClientSession,
         events: &[EventEnvelope],
         inserts: bool,
     ) -> mongodb::error::Result<Applied> {
-        s.start_transaction()
-            .read_concern(ReadConcern::snapshot())
-            .write_concern(durable_write_concern())
-            .await?;
         let checkpoints = self.db.collection::<Document>(CHECKPOINTS);
         let id = self.target.checkpoint.as_str();
         let current = checkpoints
@@ -405,13 +490,9 @@ impl<M: ReadModel> Runner<M> {
             return Ok(Applied::Rewound(current));
         }
         let last = last.position;
-        for (collection, updates) in self.model.updates(fresh) {
+        for (collection, changes) in self.model.changes(fresh) {
             let name = self.target.collection(collection);
-            let (inserts, updates) = if inserts {
-                split_inserts(updates)
-            } else {
-                (Vec::new(), updates)
-            };
+            let (inserts, updates) = split_inserts(changes, inserts);
             if !inserts.is_empty() {
                 // Typed, so that a duplicate `_id` comes back as an error (see the retry above).
                 self.db
@@ -434,50 +515,30 @@ impl<M: ReadModel> Runner<M> {
             )
             .session(&mut *s)
             .await?;
-        loop {
-            match s.commit_transaction().await {
-                Ok(()) => return Ok(Applied::UpTo(last)),
-                Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        Ok(Applied::UpTo(last))
     }
 }
 
-/// Splits a chunk's update statements: a create-only statement (`upsert` with only
-/// `$setOnInsert`, keyed by `_id`) becomes a plain insert, which MongoDB applies about twice as
-/// fast. The inserts go first; the remaining statements keep their order. That is equivalent
-/// because a create-only statement never follows a change to the same row (rows are created by
-/// the event that starts them), and it is exactly-once because the checkpoint is — a duplicate
-/// `_id` aborts the chunk, which is then applied with upserts.
-fn split_inserts(updates: Vec<Document>) -> (Vec<Document>, Vec<Document>) {
-    let mut inserts = Vec::new();
-    let mut rest = Vec::new();
-    for statement in updates {
-        let create_only = statement.get_bool("upsert").unwrap_or(false)
-            && statement
-                .get_document("u")
-                .is_ok_and(|u| u.len() == 1 && u.contains_key("$setOnInsert"));
-        let id = statement
-            .get_document("q")
-            .ok()
-            .filter(|q| q.len() == 1)
-            .and_then(|q| q.get("_id").cloned());
-        match (create_only, id) {
-            (true, Some(id)) => {
+/// Splits a chunk's changes: with `inserts`, each [`Change::Create`] becomes a plain insert
+/// of `{_id, ...row}`, which MongoDB applies about twice as fast as an upsert. The inserts go
+/// first; the remaining statements keep their order. That is equivalent because a create never
+/// follows a change to the same row (rows are created by the event that starts them), and it
+/// is exactly-once because the checkpoint is — a duplicate `_id` aborts the chunk, which is
+/// then applied with upserts (`inserts` false: every change is an update statement).
+fn split_inserts(changes: Vec<Change>, inserts: bool) -> (Vec<Document>, Vec<Document>) {
+    let mut documents = Vec::new();
+    let mut statements = Vec::new();
+    for change in changes {
+        match change {
+            Change::Create { id, row } if inserts => {
                 let mut document = doc! { "_id": id };
-                if let Ok(fields) = statement
-                    .get_document("u")
-                    .and_then(|u| u.get_document("$setOnInsert"))
-                {
-                    document.extend(fields.clone());
-                }
-                inserts.push(document);
+                document.extend(row);
+                documents.push(document);
             }
-            _ => rest.push(statement),
+            other => statements.push(other.statement()),
         }
     }
-    (inserts, rest)
+    (documents, statements)
 }
 
 /// Clears a read model and its checkpoint so that its runner rebuilds it in place from
@@ -497,4 +558,56 @@ pub async fn reset<M: ReadModel>(db: &Database) -> mongodb::error::Result<()> {
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_become_the_statements_and_inserts_of_the_stored_shape() {
+        let create = Change::Create {
+            id: "u:t".into(),
+            row: doc! { "a": 1, "b": "x" },
+        };
+        assert_eq!(
+            create.clone().statement(),
+            doc! { "q": { "_id": "u:t" }, "u": { "$setOnInsert": { "a": 1, "b": "x" } }, "upsert": true }
+        );
+        let status = Change::Set {
+            id: "u:t".into(),
+            fields: doc! { "status": "completed" },
+            on_insert: None,
+            upsert: false,
+        };
+        assert_eq!(
+            status.clone().statement(),
+            doc! { "q": { "_id": "u:t" }, "u": { "$set": { "status": "completed" } } }
+        );
+        let increment = Change::Increment {
+            id: "o:ETH".into(),
+            by: doc! { "available.whole": 1 },
+            on_insert: doc! { "owner": "o", "asset": "ETH" },
+            set: Some(doc! { "not_exact": "why" }),
+        };
+        assert_eq!(
+            increment.clone().statement(),
+            doc! {
+                "q": { "_id": "o:ETH" },
+                "u": {
+                    "$inc": { "available.whole": 1 },
+                    "$setOnInsert": { "owner": "o", "asset": "ETH" },
+                    "$set": { "not_exact": "why" },
+                },
+                "upsert": true,
+            }
+        );
+        let changes = vec![status.clone(), create.clone(), increment.clone()];
+        let (inserts, statements) = split_inserts(changes.clone(), true);
+        assert_eq!(inserts, vec![doc! { "_id": "u:t", "a": 1, "b": "x" }]);
+        assert_eq!(statements, vec![status.statement(), increment.statement()]);
+        let (inserts, statements) = split_inserts(changes, false);
+        assert!(inserts.is_empty());
+        assert_eq!(statements.len(), 3);
+    }
 }

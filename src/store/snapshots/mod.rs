@@ -6,10 +6,12 @@ use bson::{doc, Document};
 use mongodb::{Collection, Database};
 use uuid::Uuid;
 
-use super::account::AccountState;
-use super::snapshot::{self, FORMAT};
-use crate::store::document::to_i64;
-use crate::store::schema::is_duplicate_key;
+pub mod codec;
+
+use crate::ledger::account::AccountState;
+use crate::store::codec::to_i64;
+use crate::store::error::is_duplicate_key;
+use codec::FORMAT;
 
 pub const COLLECTION: &str = "account_snapshots";
 
@@ -35,7 +37,7 @@ impl SnapshotStore {
                 return None;
             }
         };
-        snapshot::decode(&found, user_id, asset)
+        codec::decode(&found, user_id, asset)
             .map_err(|reason| {
                 tracing::warn!(%reason, account = id, "account snapshot ignored");
                 metrics::counter!("ledger_snapshots_ignored_total").increment(1);
@@ -58,7 +60,7 @@ impl SnapshotStore {
         };
         let result = self
             .snapshots
-            .replace_one(replaceable, snapshot::encode(id, state))
+            .replace_one(replaceable, codec::encode(id, state))
             .upsert(true)
             .await;
         match result {

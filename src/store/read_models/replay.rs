@@ -24,8 +24,9 @@ use mongodb::{Client, Database};
 use tokio::sync::mpsc;
 
 use super::runner::{create_indexes, Applied, ReadModel, Runner, Target, CHECKPOINTS};
-use crate::store::document::to_i64;
-use crate::store::writer::durable_write_concern;
+use crate::store::backoff::Backoff;
+use crate::store::codec::to_i64;
+use crate::store::durable_write_concern;
 use crate::store::EventStore;
 
 /// Events read and applied per transaction during a replay.
@@ -108,7 +109,7 @@ async fn claim(db: &Database, shadow: &Target, force: bool) -> anyhow::Result<()
     }
     match checkpoints.insert_one(claim).await {
         Ok(_) => Ok(()),
-        Err(e) if crate::store::schema::is_duplicate_key(&e) => {
+        Err(e) if crate::store::error::is_duplicate_key(&e) => {
             let since = checkpoints
                 .find_one(doc! { "_id": &shadow.checkpoint })
                 .await?
@@ -237,9 +238,8 @@ async fn swap<M: ReadModel>(
     position: u64,
 ) -> anyhow::Result<()> {
     let checkpoints = db.collection::<Document>(CHECKPOINTS);
-    let mut attempt = 0u32;
+    let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(500));
     loop {
-        attempt += 1;
         let mut session = client.start_session().await?;
         session
             .start_transaction()
@@ -256,8 +256,8 @@ async fn swap<M: ReadModel>(
             .await;
         match locked {
             Ok(_) => {}
-            Err(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR) && attempt < 50 => {
-                tokio::time::sleep(Duration::from_millis(rand::random_range(5..=50))).await;
+            Err(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR) && backoff.failures() < 50 => {
+                backoff.wait().await;
                 continue;
             }
             Err(e) => return Err(e.into()),

@@ -16,7 +16,7 @@ use mongodb::{Collection, Database, IndexModel};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::store::writer::durable_write_concern;
+use crate::store::{durable_write_concern, StoreError};
 
 #[derive(Clone)]
 pub struct Sessions {
@@ -47,7 +47,7 @@ fn token_hash(token: &str) -> String {
 
 impl Sessions {
     /// Opens the collections and creates their indexes (idempotent).
-    pub async fn open(db: &Database) -> mongodb::error::Result<Self> {
+    pub async fn open(db: &Database) -> Result<Self, StoreError> {
         let options = mongodb::options::CollectionOptions::builder()
             .write_concern(durable_write_concern())
             .build();
@@ -86,7 +86,7 @@ impl Sessions {
         user_id: Uuid,
         family_id: Uuid,
         expires_at: DateTime<Utc>,
-    ) -> mongodb::error::Result<RefreshGrant> {
+    ) -> Result<RefreshGrant, StoreError> {
         let secret: [u8; 32] = rand::random();
         let token = URL_SAFE_NO_PAD.encode(secret);
         self.refresh
@@ -115,7 +115,7 @@ impl Sessions {
         token: &str,
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
-    ) -> mongodb::error::Result<Result<RefreshGrant, RefreshRefusal>> {
+    ) -> Result<Result<RefreshGrant, RefreshRefusal>, StoreError> {
         let id = token_hash(token);
         let consumed = self
             .refresh
@@ -157,7 +157,7 @@ impl Sessions {
     }
 
     /// The family a refresh token belongs to, if the token is known.
-    pub async fn family_of(&self, token: &str) -> mongodb::error::Result<Option<Uuid>> {
+    pub async fn family_of(&self, token: &str) -> Result<Option<Uuid>, StoreError> {
         let found = self
             .refresh
             .find_one(doc! { "_id": token_hash(token) })
@@ -167,11 +167,11 @@ impl Sessions {
             .and_then(|s| Uuid::parse_str(&s).ok()))
     }
 
-    pub async fn revoke_family(&self, family_id: Uuid) -> mongodb::error::Result<()> {
+    pub async fn revoke_family(&self, family_id: Uuid) -> Result<(), StoreError> {
         self.revoke_family_by_str(&family_id.to_string()).await
     }
 
-    async fn revoke_family_by_str(&self, family_id: &str) -> mongodb::error::Result<()> {
+    async fn revoke_family_by_str(&self, family_id: &str) -> Result<(), StoreError> {
         self.refresh
             .update_many(
                 doc! { "family_id": family_id },
@@ -182,7 +182,7 @@ impl Sessions {
     }
 
     /// Revokes every refresh token of a user (after a password change).
-    pub async fn revoke_user(&self, user_id: Uuid) -> mongodb::error::Result<()> {
+    pub async fn revoke_user(&self, user_id: Uuid) -> Result<(), StoreError> {
         self.refresh
             .update_many(
                 doc! { "user_id": user_id.to_string() },
@@ -197,7 +197,7 @@ impl Sessions {
         &self,
         jti: Uuid,
         expires_at: DateTime<Utc>,
-    ) -> mongodb::error::Result<()> {
+    ) -> Result<(), StoreError> {
         self.revoked
             .update_one(
                 doc! { "_id": jti.to_string() },
@@ -208,7 +208,7 @@ impl Sessions {
         Ok(())
     }
 
-    pub async fn is_access_revoked(&self, jti: Uuid) -> mongodb::error::Result<bool> {
+    pub async fn is_access_revoked(&self, jti: Uuid) -> Result<bool, StoreError> {
         Ok(self
             .revoked
             .find_one(doc! { "_id": jti.to_string() })
@@ -217,11 +217,7 @@ impl Sessions {
     }
 
     /// Stores a pending (unconfirmed) TOTP secret for the user, replacing an earlier pending one.
-    pub async fn put_pending_totp(
-        &self,
-        user_id: Uuid,
-        secret: &str,
-    ) -> mongodb::error::Result<()> {
+    pub async fn put_pending_totp(&self, user_id: Uuid, secret: &str) -> Result<(), StoreError> {
         self.totp
             .replace_one(
                 doc! { "_id": user_id.to_string() },
@@ -233,10 +229,7 @@ impl Sessions {
     }
 
     /// The user's TOTP secret and whether it was confirmed.
-    pub async fn totp_secret(
-        &self,
-        user_id: Uuid,
-    ) -> mongodb::error::Result<Option<(String, bool)>> {
+    pub async fn totp_secret(&self, user_id: Uuid) -> Result<Option<(String, bool)>, StoreError> {
         let found = self
             .totp
             .find_one(doc! { "_id": user_id.to_string() })
@@ -250,7 +243,7 @@ impl Sessions {
     /// Records that the code of time step `step` was used. False when this step or a later one
     /// was used already (a replayed code) or the user has no secret. Atomic: of two concurrent
     /// uses of one code exactly one gets true.
-    pub async fn use_totp_step(&self, user_id: Uuid, step: u64) -> mongodb::error::Result<bool> {
+    pub async fn use_totp_step(&self, user_id: Uuid, step: u64) -> Result<bool, StoreError> {
         let step = i64::try_from(step).unwrap_or(i64::MAX);
         let used = self
             .totp
@@ -265,7 +258,7 @@ impl Sessions {
         Ok(used.modified_count == 1)
     }
 
-    pub async fn confirm_totp(&self, user_id: Uuid) -> mongodb::error::Result<()> {
+    pub async fn confirm_totp(&self, user_id: Uuid) -> Result<(), StoreError> {
         self.totp
             .update_one(
                 doc! { "_id": user_id.to_string() },
@@ -275,7 +268,7 @@ impl Sessions {
         Ok(())
     }
 
-    pub async fn delete_totp(&self, user_id: Uuid) -> mongodb::error::Result<()> {
+    pub async fn delete_totp(&self, user_id: Uuid) -> Result<(), StoreError> {
         self.totp
             .delete_one(doc! { "_id": user_id.to_string() })
             .await?;
