@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use metrics_exporter_prometheus::PrometheusHandle;
 use mongodb::{Client, Database};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, StoreSettings};
 use crate::http::rate_limit::{spawn_cleanup, RateLimiters};
+use crate::http::AppState;
 use crate::idempotency::IdempotencyKeys;
 use crate::identity::csrf::CsrfTokens;
 use crate::identity::domain::LockoutPolicy;
@@ -21,33 +21,11 @@ use crate::ledger::snapshot_store::SnapshotStore;
 use crate::prices::Prices;
 use crate::projection::audit::AuditModel;
 use crate::projection::balances::BalancesModel;
-use crate::projection::runner::{self, ProjectionHandle};
+use crate::projection::runner;
 use crate::projection::transactions::TransactionsModel;
 use crate::projection::withdrawals::WithdrawalsModel;
 use crate::store::{EventStore, StoreConfig};
 use crate::telemetry;
-
-/// Shared by every handler. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: EventStore,
-    pub db: Database,
-    pub metrics: PrometheusHandle,
-    pub identity: Identity,
-    pub csrf: CsrfTokens,
-    pub limiters: Arc<RateLimiters>,
-    pub ledger: Ledger,
-    pub idempotency: IdempotencyKeys,
-    pub balances: ProjectionHandle,
-    pub withdrawals: ProjectionHandle,
-    /// Transaction history and ledger entries (statements, balances as of an instant).
-    pub transactions: ProjectionHandle,
-    pub audit: ProjectionHandle,
-    pub prices: Prices,
-    /// The log head when the service started; `/ready` waits for projections to reach it.
-    pub startup_head: u64,
-}
 
 /// The identity service for `config` on `store`'s database.
 pub async fn identity(
@@ -101,18 +79,6 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     pub state: AppState,
-}
-
-impl AppState {
-    /// Every projection this process runs.
-    pub fn projections(&self) -> [&ProjectionHandle; 4] {
-        [
-            &self.balances,
-            &self.withdrawals,
-            &self.transactions,
-            &self.audit,
-        ]
-    }
 }
 
 impl Application {

@@ -1,22 +1,25 @@
 //! `/api/admin/users`: user administration, admin role only.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bson::doc;
+use futures::TryStreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::auth::user_json;
 use super::error::ApiError;
 use super::extract::{AuthUser, Meta};
 use super::json::ApiJson;
-use super::wallet::read_your_writes;
+use super::paging::number;
+use super::query::ApiQuery;
+use super::{read_your_writes, user_json, AppState};
 use crate::identity::Role;
-use crate::startup::AppState;
+use crate::projection::withdrawals::COLLECTION as WITHDRAWALS;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -32,16 +35,17 @@ pub fn router() -> Router<AppState> {
 #[derive(Deserialize)]
 struct WithdrawalFilter {
     status: Option<String>,
-    min_position: Option<u64>,
+    min_position: Option<String>,
 }
 
 async fn list_withdrawals(
     State(state): State<AppState>,
     caller: AuthUser,
-    Query(query): Query<WithdrawalFilter>,
+    ApiQuery(query): ApiQuery<WithdrawalFilter>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Admin)?;
-    read_your_writes(&state, &state.withdrawals, query.min_position).await?;
+    let min_position = number(query.min_position.as_deref(), "min_position")?;
+    read_your_writes(&state, &state.withdrawals, min_position).await?;
     let filter = match query.status.as_deref() {
         None => bson::doc! {},
         Some(status @ ("pending" | "approved" | "completed" | "rejected")) => {
@@ -54,7 +58,7 @@ async fn list_withdrawals(
             })
         }
     };
-    let items = super::wallet::withdrawal_rows(&state, filter).await?;
+    let items = withdrawal_rows(&state, filter).await?;
     Ok(Json(
         json!({ "items": items, "position": state.withdrawals.position() }),
     ))
@@ -173,4 +177,35 @@ async fn grant_role(
         .grant_role(parse_id(&id)?, role, &caller.user_id().to_string(), &meta)
         .await?;
     Ok(Json(json!({ "user": user_json(&user) })))
+}
+
+/// Withdrawal rows matching `filter`, newest first, at most 500.
+pub async fn withdrawal_rows(
+    state: &AppState,
+    filter: bson::Document,
+) -> Result<Vec<Value>, ApiError> {
+    let rows: Vec<bson::Document> = state
+        .db
+        .collection::<bson::Document>(WITHDRAWALS)
+        .find(filter)
+        .sort(doc! { "position": -1 })
+        .limit(500)
+        .await?
+        .try_collect()
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.get_str("_id").unwrap_or_default(),
+                "user_id": r.get_str("user_id").unwrap_or_default(),
+                "asset": r.get_str("asset").unwrap_or_default(),
+                "amount": r.get_str("amount").unwrap_or_default(),
+                "address": r.get_str("address").unwrap_or_default(),
+                "status": r.get_str("status").unwrap_or_default(),
+                "requested_at": r.get_datetime("requested_at").ok().map(|d| d.to_chrono()),
+                "updated_at": r.get_datetime("updated_at").ok().map(|d| d.to_chrono()),
+            })
+        })
+        .collect())
 }

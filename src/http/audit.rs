@@ -12,10 +12,10 @@ use super::error::ApiError;
 use super::extract::AuthUser;
 use super::paging::{newest_first, number, page_size, period, range};
 use super::query::ApiQuery;
-use super::wallet::read_your_writes;
+use super::read_your_writes;
+use super::AppState;
 use crate::identity::Role;
 use crate::projection::audit::AUDIT_LOGS;
-use crate::startup::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -54,13 +54,9 @@ async fn events(
         .unwrap_or(1)
         .max(1);
     let limit = page_size(query.limit.as_deref(), 100, 1000)?;
-    let events = state
-        .store
-        .read_all(from, limit as usize)
-        .await
-        .map_err(anyhow::Error::from)?;
+    let events = state.store.read_all(from, limit as usize).await?;
     let next = events.last().map(|e| e.position + 1);
-    let head = state.store.head().await.map_err(anyhow::Error::from)?;
+    let head = state.store.head().await?;
     Ok(Json(json!({
         "events": events,
         "next_from_position": next,
@@ -90,8 +86,7 @@ async fn stream(
     let events = state
         .store
         .read_stream(&stream_id, from, limit as usize)
-        .await
-        .map_err(anyhow::Error::from)?;
+        .await?;
     if events.is_empty() && from == 1 {
         return Err(ApiError::NotFound(format!("no stream {stream_id:?}")));
     }
@@ -111,10 +106,9 @@ async fn verify(State(state): State<AppState>, caller: AuthUser) -> Result<Json<
     let report = state
         .store
         .verify_ledger(|asset| state.ledger.assets.precision(asset).unwrap_or(0))
-        .await
-        .map_err(anyhow::Error::from)?;
+        .await?;
     Ok(Json(
-        serde_json::to_value(report).map_err(anyhow::Error::from)?,
+        serde_json::to_value(report).map_err(|e| ApiError::Internal(e.into()))?,
     ))
 }
 

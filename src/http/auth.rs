@@ -15,9 +15,10 @@ use super::cookies::{self, REFRESH_COOKIE};
 use super::error::ApiError;
 use super::extract::{csrf_satisfied, AuthUser, MaybeAuthUser, Meta};
 use super::json::ApiJson;
+use super::user_json;
+use super::AppState;
 use crate::identity::domain::UserState;
 use crate::identity::Session;
-use crate::startup::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -32,18 +33,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/2fa/verify", post(totp_verify))
         .route("/api/auth/2fa/disable", post(totp_disable))
         .route("/api/auth/2fa/status", get(totp_status))
-}
-
-/// The public view of a user (never the password hash).
-pub fn user_json(user: &UserState) -> Value {
-    json!({
-        "id": user.user_id,
-        "email": user.email,
-        "name": user.name,
-        "roles": user.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-        "two_factor_enabled": user.totp_enabled,
-        "created_at": user.created_at,
-    })
 }
 
 #[derive(Deserialize)]

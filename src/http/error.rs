@@ -155,6 +155,12 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::statement::SumError> for ApiError {
+    fn from(e: crate::statement::SumError) -> Self {
+        anyhow::Error::from(e).into()
+    }
+}
+
 impl From<InvalidInput> for ApiError {
     fn from(e: InvalidInput) -> Self {
         Self::Validation {

@@ -7,9 +7,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::AppState;
 use crate::idempotency::{request_hash, valid_key, Begin, IdempotencyKeys};
 use crate::ledger::service::CommandIds;
-use crate::startup::AppState;
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 

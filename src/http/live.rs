@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::AuthUser;
-use crate::startup::AppState;
+use super::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -151,7 +151,7 @@ async fn send_json(socket: &mut WebSocket, value: Value) -> bool {
 }
 
 async fn balance_message(state: &AppState, user: Uuid) -> Result<Value, ApiError> {
-    let mut balance = super::wallet::current_balance(state, user).await?;
+    let mut balance = super::read_models::current_balance(state, user).await?;
     balance["type"] = json!("balance");
     Ok(balance)
 }
@@ -185,7 +185,7 @@ async fn push_account(state: AppState, session: Session, mut socket: WebSocket) 
             applied = history.recv() => match applied {
                 Ok(events) => {
                     for id in own_transactions(&events, user) {
-                        let Ok(row) = super::transactions::transaction(&state, user, id).await else { return };
+                        let Ok(row) = super::read_models::transaction(&state, user, id).await else { return };
                         let Some(row) = row else { continue };
                         let message = json!({ "type": "transaction", "transaction": row, "position": state.transactions.position() });
                         if !send_json(&mut socket, message).await { return }

@@ -29,10 +29,14 @@ pub mod paging;
 pub mod query;
 /// Per-IP, per-user and login rate limits.
 pub mod rate_limit;
+/// Reads of the read models that several resources answer with.
+pub mod read_models;
 /// Request id, request span, request metrics.
 pub mod request_context;
 /// CORS and security headers.
 pub mod security;
+/// The state every handler shares.
+mod state;
 /// `/api/transactions`: history, one transaction, statements; `GET /api/wallet/deposits`.
 pub mod transactions;
 /// `/api/wallet`: deposits, withdrawals, transfers, balances.
@@ -46,7 +50,10 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 
-use crate::startup::AppState;
+pub use state::AppState;
+
+use crate::projection::runner::ProjectionHandle;
+use error::ApiError;
 
 /// The complete application router with its middleware. Outermost first: request context (id,
 /// span, metrics) → security headers → CORS → rate limits → timeout → body limit → routes.
@@ -103,4 +110,35 @@ async fn request_timeout(State(limit): State<Duration>, request: Request, next: 
             response
         }
     }
+}
+
+/// Waits until `projection` has applied `min_position` (if given), at most
+/// `READ_YOUR_WRITES_TIMEOUT_MS`; then 503 `projection_lag`.
+pub async fn read_your_writes(
+    state: &AppState,
+    projection: &ProjectionHandle,
+    min_position: Option<u64>,
+) -> Result<(), ApiError> {
+    match min_position {
+        Some(position)
+            if !projection
+                .wait_for(position, state.config.read_your_writes_timeout)
+                .await =>
+        {
+            Err(ApiError::ProjectionLag(position))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The public view of a user (never the password hash).
+pub fn user_json(user: &crate::identity::domain::UserState) -> serde_json::Value {
+    serde_json::json!({
+        "id": user.user_id,
+        "email": user.email,
+        "name": user.name,
+        "roles": user.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "two_factor_enabled": user.totp_enabled,
+        "created_at": user.created_at,
+    })
 }

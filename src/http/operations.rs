@@ -13,7 +13,7 @@ use bson::doc;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use crate::startup::AppState;
+use super::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -101,7 +101,7 @@ impl From<PageError> for super::error::ApiError {
     fn from(e: PageError) -> Self {
         match e {
             PageError::Cursor(invalid) => invalid.into(),
-            PageError::Mongo(error) => anyhow::Error::from(error).into(),
+            PageError::Mongo(error) => error.into(),
         }
     }
 }

@@ -9,7 +9,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bson::{doc, Document};
 use cryptovault_projections::history::TransactionKind;
-use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -19,10 +18,10 @@ use super::extract::AuthUser;
 use super::json::ApiJson;
 use super::paging::{newest_first, number, page_size, period, range};
 use super::query::ApiQuery;
-use super::wallet::read_your_writes;
+use super::read_models::{item, transaction};
+use super::{read_your_writes, AppState};
 use crate::identity::domain::InvalidInput;
-use crate::projection::transactions::{row_id, TRANSACTIONS};
-use crate::startup::AppState;
+use crate::projection::transactions::TRANSACTIONS;
 use crate::statement::{Format, StatementRequest};
 
 pub fn router() -> Router<AppState> {
@@ -31,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/transactions/export", post(export))
         .route("/api/transactions/{id}", get(one))
         .route("/api/wallet/deposits", get(list_deposits))
+        .route("/api/wallet/withdrawals", get(list_withdrawals))
 }
 
 /// Query of a history listing.
@@ -45,30 +45,6 @@ pub struct ListQuery {
     cursor: Option<String>,
     limit: Option<String>,
     min_position: Option<String>,
-}
-
-/// The API shape of a `transactions` document.
-fn item(state: &AppState, row: &Document) -> Value {
-    let asset = row.get_str("asset").unwrap_or_default();
-    let amount = row
-        .get_str("amount")
-        .ok()
-        .and_then(|a| a.parse::<Decimal>().ok())
-        .map(|a| state.ledger.assets.format(a, asset));
-    let optional = |field| row.get_str(field).ok();
-    json!({
-        "id": optional("id"),
-        "type": optional("type"),
-        "asset": asset,
-        "amount": amount,
-        "status": optional("status"),
-        "created_at": row.get_datetime("created_at").ok().map(|d| d.to_chrono()),
-        "updated_at": row.get_datetime("updated_at").ok().map(|d| d.to_chrono()),
-        "position": row.get_i64("position").ok(),
-        "counterparty_id": optional("counterparty_id"),
-        "note": optional("note"),
-        "address": optional("address"),
-    })
 }
 
 /// One page of `user`'s history, newest first, filtered by `query` (and `kind` if forced).
@@ -132,6 +108,17 @@ async fn list_deposits(
     page(&state, &user, query, Some(TransactionKind::Deposit)).await
 }
 
+/// `GET /api/wallet/withdrawals`: the caller's history filtered to withdrawals (same cursor
+/// pages, filters and shape as `GET /api/transactions`; `status` follows approve / complete /
+/// reject).
+async fn list_withdrawals(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    page(&state, &user, query, Some(TransactionKind::Withdrawal)).await
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OneQuery {
@@ -152,21 +139,6 @@ async fn one(
         .await?
         .ok_or_else(not_found)?;
     Ok(Json(json!({ "transaction": row })))
-}
-
-/// `user`'s transaction `id` in the API shape, if it exists (another user's never does).
-pub async fn transaction(
-    state: &AppState,
-    user: Uuid,
-    id: Uuid,
-) -> Result<Option<Value>, ApiError> {
-    let row = state
-        .db
-        .collection::<Document>(TRANSACTIONS)
-        .find_one(doc! { "_id": row_id(user, id) })
-        .await
-        .map_err(anyhow::Error::from)?;
-    Ok(row.map(|row| item(state, &row)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,7 +199,7 @@ async fn export(
     headers.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
-            .map_err(anyhow::Error::from)?,
+            .map_err(|e| ApiError::Internal(e.into()))?,
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)

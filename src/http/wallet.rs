@@ -7,8 +7,6 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bson::doc;
-use cryptovault_events::Units;
-use futures::TryStreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -18,22 +16,16 @@ use super::idempotent::idempotent;
 use super::json::ApiJson;
 use super::paging::{number, parse_instant};
 use super::query::ApiQuery;
+use super::read_models::{balance_json, current_balance};
+use super::{read_your_writes, AppState};
 use crate::identity::domain::{Email, InvalidInput};
 use crate::ledger::amount::Assets;
 use crate::ledger::service::TransferRequest;
-use crate::projection::balances::{stored_row, COLLECTION as BALANCES};
-use crate::projection::runner::ProjectionHandle;
-use crate::projection::withdrawals::COLLECTION as WITHDRAWALS;
-use crate::startup::AppState;
-use cryptovault_projections::history::TransactionKind;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/wallet/deposits", post(deposit))
-        .route(
-            "/api/wallet/withdrawals",
-            post(withdraw).get(list_withdrawals),
-        )
+        .route("/api/wallet/withdrawals", post(withdraw))
         .route("/api/wallet/transfers", post(transfer))
         .route("/api/wallet/balance", get(balance))
 }
@@ -234,27 +226,6 @@ pub struct BalanceQuery {
     as_of: Option<String>,
 }
 
-/// One balance row of the API: exact text with the asset's decimal places (never rounded; a
-/// total that cannot be held is an error, not a figure).
-fn balance_json(
-    assets: &Assets,
-    asset: &str,
-    available: Units,
-    held: Units,
-) -> Result<Value, ApiError> {
-    let total = available.checked_add(held).ok_or_else(|| {
-        ApiError::Internal(anyhow::anyhow!(
-            "{asset} balance {available} + {held} is beyond the range held exactly"
-        ))
-    })?;
-    Ok(json!({
-        "asset": asset,
-        "available": assets.format_units(available, asset),
-        "held": assets.format_units(held, asset),
-        "total": assets.format_units(total, asset),
-    }))
-}
-
 async fn balance(
     State(state): State<AppState>,
     user: AuthUser,
@@ -291,8 +262,7 @@ pub async fn balance_as_of(
             "position": { "$lte": crate::store::document::to_i64(position) },
         },
     )
-    .await
-    .map_err(anyhow::Error::from)?;
+    .await?;
     let assets = &state.ledger.assets;
     let balances: Vec<Value> = assets
         .iter()
@@ -306,96 +276,4 @@ pub async fn balance_as_of(
         })
         .collect::<Result<_, _>>()?;
     Ok(json!({ "balances": balances, "as_of": as_of, "position": position }))
-}
-
-/// The user's balances from the `balances` read model, every configured asset.
-pub async fn current_balance(state: &AppState, user_id: uuid::Uuid) -> Result<Value, ApiError> {
-    let position = state.balances.position();
-    let rows: Vec<bson::RawDocumentBuf> = state
-        .db
-        .collection::<bson::RawDocumentBuf>(BALANCES)
-        .find(doc! { "owner": user_id.to_string() })
-        .await
-        .map_err(anyhow::Error::from)?
-        .try_collect()
-        .await
-        .map_err(anyhow::Error::from)?;
-    let assets = &state.ledger.assets;
-    let balances: Vec<Value> = assets
-        .iter()
-        .map(|(asset, _)| {
-            let row = rows.iter().find(|r| r.get_str("asset").ok() == Some(asset));
-            let stored = match row {
-                None => Default::default(),
-                Some(row) => stored_row(row).map_err(|why| {
-                    ApiError::Internal(anyhow::anyhow!("balance row of {user_id} {asset}: {why}"))
-                })?,
-            };
-            balance_json(assets, asset, stored.available, stored.held)
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(json!({ "balances": balances, "position": position }))
-}
-
-/// `GET /api/wallet/withdrawals`: the caller's history filtered to withdrawals (same cursor
-/// pages, filters and shape as `GET /api/transactions`; `status` follows approve / complete /
-/// reject).
-async fn list_withdrawals(
-    State(state): State<AppState>,
-    user: AuthUser,
-    ApiQuery(query): ApiQuery<super::transactions::ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    super::transactions::page(&state, &user, query, Some(TransactionKind::Withdrawal)).await
-}
-
-/// Waits until `projection` has applied `min_position` (if given), at most
-/// `READ_YOUR_WRITES_TIMEOUT_MS`; then 503 `projection_lag`.
-pub async fn read_your_writes(
-    state: &AppState,
-    projection: &ProjectionHandle,
-    min_position: Option<u64>,
-) -> Result<(), ApiError> {
-    match min_position {
-        Some(position)
-            if !projection
-                .wait_for(position, state.config.read_your_writes_timeout)
-                .await =>
-        {
-            Err(ApiError::ProjectionLag(position))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Withdrawal rows matching `filter`, newest first, at most 500.
-pub async fn withdrawal_rows(
-    state: &AppState,
-    filter: bson::Document,
-) -> Result<Vec<Value>, ApiError> {
-    let rows: Vec<bson::Document> = state
-        .db
-        .collection::<bson::Document>(WITHDRAWALS)
-        .find(filter)
-        .sort(doc! { "position": -1 })
-        .limit(500)
-        .await
-        .map_err(anyhow::Error::from)?
-        .try_collect()
-        .await
-        .map_err(anyhow::Error::from)?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.get_str("_id").unwrap_or_default(),
-                "user_id": r.get_str("user_id").unwrap_or_default(),
-                "asset": r.get_str("asset").unwrap_or_default(),
-                "amount": r.get_str("amount").unwrap_or_default(),
-                "address": r.get_str("address").unwrap_or_default(),
-                "status": r.get_str("status").unwrap_or_default(),
-                "requested_at": r.get_datetime("requested_at").ok().map(|d| d.to_chrono()),
-                "updated_at": r.get_datetime("updated_at").ok().map(|d| d.to_chrono()),
-            })
-        })
-        .collect())
 }
