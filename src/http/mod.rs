@@ -21,6 +21,8 @@ pub mod idempotent;
 pub mod json;
 /// `/api/prices`, `/ws/prices`, `/ws/account`.
 pub mod live;
+/// The OpenAPI document (`/api/openapi.json`) and the docs page (`/docs`).
+pub mod openapi;
 /// `/health`, `/ready`, `/metrics`.
 pub mod operations;
 /// Cursors, page sizes and date-time parameters of list endpoints.
@@ -39,6 +41,8 @@ pub mod security;
 mod state;
 /// `/api/transactions`: history, one transaction, statements; `GET /api/wallet/deposits`.
 pub mod transactions;
+/// Response bodies shared by several resources.
+pub mod views;
 /// `/api/wallet`: deposits, withdrawals, transfers, balances.
 pub mod wallet;
 
@@ -49,17 +53,18 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use state::AppState;
 
 use crate::projection::runner::ProjectionHandle;
 use error::ApiError;
 
-/// The complete application router with its middleware. Outermost first: request context (id,
-/// span, metrics) → security headers → CORS → rate limits → timeout → body limit → routes.
-pub fn router(state: AppState) -> anyhow::Result<Router> {
-    let config = state.config.clone();
-    let mut router = Router::new()
+/// Every route with its OpenAPI entry. Routes are registered only through `routes!` (a test
+/// fails on a plain `.route(`), so the document and the router cannot differ.
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(operations::router())
         .merge(auth::router())
         .merge(admin::router())
@@ -67,6 +72,20 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .merge(transactions::router())
         .merge(audit::router())
         .merge(live::router())
+        .merge(openapi::router())
+}
+
+/// The OpenAPI 3.1 document of the API, as served at `GET /api/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi::complete(api_router().into_openapi())
+}
+
+/// The complete application router with its middleware. Outermost first: request context (id,
+/// span, metrics) → security headers → CORS → rate limits → timeout → body limit → routes.
+pub fn router(state: AppState) -> anyhow::Result<Router> {
+    let config = state.config.clone();
+    let (routes, _) = api_router().split_for_parts();
+    let mut router = routes
         .fallback(|| async {
             error::error_response(StatusCode::NOT_FOUND, "not_found", "no such route")
         })
@@ -129,16 +148,4 @@ pub async fn read_your_writes(
         }
         _ => Ok(()),
     }
-}
-
-/// The public view of a user (never the password hash).
-pub fn user_json(user: &crate::identity::domain::UserState) -> serde_json::Value {
-    serde_json::json!({
-        "id": user.user_id,
-        "email": user.email,
-        "name": user.name,
-        "roles": user.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-        "two_factor_enabled": user.totp_enabled,
-        "created_at": user.created_at,
-    })
 }
