@@ -26,3 +26,4 @@ mod statements;
 mod store_faults;
 mod subscription;
 mod tamper;
+mod wallet;
