@@ -17,17 +17,20 @@ use tokio::sync::watch;
 use crate::config::PriceSettings;
 
 /// One asset's price in US dollars.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Quote {
     pub asset: String,
+    /// A decimal string.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "64250.12")]
     pub usd: Decimal,
 }
 
 /// Every asset's quote at one instant.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PriceSnapshot {
     /// `simulated` or `coincap`.
+    #[schema(value_type = String)]
     pub source: &'static str,
     /// True when the configured provider failed and these are simulated quotes.
     pub degraded: bool,

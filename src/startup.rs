@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::http::rate_limit::{spawn_cleanup, RateLimiters};
+use crate::http::AppState;
 use crate::idempotency::IdempotencyKeys;
 use crate::identity::csrf::CsrfTokens;
 use crate::identity::domain::LockoutPolicy;
@@ -18,7 +18,7 @@ use crate::ledger::service::Ledger;
 use crate::prices::Prices;
 use crate::store::read_models::audit::AuditModel;
 use crate::store::read_models::balances::BalancesModel;
-use crate::store::read_models::runner::{self, ProjectionHandle};
+use crate::store::read_models::runner;
 use crate::store::read_models::transactions::TransactionsModel;
 use crate::store::read_models::withdrawals::WithdrawalsModel;
 use crate::store::read_models::ReadModels;
@@ -26,29 +26,6 @@ use crate::store::sessions::Sessions;
 use crate::store::snapshots::SnapshotStore;
 use crate::store::{Database, EventStore, StoreConfig};
 use crate::telemetry;
-
-/// Shared by every handler. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: EventStore,
-    /// The read models' queries.
-    pub read_models: ReadModels,
-    pub metrics: PrometheusHandle,
-    pub identity: Identity,
-    pub csrf: CsrfTokens,
-    pub limiters: Arc<RateLimiters>,
-    pub ledger: Ledger,
-    pub idempotency: IdempotencyKeys,
-    pub balances: ProjectionHandle,
-    pub withdrawals: ProjectionHandle,
-    /// Transaction history and ledger entries (statements, balances as of an instant).
-    pub transactions: ProjectionHandle,
-    pub audit: ProjectionHandle,
-    pub prices: Prices,
-    /// The log head when the service started; `/ready` waits for projections to reach it.
-    pub startup_head: u64,
-}
 
 /// The identity service for `config` on `store`'s database.
 pub async fn identity(
@@ -86,18 +63,6 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     pub state: AppState,
-}
-
-impl AppState {
-    /// Every projection this process runs.
-    pub fn projections(&self) -> [&ProjectionHandle; 4] {
-        [
-            &self.balances,
-            &self.withdrawals,
-            &self.transactions,
-            &self.audit,
-        ]
-    }
 }
 
 impl Application {

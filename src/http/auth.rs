@@ -5,48 +5,38 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use axum_extra::extract::CookieJar;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::cookies::{self, REFRESH_COOKIE};
 use super::error::ApiError;
 use super::extract::{csrf_satisfied, AuthUser, MaybeAuthUser, Meta};
 use super::json::ApiJson;
+use super::views::{ErrorBody, StatusBody, UserBody, UserView};
+use super::AppState;
 use crate::identity::domain::UserState;
 use crate::identity::Session;
-use crate::startup::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/signup", post(signup))
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/refresh", post(refresh))
-        .route("/api/auth/logout", post(logout))
-        .route("/api/auth/me", get(me))
-        .route("/api/auth/profile", put(update_profile))
-        .route("/api/auth/change-password", post(change_password))
-        .route("/api/auth/2fa/setup", post(totp_setup))
-        .route("/api/auth/2fa/verify", post(totp_verify))
-        .route("/api/auth/2fa/disable", post(totp_disable))
-        .route("/api/auth/2fa/status", get(totp_status))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(signup))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(update_profile))
+        .routes(routes!(change_password))
+        .routes(routes!(totp_setup))
+        .routes(routes!(totp_verify))
+        .routes(routes!(totp_disable))
+        .routes(routes!(totp_status))
 }
 
-/// The public view of a user (never the password hash).
-pub fn user_json(user: &UserState) -> Value {
-    json!({
-        "id": user.user_id,
-        "email": user.email,
-        "name": user.name,
-        "roles": user.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-        "two_factor_enabled": user.totp_enabled,
-        "created_at": user.created_at,
-    })
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SignupBody {
     email: String,
@@ -54,6 +44,17 @@ struct SignupBody {
     name: String,
 }
 
+/// Creates a user (role `user`).
+#[utoipa::path(
+    post,
+    path = "/api/auth/signup",
+    tag = "auth",
+    request_body = SignupBody,
+    responses(
+        (status = 201, description = "Created.", body = UserBody),
+        (status = 409, description = "`conflict`: the email is already registered.", body = ErrorBody),
+    )
+)]
 async fn signup(
     State(state): State<AppState>,
     Meta(meta): Meta,
@@ -63,18 +64,30 @@ async fn signup(
         .identity
         .signup(&body.email, &body.password, &body.name, &meta)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "user": user_json(&user) })),
-    ))
+    Ok((StatusCode::CREATED, Json(UserBody::from(&user))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
     email: String,
     password: String,
     totp_code: Option<String>,
+}
+
+/// The body of a login or refresh answer (the cookies `access_token`, `refresh_token` and
+/// `csrf_token` come with it).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionBody {
+    pub user: UserView,
+    /// A short-lived JWT for `Authorization: Bearer`.
+    pub access_token: String,
+    /// `Bearer`.
+    pub token_type: String,
+    /// Seconds until `access_token` expires.
+    pub expires_in: u64,
+    /// The value to send as `X-CSRF-Token` with cookie-authenticated unsafe requests.
+    pub csrf_token: String,
 }
 
 /// The body of a login or refresh answer, plus the cookies.
@@ -86,16 +99,30 @@ fn session_response(
 ) -> impl IntoResponse {
     let csrf_token = state.csrf.issue();
     let jar = cookies::with_session(jar, session, &csrf_token, &state.config);
-    let body = json!({
-        "user": user_json(user),
-        "access_token": session.access_token,
-        "token_type": "Bearer",
-        "expires_in": state.config.auth.access_token_ttl.as_secs(),
-        "csrf_token": csrf_token,
-    });
+    let body = SessionBody {
+        user: user.into(),
+        access_token: session.access_token.clone(),
+        token_type: "Bearer".into(),
+        expires_in: state.config.auth.access_token_ttl.as_secs(),
+        csrf_token,
+    };
     (jar, Json(body))
 }
 
+/// Signs in: the session as cookies, the access token also in the body for Bearer clients.
+/// Wrong email and wrong password answer alike.
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    tag = "auth",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Signed in; sets the session cookies.", body = SessionBody),
+        (status = 401, description = "`unauthorized` (wrong email or password), `totp_required` (2FA is on and no `totp_code` was sent) or `invalid_totp`.", body = ErrorBody),
+        (status = 423, description = "`account_locked` after repeated failures, with `Retry-After`.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the lock ends."))),
+    )
+)]
 async fn login(
     State(state): State<AppState>,
     Meta(meta): Meta,
@@ -114,7 +141,7 @@ async fn login(
     Ok(session_response(&state, jar, &user, &session))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshBody {
     refresh_token: Option<String>,
@@ -122,6 +149,22 @@ struct RefreshBody {
 
 /// Refresh token from the body (API clients; no CSRF needed) or the cookie (browsers; the
 /// request is cookie-authenticated, so it needs the CSRF header).
+#[utoipa::path(
+    post,
+    path = "/api/auth/refresh",
+    tag = "auth",
+    description = "Rotates the refresh token (from the body, or else the `refresh_token` cookie \
+                   together with `X-CSRF-Token`); a reused one revokes its whole family. The body \
+                   is optional.",
+    request_body(content = Option<RefreshBody>, description = "Optional; empty means: use the cookie."),
+    params(("X-CSRF-Token" = Option<String>, Header, description = "Needed when the refresh token comes from the cookie.")),
+    responses(
+        (status = 200, description = "A new session; sets the session cookies.", body = SessionBody),
+        (status = 400, description = "`malformed_json`: the body is not a refresh request (also for unknown fields).", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no, invalid, expired or reused refresh token.", body = ErrorBody),
+        (status = 403, description = "`csrf_failed`: the cookie's refresh token without a matching X-CSRF-Token.", body = ErrorBody),
+    )
+)]
 async fn refresh(
     State(state): State<AppState>,
     method: Method,
@@ -157,6 +200,19 @@ async fn refresh(
     Ok(session_response(&state, jar, &user, &session))
 }
 
+/// Ends the session: revokes the access token and the refresh family; clears the cookies.
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "auth",
+    description = "Works with or without a valid session (Bearer, or the cookies; a \
+                   cookie-authenticated logout with a refresh cookie needs `X-CSRF-Token`).",
+    params(("X-CSRF-Token" = Option<String>, Header, description = "Needed for a cookie session.")),
+    responses(
+        (status = 200, description = "`{\"status\":\"logged_out\"}`; clears the cookies.", body = StatusBody),
+        (status = 403, description = "`csrf_failed`.", body = ErrorBody),
+    )
+)]
 async fn logout(
     State(state): State<AppState>,
     MaybeAuthUser(user): MaybeAuthUser,
@@ -176,46 +232,80 @@ async fn logout(
         .logout(user.as_ref().map(|u| &u.claims), refresh.as_deref())
         .await?;
     let jar = cookies::cleared(jar, &state.config);
-    Ok((jar, Json(json!({ "status": "logged_out" }))))
+    Ok((
+        jar,
+        Json(StatusBody {
+            status: "logged_out".into(),
+        }),
+    ))
 }
 
-async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
+/// The signed-in user.
+#[utoipa::path(
+    get,
+    path = "/api/auth/me",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The caller.", body = UserBody))
+)]
+async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserBody>, ApiError> {
     let user = state.identity.user(user.user_id()).await?;
-    Ok(Json(json!({ "user": user_json(&user) })))
+    Ok(Json(UserBody::from(&user)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ProfileBody {
     name: String,
 }
 
+/// Changes the caller's name.
+#[utoipa::path(
+    put,
+    path = "/api/auth/profile",
+    tag = "auth",
+    security(("bearer" = [])),
+    request_body = ProfileBody,
+    responses((status = 200, description = "The updated user.", body = UserBody))
+)]
 async fn update_profile(
     State(state): State<AppState>,
     user: AuthUser,
     Meta(meta): Meta,
     ApiJson(body): ApiJson<ProfileBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserBody>, ApiError> {
     let updated = state
         .identity
         .update_profile(user.user_id(), &body.name, &meta)
         .await?;
-    Ok(Json(json!({ "user": user_json(&updated) })))
+    Ok(Json(UserBody::from(&updated)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChangePasswordBody {
     current_password: String,
     new_password: String,
 }
 
+/// Changes the caller's password.
+#[utoipa::path(
+    post,
+    path = "/api/auth/change-password",
+    tag = "auth",
+    security(("bearer" = [])),
+    request_body = ChangePasswordBody,
+    responses(
+        (status = 200, description = "`{\"status\":\"password_changed\"}`.", body = StatusBody),
+        (status = 401, description = "`unauthorized`: credentials, or a wrong current password.", body = ErrorBody),
+    )
+)]
 async fn change_password(
     State(state): State<AppState>,
     user: AuthUser,
     Meta(meta): Meta,
     ApiJson(body): ApiJson<ChangePasswordBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusBody>, ApiError> {
     state
         .identity
         .change_password(
@@ -225,53 +315,119 @@ async fn change_password(
             &meta,
         )
         .await?;
-    Ok(Json(json!({ "status": "password_changed" })))
+    Ok(Json(StatusBody {
+        status: "password_changed".into(),
+    }))
 }
 
+/// A new TOTP secret for enrolment (2FA is on only after `2fa/verify`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TotpSetupBody {
+    /// Base32.
+    pub secret: String,
+    pub otpauth_url: String,
+}
+
+/// Whether 2FA is on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TotpStateBody {
+    pub enabled: bool,
+}
+
+/// Starts 2FA enrolment.
+#[utoipa::path(
+    post,
+    path = "/api/auth/2fa/setup",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The secret to enrol.", body = TotpSetupBody),
+        (status = 409, description = "`invalid_state`: 2FA is already on.", body = ErrorBody),
+    )
+)]
 async fn totp_setup(
     State(state): State<AppState>,
     user: AuthUser,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TotpSetupBody>, ApiError> {
     let (secret, url) = state.identity.totp_setup(user.user_id()).await?;
-    Ok(Json(json!({ "secret": secret, "otpauth_url": url })))
+    Ok(Json(TotpSetupBody {
+        secret,
+        otpauth_url: url,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CodeBody {
     code: String,
 }
 
+/// Turns 2FA on with a code of the enrolled secret.
+#[utoipa::path(
+    post,
+    path = "/api/auth/2fa/verify",
+    tag = "auth",
+    security(("bearer" = [])),
+    request_body = CodeBody,
+    responses(
+        (status = 200, description = "`{\"enabled\":true}`.", body = TotpStateBody),
+        (status = 401, description = "`unauthorized` or `invalid_totp`.", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: no enrolment started, or 2FA already on.", body = ErrorBody),
+    )
+)]
 async fn totp_verify(
     State(state): State<AppState>,
     user: AuthUser,
     Meta(meta): Meta,
     ApiJson(body): ApiJson<CodeBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TotpStateBody>, ApiError> {
     state
         .identity
         .totp_verify(user.user_id(), &body.code, &meta)
         .await?;
-    Ok(Json(json!({ "enabled": true })))
+    Ok(Json(TotpStateBody { enabled: true }))
 }
 
+/// Turns 2FA off with a current code.
+#[utoipa::path(
+    post,
+    path = "/api/auth/2fa/disable",
+    tag = "auth",
+    security(("bearer" = [])),
+    request_body = CodeBody,
+    responses(
+        (status = 200, description = "`{\"enabled\":false}`.", body = TotpStateBody),
+        (status = 401, description = "`unauthorized` or `invalid_totp`.", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: 2FA is off.", body = ErrorBody),
+    )
+)]
 async fn totp_disable(
     State(state): State<AppState>,
     user: AuthUser,
     Meta(meta): Meta,
     ApiJson(body): ApiJson<CodeBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TotpStateBody>, ApiError> {
     state
         .identity
         .totp_disable(user.user_id(), &body.code, &meta)
         .await?;
-    Ok(Json(json!({ "enabled": false })))
+    Ok(Json(TotpStateBody { enabled: false }))
 }
 
+/// Whether 2FA is on for the caller.
+#[utoipa::path(
+    get,
+    path = "/api/auth/2fa/status",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 200, description = "2FA state.", body = TotpStateBody))
+)]
 async fn totp_status(
     State(state): State<AppState>,
     user: AuthUser,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TotpStateBody>, ApiError> {
     let user = state.identity.user(user.user_id()).await?;
-    Ok(Json(json!({ "enabled": user.totp_enabled })))
+    Ok(Json(TotpStateBody {
+        enabled: user.totp_enabled,
+    }))
 }

@@ -11,9 +11,9 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use super::request_context::current_request_id;
+use super::views::{ErrorBody, ErrorDetail};
 use crate::identity::domain::InvalidInput;
 use crate::identity::IdentityError;
 use crate::ledger::account::Refusal;
@@ -149,6 +149,12 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::statement::SumError> for ApiError {
+    fn from(e: crate::statement::SumError) -> Self {
+        anyhow::Error::from(e).into()
+    }
+}
+
 impl From<InvalidInput> for ApiError {
     fn from(e: InvalidInput) -> Self {
         Self::Validation {
@@ -241,10 +247,16 @@ impl IntoResponse for ApiError {
 
 /// Builds an error response in the shared shape; used by [`ApiError`] and by middleware.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = json!({ "error": {
-        "code": code,
-        "message": message,
-        "request_id": current_request_id(),
-    }});
-    (status, Json(body)).into_response()
+    (status, Json(error_body(code, message))).into_response()
+}
+
+/// The body of an error response.
+pub fn error_body(code: &str, message: &str) -> ErrorBody {
+    ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message: message.to_owned(),
+            request_id: current_request_id(),
+        },
+    }
 }

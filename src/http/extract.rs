@@ -15,9 +15,9 @@ use super::client::{client_ip, user_agent};
 use super::cookies::{ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER};
 use super::error::ApiError;
 use super::request_context::current_request_id;
+use super::AppState;
 use crate::identity::tokens::Claims;
 use crate::identity::{RequestMeta, Role};
-use crate::startup::AppState;
 
 /// An authenticated caller.
 pub struct AuthUser {
@@ -84,8 +84,7 @@ impl FromRequestParts<AppState> for AuthUser {
             .identity
             .sessions
             .is_access_revoked(claims.jti)
-            .await
-            .map_err(anyhow::Error::from)?;
+            .await?;
         if revoked {
             return Err(ApiError::Unauthorized("access token was revoked".into()));
         }

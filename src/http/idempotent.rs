@@ -7,14 +7,26 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::AppState;
 use crate::idempotency::{request_hash, valid_key, Begin, IdempotencyKeys};
 use crate::ledger::service::CommandIds;
-use crate::startup::AppState;
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
+/// The `Idempotency-Key` header of write endpoints.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// 1 to 255 printable ASCII characters. A repeat with the same key and body answers the
+    /// first answer (with `Idempotent-Replayed: true`) and writes nothing; the same key with
+    /// another body is 409 `idempotency_conflict`.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(rename = "Idempotency-Key")]
+    pub key: Option<String>,
+}
+
 /// Calls `run` at most once per (user, key, request). Without a key, simply calls it.
-pub async fn idempotent<F, Fut>(
+pub async fn idempotent<F, Fut, R>(
     state: &AppState,
     user: Uuid,
     headers: &HeaderMap,
@@ -24,8 +36,14 @@ pub async fn idempotent<F, Fut>(
 ) -> Response
 where
     F: FnOnce(CommandIds) -> Fut,
-    Fut: std::future::Future<Output = Result<(StatusCode, Value), ApiError>>,
+    Fut: std::future::Future<Output = Result<(StatusCode, R), ApiError>>,
+    R: serde::Serialize,
 {
+    let run = async |ids| {
+        let (status, body) = run(ids).await?;
+        let body = serde_json::to_value(body).map_err(|e| ApiError::Internal(e.into()))?;
+        Ok::<_, ApiError>((status, body))
+    };
     let Some(raw) = headers.get(IDEMPOTENCY_HEADER) else {
         return answer(run(CommandIds::fresh()).await);
     };
@@ -119,10 +137,7 @@ fn answer(result: Result<(StatusCode, Value), ApiError>) -> Response {
 
 /// The status and JSON body an error answers with (for storing).
 fn answer_ref(error: &ApiError) -> (u16, String) {
-    let body = serde_json::json!({ "error": {
-        "code": error.code(),
-        "message": error.to_string(),
-        "request_id": super::request_context::current_request_id(),
-    }});
-    (error.status().as_u16(), body.to_string())
+    let body = super::error::error_body(error.code(), &error.to_string());
+    let body = serde_json::to_string(&body).expect("an error body serializes");
+    (error.status().as_u16(), body)
 }

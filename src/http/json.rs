@@ -55,6 +55,19 @@ fn map_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
+/// `body` (a JSON value already read) as the typed request `T`, with the rejections of
+/// [`ApiJson`]: 422 `validation_error` naming the field (an unknown one too, where `T` denies
+/// unknown fields).
+pub fn typed_body<T: DeserializeOwned>(body: &serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let detail = e.to_string();
+        ApiError::Validation {
+            field: field_of(&detail),
+            message: detail,
+        }
+    })
+}
+
 /// The field a serde error message is about: the path before `: `, or the name in
 /// "missing field `x`" / "unknown field `x`".
 pub fn field_of(detail: &str) -> String {

@@ -15,30 +15,52 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use cryptovault_events::ledger::{postings, Account};
 use cryptovault_events::EventEnvelope;
 use cryptovault_projections::history::{history_change, HistoryChange};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::AuthUser;
-use crate::startup::AppState;
+use super::views::ErrorBody;
+use super::AppState;
+use crate::prices::PriceSnapshot;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/prices", get(prices))
-        .route("/ws/prices", get(ws_prices))
-        .route("/ws/account", get(ws_account))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(prices))
+        .routes(routes!(ws_prices))
+        .routes(routes!(ws_account))
 }
 
-async fn prices(State(state): State<AppState>) -> Json<Value> {
-    Json(json!(*state.prices.latest()))
+/// The latest quote of every asset.
+#[utoipa::path(
+    get,
+    path = "/api/prices",
+    tag = "live",
+    responses((status = 200, description = "Quotes in USD.", body = PriceSnapshot))
+)]
+async fn prices(State(state): State<AppState>) -> Json<PriceSnapshot> {
+    Json((*state.prices.latest()).clone())
 }
 
+/// WebSocket: the price snapshot (as `GET /api/prices`) as a JSON text frame on connect and at
+/// every change.
+#[utoipa::path(
+    get,
+    path = "/ws/prices",
+    tag = "live",
+    responses(
+        (status = 101, description = "Switching Protocols: a WebSocket of JSON text frames shaped as `GET /api/prices`."),
+        (status = 400, description = "Not a WebSocket handshake (axum's rejection).", content_type = "text/plain", body = String),
+        (status = 426, description = "The connection cannot be upgraded.", content_type = "text/plain", body = String),
+    )
+)]
 async fn ws_prices(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     upgrade.on_upgrade(move |socket| push_prices(state, socket))
 }
@@ -61,6 +83,21 @@ async fn push_prices(state: AppState, mut socket: WebSocket) {
     }
 }
 
+/// WebSocket: the caller's balance and transaction updates (see the module docs for the
+/// messages). A cookie-authenticated socket is accepted only from this site, `CORS_ORIGINS` or
+/// `APP_URL`.
+#[utoipa::path(
+    get,
+    path = "/ws/account",
+    tag = "live",
+    security(("bearer" = [])),
+    responses(
+        (status = 101, description = "Switching Protocols: JSON text frames `{\"type\":\"balance\",…}`, `{\"type\":\"transaction\",…}`, `{\"type\":\"resync\",…}`."),
+        (status = 400, description = "Not a WebSocket handshake (axum's rejection).", content_type = "text/plain", body = String),
+        (status = 403, description = "`forbidden`: a cookie-authenticated socket from another origin.", body = ErrorBody),
+        (status = 426, description = "The connection cannot be upgraded.", content_type = "text/plain", body = String),
+    )
+)]
 async fn ws_account(
     State(state): State<AppState>,
     user: AuthUser,
@@ -151,7 +188,8 @@ async fn send_json(socket: &mut WebSocket, value: Value) -> bool {
 }
 
 async fn balance_message(state: &AppState, user: Uuid) -> Result<Value, ApiError> {
-    let mut balance = super::wallet::current_balance(state, user).await?;
+    let balance = super::read_models::current_balance(state, user).await?;
+    let mut balance = serde_json::to_value(balance).map_err(|e| ApiError::Internal(e.into()))?;
     balance["type"] = json!("balance");
     Ok(balance)
 }
@@ -185,7 +223,7 @@ async fn push_account(state: AppState, session: Session, mut socket: WebSocket) 
             applied = history.recv() => match applied {
                 Ok(events) => {
                     for id in own_transactions(&events, user) {
-                        let Ok(row) = super::transactions::transaction(&state, user, id).await else { return };
+                        let Ok(row) = super::read_models::transaction(&state, user, id).await else { return };
                         let Some(row) = row else { continue };
                         let message = json!({ "type": "transaction", "transaction": row, "position": state.transactions.position() });
                         if !send_json(&mut socket, message).await { return }

@@ -21,6 +21,8 @@ pub mod idempotent;
 pub mod json;
 /// `/api/prices`, `/ws/prices`, `/ws/account`.
 pub mod live;
+/// The OpenAPI document (`/api/openapi.json`) and the docs page (`/docs`).
+pub mod openapi;
 /// `/health`, `/ready`, `/metrics`.
 pub mod operations;
 /// Cursors, page sizes and date-time parameters of list endpoints.
@@ -29,12 +31,18 @@ pub mod paging;
 pub mod query;
 /// Per-IP, per-user and login rate limits.
 pub mod rate_limit;
+/// Reads of the read models that several resources answer with.
+pub mod read_models;
 /// Request id, request span, request metrics.
 pub mod request_context;
 /// CORS and security headers.
 pub mod security;
+/// The state every handler shares.
+mod state;
 /// `/api/transactions`: history, one transaction, statements; `GET /api/wallet/deposits`.
 pub mod transactions;
+/// Response bodies shared by several resources.
+pub mod views;
 /// `/api/wallet`: deposits, withdrawals, transfers, balances.
 pub mod wallet;
 
@@ -45,14 +53,18 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
-use crate::startup::AppState;
+pub use state::AppState;
 
-/// The complete application router with its middleware. Outermost first: request context (id,
-/// span, metrics) → security headers → CORS → rate limits → timeout → body limit → routes.
-pub fn router(state: AppState) -> anyhow::Result<Router> {
-    let config = state.config.clone();
-    let mut router = Router::new()
+use crate::store::read_models::runner::ProjectionHandle;
+use error::ApiError;
+
+/// Every route with its OpenAPI entry. Routes are registered only through `routes!` (a test
+/// fails on a plain `.route(`), so the document and the router cannot differ.
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(operations::router())
         .merge(auth::router())
         .merge(admin::router())
@@ -60,6 +72,20 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .merge(transactions::router())
         .merge(audit::router())
         .merge(live::router())
+        .merge(openapi::router())
+}
+
+/// The OpenAPI 3.1 document of the API, as served at `GET /api/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi::complete(api_router().into_openapi())
+}
+
+/// The complete application router with its middleware. Outermost first: request context (id,
+/// span, metrics) → security headers → CORS → rate limits → timeout → body limit → routes.
+pub fn router(state: AppState) -> anyhow::Result<Router> {
+    let config = state.config.clone();
+    let (routes, _) = api_router().split_for_parts();
+    let mut router = routes
         .fallback(|| async {
             error::error_response(StatusCode::NOT_FOUND, "not_found", "no such route")
         })
@@ -102,5 +128,24 @@ async fn request_timeout(State(limit): State<Duration>, request: Request, next: 
             );
             response
         }
+    }
+}
+
+/// Waits until `projection` has applied `min_position` (if given), at most
+/// `READ_YOUR_WRITES_TIMEOUT_MS`; then 503 `projection_lag`.
+pub async fn read_your_writes(
+    state: &AppState,
+    projection: &ProjectionHandle,
+    min_position: Option<u64>,
+) -> Result<(), ApiError> {
+    match min_position {
+        Some(position)
+            if !projection
+                .wait_for(position, state.config.read_your_writes_timeout)
+                .await =>
+        {
+            Err(ApiError::ProjectionLag(position))
+        }
+        _ => Ok(()),
     }
 }

@@ -18,8 +18,8 @@ use uuid::Uuid;
 use super::client::client_ip;
 use super::cookies::ACCESS_COOKIE;
 use super::error::ApiError;
+use super::AppState;
 use crate::config::RateLimits;
-use crate::startup::AppState;
 
 pub struct RateLimiters {
     per_ip: DefaultKeyedRateLimiter<IpAddr>,

@@ -5,12 +5,12 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use cryptovault_projections::history::TransactionKind;
-use rust_decimal::Decimal;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::error::ApiError;
@@ -18,55 +18,59 @@ use super::extract::AuthUser;
 use super::json::ApiJson;
 use super::paging::{cursor_key, encode_cursor, number, page_size, period};
 use super::query::ApiQuery;
-use super::wallet::read_your_writes;
+use super::read_models::{item, transaction};
+use super::views::{ErrorBody, TransactionBody, TransactionItem, TransactionPage};
+use super::{read_your_writes, AppState};
 use crate::identity::domain::InvalidInput;
-use crate::startup::AppState;
 use crate::statement::{Format, StatementRequest};
-use crate::store::read_models::{HistoryFilter, HistoryRow};
+use crate::store::read_models::HistoryFilter;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/transactions", get(list))
-        .route("/api/transactions/export", post(export))
-        .route("/api/transactions/{id}", get(one))
-        .route("/api/wallet/deposits", get(list_deposits))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(export))
+        .routes(routes!(one))
+        .routes(routes!(list_deposits))
+        .routes(routes!(list_withdrawals))
 }
 
 /// Query of a history listing.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `deposit`, `withdrawal`, `transfer_in` or `transfer_out` (ignored where the route fixes
+    /// the type).
     #[serde(rename = "type")]
+    #[param(rename = "type", inline, value_type = Option<TransactionType>)]
     kind: Option<String>,
+    /// A configured asset.
     asset: Option<String>,
+    /// Created at or after this instant (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     from: Option<String>,
+    /// Created before this instant (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     to: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// Wait until the read model has applied this position.
+    #[param(value_type = Option<u64>)]
     min_position: Option<String>,
 }
 
-/// The API shape of a `transactions` row.
-fn item(state: &AppState, row: &HistoryRow) -> Value {
-    let asset = row.asset.as_str();
-    let amount = row
-        .amount
-        .parse::<Decimal>()
-        .ok()
-        .map(|a| state.ledger.assets.format(a, asset));
-    json!({
-        "id": row.id,
-        "type": row.kind,
-        "asset": asset,
-        "amount": amount,
-        "status": row.status,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-        "position": row.position,
-        "counterparty_id": row.counterparty_id,
-        "note": row.note,
-        "address": row.address,
-    })
+/// The type of a history row.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // Only describes the parameter.
+pub enum TransactionType {
+    Deposit,
+    Withdrawal,
+    TransferIn,
+    TransferOut,
 }
 
 /// One page of `user`'s history, newest first, filtered by `query` (and `kind` if forced).
@@ -75,7 +79,7 @@ pub async fn page(
     user: &AuthUser,
     query: ListQuery,
     forced_kind: Option<TransactionKind>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TransactionPage>, ApiError> {
     let limit = page_size(query.limit.as_deref(), 50, 200)?;
     let min_position = number(query.min_position.as_deref(), "min_position")?;
     let kind = match (forced_kind, query.kind.as_deref()) {
@@ -103,42 +107,94 @@ pub async fn page(
         .history_page(&filter, below, limit)
         .await?;
     let next_cursor = page.next_key.map(encode_cursor);
-    let items: Vec<Value> = page.rows.iter().map(|r| item(state, r)).collect();
-    Ok(Json(json!({
-        "items": items,
-        "next_cursor": next_cursor,
-        "position": state.transactions.position(),
-    })))
+    let items: Vec<TransactionItem> = page.rows.iter().map(|r| item(state, r)).collect();
+    Ok(Json(TransactionPage {
+        items,
+        next_cursor,
+        position: state.transactions.position(),
+    }))
 }
 
+/// The caller's history, newest first, in cursor pages.
+#[utoipa::path(
+    get,
+    path = "/api/transactions",
+    tag = "transactions",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses((status = 200, description = "One page.", body = TransactionPage))
+)]
 async fn list(
     State(state): State<AppState>,
     user: AuthUser,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TransactionPage>, ApiError> {
     page(&state, &user, query, None).await
 }
 
+/// The caller's deposits (the history filtered to deposits).
+#[utoipa::path(
+    get,
+    path = "/api/wallet/deposits",
+    tag = "wallet",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses((status = 200, description = "One page.", body = TransactionPage))
+)]
 async fn list_deposits(
     State(state): State<AppState>,
     user: AuthUser,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TransactionPage>, ApiError> {
     page(&state, &user, query, Some(TransactionKind::Deposit)).await
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /api/wallet/withdrawals`: the caller's history filtered to withdrawals (same cursor
+/// pages, filters and shape as `GET /api/transactions`; `status` follows approve / complete /
+/// reject).
+#[utoipa::path(
+    get,
+    path = "/api/wallet/withdrawals",
+    tag = "wallet",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses((status = 200, description = "One page.", body = TransactionPage))
+)]
+async fn list_withdrawals(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<TransactionPage>, ApiError> {
+    page(&state, &user, query, Some(TransactionKind::Withdrawal)).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct OneQuery {
+    /// Wait until the read model has applied this position.
+    #[param(value_type = Option<u64>)]
     min_position: Option<String>,
 }
 
+/// One of the caller's transactions.
+#[utoipa::path(
+    get,
+    path = "/api/transactions/{id}",
+    tag = "transactions",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The transaction's id (a UUID; anything else is not found)."), OneQuery),
+    responses(
+        (status = 200, description = "The transaction.", body = TransactionBody),
+        (status = 404, description = "`not_found`: no such transaction of the caller's.", body = ErrorBody),
+    )
+)]
 async fn one(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<OneQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TransactionBody>, ApiError> {
     let not_found = || ApiError::NotFound("no such transaction".into());
     let id: Uuid = id.parse().map_err(|_| not_found())?;
     let min_position = number(query.min_position.as_deref(), "min_position")?;
@@ -146,43 +202,64 @@ async fn one(
     let row = transaction(&state, user.user_id(), id)
         .await?
         .ok_or_else(not_found)?;
-    Ok(Json(json!({ "transaction": row })))
+    Ok(Json(TransactionBody { transaction: row }))
 }
 
-/// `user`'s transaction `id` in the API shape, if it exists (another user's never does).
-pub async fn transaction(
-    state: &AppState,
-    user: Uuid,
-    id: Uuid,
-) -> Result<Option<Value>, ApiError> {
-    let row = state
-        .read_models
-        .transaction(user, id)
-        .await
-        .map_err(anyhow::Error::from)?;
-    Ok(row.map(|row| item(state, &row)))
-}
-
-#[derive(Debug, Deserialize)]
+/// `POST /api/transactions/export`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ExportBody {
-    format: String,
+    format: ExportFormat,
+    /// The period's start (RFC 3339), inclusive.
+    #[schema(value_type = Option<DateTime<Utc>>)]
     from: Option<String>,
+    /// The period's end (RFC 3339), exclusive.
+    #[schema(value_type = Option<DateTime<Utc>>)]
     to: Option<String>,
+    /// One asset; all configured assets when absent.
     asset: Option<String>,
+    /// Wait until the read model has applied this position.
     min_position: Option<u64>,
 }
 
+/// The statement's format.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum ExportFormat {
+    Csv,
+    Json,
+}
+
+impl From<ExportFormat> for Format {
+    fn from(format: ExportFormat) -> Self {
+        match format {
+            ExportFormat::Csv => Self::Csv,
+            ExportFormat::Json => Self::Json,
+        }
+    }
+}
+
 /// `POST /api/transactions/export`: a statement, streamed as an attachment.
+#[utoipa::path(
+    post,
+    path = "/api/transactions/export",
+    tag = "transactions",
+    security(("bearer" = [])),
+    request_body = ExportBody,
+    responses(
+        (status = 200, description = "The statement (an attachment): per asset the opening balance, the movements with running balance, the closing balance.",
+            content(
+                (String = "text/csv"),
+                (serde_json::Value = "application/json"),
+            )),
+    )
+)]
 async fn export(
     State(state): State<AppState>,
     user: AuthUser,
     ApiJson(body): ApiJson<ExportBody>,
 ) -> Result<Response, ApiError> {
-    let format = Format::parse(&body.format).ok_or_else(|| InvalidInput {
-        field: "format",
-        message: "must be csv or json".into(),
-    })?;
+    let format = Format::from(body.format);
     let (from, to) = period(body.from.as_deref(), body.to.as_deref())?;
     let assets = match body.asset.as_deref() {
         Some(raw) => vec![state.ledger.assets.asset(raw, "asset")?],
@@ -225,7 +302,7 @@ async fn export(
     headers.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
-            .map_err(anyhow::Error::from)?,
+            .map_err(|e| ApiError::Internal(e.into()))?,
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)

@@ -1,76 +1,231 @@
-//! `/api/wallet`: deposits, withdrawals, transfers, balances. Thin: parse and validate the body
-//! into domain values, run the ledger command under the idempotency rules, shape the answer.
+//! `/api/wallet`: deposits, withdrawals, transfers, balances. Thin: parse the body into domain
+//! values once ([`DepositRequest::parse`], …), run the ledger command under the idempotency
+//! rules, answer with a typed body.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use cryptovault_events::Units;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{AuthUser, Meta};
-use super::idempotent::idempotent;
-use super::json::ApiJson;
+use super::idempotent::{idempotent, IdempotencyKey};
+use super::json::{typed_body, ApiJson};
 use super::paging::{number, parse_instant};
 use super::query::ApiQuery;
+use super::read_models::{balance_json, current_balance};
+use super::views::{BalanceRow, BalancesBody, ErrorBody};
+use super::{read_your_writes, AppState};
 use crate::identity::domain::{Email, InvalidInput};
 use crate::ledger::amount::Assets;
 use crate::ledger::service::TransferRequest;
-use crate::startup::AppState;
-use crate::store::read_models::runner::ProjectionHandle;
 use crate::store::read_models::EntriesBefore;
-use cryptovault_projections::history::TransactionKind;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/wallet/deposits", post(deposit))
-        .route(
-            "/api/wallet/withdrawals",
-            post(withdraw).get(list_withdrawals),
-        )
-        .route("/api/wallet/transfers", post(transfer))
-        .route("/api/wallet/balance", get(balance))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(deposit))
+        .routes(routes!(withdraw))
+        .routes(routes!(transfer))
+        .routes(routes!(balance))
 }
 
-/// A required string field of a JSON object body.
-pub fn text<'a>(body: &'a Value, field: &'static str) -> Result<&'a str, InvalidInput> {
-    match body.get(field) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(InvalidInput {
-            field,
-            message: "must be a string".into(),
-        }),
-        None => Err(InvalidInput {
-            field,
-            message: "is required".into(),
-        }),
+/// `POST /api/wallet/deposits`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DepositRequest {
+    /// A configured asset (`GET /api/config`), e.g. `BTC`.
+    #[schema(example = "BTC")]
+    asset: String,
+    /// A decimal string with at most the asset's decimal places, above zero, at most
+    /// `max_amount`; never a JSON number, never exponent notation.
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "0.00150000")]
+    amount: Value,
+}
+
+impl DepositRequest {
+    /// The asset and the exact amount.
+    fn parse(&self, assets: &Assets) -> Result<(String, Decimal), InvalidInput> {
+        asset_and_amount(assets, &self.asset, &self.amount)
+    }
+}
+
+/// `POST /api/wallet/withdrawals`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalRequest {
+    #[schema(example = "BTC")]
+    asset: String,
+    /// As for a deposit.
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "0.00150000")]
+    amount: Value,
+    /// The destination: 1 to 128 printable ASCII characters (surrounding spaces trimmed).
+    address: String,
+}
+
+/// A withdrawal request in domain values.
+struct Withdrawal {
+    asset: String,
+    amount: Decimal,
+    address: String,
+}
+
+impl WithdrawalRequest {
+    fn parse(&self, assets: &Assets) -> Result<Withdrawal, InvalidInput> {
+        let (asset, amount) = asset_and_amount(assets, &self.asset, &self.amount)?;
+        let address = self.address.trim();
+        if address.is_empty()
+            || address.len() > 128
+            || !address.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(InvalidInput {
+                field: "address",
+                message: "must be 1 to 128 printable ASCII characters".into(),
+            });
+        }
+        Ok(Withdrawal {
+            asset,
+            amount,
+            address: address.to_owned(),
+        })
+    }
+}
+
+/// `POST /api/wallet/transfers`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequestBody {
+    /// The recipient's email address (a registered user other than the caller).
+    to_email: String,
+    #[schema(example = "USDT")]
+    asset: String,
+    /// As for a deposit.
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "25.000000")]
+    amount: Value,
+    /// At most 280 characters, no control characters.
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// A transfer request in domain values (the recipient still to be looked up).
+struct Transfer {
+    to_email: Email,
+    asset: String,
+    amount: Decimal,
+    note: Option<String>,
+}
+
+impl TransferRequestBody {
+    fn parse(&self, assets: &Assets) -> Result<Transfer, InvalidInput> {
+        let to_email = Email::parse(&self.to_email, "to_email")?;
+        let (asset, amount) = asset_and_amount(assets, &self.asset, &self.amount)?;
+        let note = match &self.note {
+            None => None,
+            Some(s) if s.chars().count() <= 280 && !s.chars().any(char::is_control) => {
+                Some(s.clone())
+            }
+            Some(_) => {
+                return Err(InvalidInput {
+                    field: "note",
+                    message: "must be a string of at most 280 characters".into(),
+                })
+            }
+        };
+        Ok(Transfer {
+            to_email,
+            asset,
+            amount,
+            note,
+        })
     }
 }
 
 /// The `asset` and `amount` fields, validated against the configured assets.
 fn asset_and_amount(
     assets: &Assets,
-    body: &Value,
-) -> Result<(String, rust_decimal::Decimal), InvalidInput> {
-    let asset = assets.asset(text(body, "asset")?, "asset")?;
-    let amount = assets.amount(body.get("amount").unwrap_or(&Value::Null), &asset, "amount")?;
+    asset: &str,
+    amount: &Value,
+) -> Result<(String, Decimal), InvalidInput> {
+    let asset = assets.asset(asset, "asset")?;
+    let amount = assets.amount(amount, &asset, "amount")?;
     Ok((asset, amount))
 }
 
-fn object(body: &Value) -> Result<(), ApiError> {
-    if body.is_object() {
-        Ok(())
-    } else {
-        Err(ApiError::Validation {
-            field: "body".into(),
-            message: "must be a JSON object".into(),
-        })
-    }
+/// A deposit as answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DepositView {
+    pub id: Uuid,
+    pub asset: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", example = "0.00150000")]
+    pub amount: String,
+    /// `completed`.
+    pub status: String,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DepositCreated {
+    pub deposit: DepositView,
+    /// The log position of the event: pass as `min_position` to read your write.
+    pub position: u64,
+}
+
+/// A withdrawal request as answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WithdrawalView {
+    pub id: Uuid,
+    pub asset: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", example = "0.00150000")]
+    pub amount: String,
+    pub address: String,
+    /// `pending`.
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WithdrawalCreated {
+    pub withdrawal: WithdrawalView,
+    pub position: u64,
+}
+
+/// A transfer as answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransferView {
+    pub id: Uuid,
+    pub asset: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", example = "25.000000")]
+    pub amount: String,
+    pub to_email: String,
+    /// `completed`.
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransferCreated {
+    pub transfer: TransferView,
+    pub position: u64,
+}
+
+/// Credits the caller.
+#[utoipa::path(
+    post,
+    path = "/api/wallet/deposits",
+    tag = "wallet",
+    security(("bearer" = [])),
+    params(IdempotencyKey),
+    request_body = DepositRequest,
+    responses(
+        (status = 201, description = "Deposited.", body = DepositCreated),
+        (status = 409, description = "`idempotency_conflict` (the key was used with another request) or `conflict` (a request with this key is still running).", body = ErrorBody),
+        (status = 422, description = "`validation_error` (a field, or the Idempotency-Key; the message starts with its name) or `balance_limit` (the balance could not be held exactly).", body = ErrorBody),
+    )
+)]
 async fn deposit(
     State(state): State<AppState>,
     user: AuthUser,
@@ -79,22 +234,24 @@ async fn deposit(
     ApiJson(body): ApiJson<Value>,
 ) -> Response {
     let run = async |ids| {
-        object(&body)?;
         let assets = &state.ledger.assets;
-        let (asset, amount) = asset_and_amount(assets, &body)?;
+        let (asset, amount) = typed_body::<DepositRequest>(&body)?.parse(assets)?;
         let applied = state
             .ledger
             .deposit(user.user_id(), &asset, amount, ids, &meta)
             .await?;
-        let deposit = json!({
-            "id": applied.event.deposit_id,
-            "asset": asset,
-            "amount": assets.format(amount, &asset),
-            "status": "completed",
-        });
+        let deposit = DepositView {
+            id: applied.event.deposit_id,
+            amount: assets.format(amount, &asset),
+            asset,
+            status: "completed".into(),
+        };
         Ok((
             StatusCode::CREATED,
-            json!({ "deposit": deposit, "position": applied.position }),
+            DepositCreated {
+                deposit,
+                position: applied.position,
+            },
         ))
     };
     idempotent(
@@ -108,6 +265,21 @@ async fn deposit(
     .await
 }
 
+/// Places a hold for a withdrawal (status `pending` until an admin approves and completes or
+/// rejects it).
+#[utoipa::path(
+    post,
+    path = "/api/wallet/withdrawals",
+    tag = "wallet",
+    security(("bearer" = [])),
+    params(IdempotencyKey),
+    request_body = WithdrawalRequest,
+    responses(
+        (status = 201, description = "Requested; the amount is held.", body = WithdrawalCreated),
+        (status = 409, description = "`idempotency_conflict` or `conflict` (a request with this key is still running).", body = ErrorBody),
+        (status = 422, description = "`validation_error`, `insufficient_funds` or `balance_limit`.", body = ErrorBody),
+    )
+)]
 async fn withdraw(
     State(state): State<AppState>,
     user: AuthUser,
@@ -116,34 +288,30 @@ async fn withdraw(
     ApiJson(body): ApiJson<Value>,
 ) -> Response {
     let run = async |ids| {
-        object(&body)?;
         let assets = &state.ledger.assets;
-        let (asset, amount) = asset_and_amount(assets, &body)?;
-        let address = text(&body, "address")?.trim();
-        if address.is_empty()
-            || address.len() > 128
-            || !address.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(InvalidInput {
-                field: "address",
-                message: "must be 1 to 128 printable ASCII characters".into(),
-            }
-            .into());
-        }
+        let request = typed_body::<WithdrawalRequest>(&body)?.parse(assets)?;
+        let Withdrawal {
+            asset,
+            amount,
+            address,
+        } = request;
         let applied = state
             .ledger
-            .request_withdrawal(user.user_id(), &asset, amount, address, ids, &meta)
+            .request_withdrawal(user.user_id(), &asset, amount, &address, ids, &meta)
             .await?;
-        let withdrawal = json!({
-            "id": applied.event.withdrawal_id,
-            "asset": asset,
-            "amount": assets.format(amount, &asset),
-            "address": address,
-            "status": "pending",
-        });
+        let withdrawal = WithdrawalView {
+            id: applied.event.withdrawal_id,
+            amount: assets.format(amount, &asset),
+            asset,
+            address,
+            status: "pending".into(),
+        };
         Ok((
             StatusCode::CREATED,
-            json!({ "withdrawal": withdrawal, "position": applied.position }),
+            WithdrawalCreated {
+                withdrawal,
+                position: applied.position,
+            },
         ))
     };
     idempotent(
@@ -157,6 +325,20 @@ async fn withdraw(
     .await
 }
 
+/// Moves available funds to another user, atomically.
+#[utoipa::path(
+    post,
+    path = "/api/wallet/transfers",
+    tag = "wallet",
+    security(("bearer" = [])),
+    params(IdempotencyKey),
+    request_body = TransferRequestBody,
+    responses(
+        (status = 201, description = "Transferred.", body = TransferCreated),
+        (status = 409, description = "`idempotency_conflict` or `conflict` (a request with this key is still running).", body = ErrorBody),
+        (status = 422, description = "`validation_error` (also: no user has `to_email`, or it is the caller's), `insufficient_funds` or `balance_limit`.", body = ErrorBody),
+    )
+)]
 async fn transfer(
     State(state): State<AppState>,
     user: AuthUser,
@@ -165,26 +347,13 @@ async fn transfer(
     ApiJson(body): ApiJson<Value>,
 ) -> Response {
     let run = async |ids| {
-        object(&body)?;
         let assets = &state.ledger.assets;
-        let to_email = Email::parse(text(&body, "to_email")?, "to_email")?;
-        let asset = assets.asset(text(&body, "asset")?, "asset")?;
-        let amount = assets.amount(body.get("amount").unwrap_or(&Value::Null), &asset, "amount")?;
-        let note = match body.get("note") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s))
-                if s.chars().count() <= 280 && !s.chars().any(char::is_control) =>
-            {
-                Some(s.clone())
-            }
-            Some(_) => {
-                return Err(InvalidInput {
-                    field: "note",
-                    message: "must be a string of at most 280 characters".into(),
-                }
-                .into())
-            }
-        };
+        let Transfer {
+            to_email,
+            asset,
+            amount,
+            note,
+        } = typed_body::<TransferRequestBody>(&body)?.parse(assets)?;
         let recipient = state
             .identity
             .user_id_by_email(&to_email)
@@ -201,16 +370,19 @@ async fn transfer(
             note,
         };
         let applied = state.ledger.transfer(&request, ids, &meta).await?;
-        let transfer = json!({
-            "id": applied.event.transfer_id,
-            "asset": asset,
-            "amount": assets.format(amount, &asset),
-            "to_email": to_email.as_str(),
-            "status": "completed",
-        });
+        let transfer = TransferView {
+            id: applied.event.transfer_id,
+            amount: assets.format(amount, &asset),
+            asset,
+            to_email: to_email.as_str().to_owned(),
+            status: "completed".into(),
+        };
         Ok((
             StatusCode::CREATED,
-            json!({ "transfer": transfer, "position": applied.position }),
+            TransferCreated {
+                transfer,
+                position: applied.position,
+            },
         ))
     };
     idempotent(
@@ -224,39 +396,33 @@ async fn transfer(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct BalanceQuery {
+    /// Wait (at most `read_your_writes_timeout_ms`) until the read model has applied this
+    /// position.
+    #[param(value_type = Option<u64>)]
     min_position: Option<String>,
+    /// The balances at this instant (RFC 3339), from the ledger entries.
+    #[param(value_type = Option<DateTime<Utc>>)]
     as_of: Option<String>,
 }
 
-/// One balance row of the API: exact text with the asset's decimal places (never rounded; a
-/// total that cannot be held is an error, not a figure).
-fn balance_json(
-    assets: &Assets,
-    asset: &str,
-    available: Units,
-    held: Units,
-) -> Result<Value, ApiError> {
-    let total = available.checked_add(held).ok_or_else(|| {
-        ApiError::Internal(anyhow::anyhow!(
-            "{asset} balance {available} + {held} is beyond the range held exactly"
-        ))
-    })?;
-    Ok(json!({
-        "asset": asset,
-        "available": assets.format_units(available, asset),
-        "held": assets.format_units(held, asset),
-        "total": assets.format_units(total, asset),
-    }))
-}
-
+/// The caller's balances, every configured asset: now, or `as_of` an instant.
+#[utoipa::path(
+    get,
+    path = "/api/wallet/balance",
+    tag = "wallet",
+    security(("bearer" = [])),
+    params(BalanceQuery),
+    responses((status = 200, description = "Balances; `as_of` present only when asked for.", body = BalancesBody))
+)]
 async fn balance(
     State(state): State<AppState>,
     user: AuthUser,
     ApiQuery(query): ApiQuery<BalanceQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BalancesBody>, ApiError> {
     let min_position = number(query.min_position.as_deref(), "min_position")?;
     match query.as_of.as_deref() {
         Some(raw) => {
@@ -277,16 +443,15 @@ async fn balance(
 pub async fn balance_as_of(
     state: &AppState,
     user_id: uuid::Uuid,
-    as_of: chrono::DateTime<chrono::Utc>,
-) -> Result<Value, ApiError> {
+    as_of: DateTime<Utc>,
+) -> Result<BalancesBody, ApiError> {
     let position = state.transactions.position();
     let sums = state
         .read_models
         .sum_entries(user_id, None, EntriesBefore::Inclusive(as_of), position)
-        .await
-        .map_err(anyhow::Error::from)?;
+        .await?;
     let assets = &state.ledger.assets;
-    let balances: Vec<Value> = assets
+    let balances: Vec<BalanceRow> = assets
         .iter()
         .map(|(asset, _)| {
             let (available, held) = sums
@@ -297,79 +462,9 @@ pub async fn balance_as_of(
             balance_json(assets, asset, available, held)
         })
         .collect::<Result<_, _>>()?;
-    Ok(json!({ "balances": balances, "as_of": as_of, "position": position }))
-}
-
-/// The user's balances from the `balances` read model, every configured asset.
-pub async fn current_balance(state: &AppState, user_id: uuid::Uuid) -> Result<Value, ApiError> {
-    let position = state.balances.position();
-    let rows = state.read_models.balances_of(user_id).await?;
-    let assets = &state.ledger.assets;
-    let balances: Vec<Value> = assets
-        .iter()
-        .map(|(asset, _)| {
-            let row = rows.iter().find(|r| r.asset == *asset);
-            let stored = match row {
-                None => Default::default(),
-                Some(row) => row.balance.clone().map_err(|why| {
-                    ApiError::Internal(anyhow::anyhow!("balance row of {user_id} {asset}: {why}"))
-                })?,
-            };
-            balance_json(assets, asset, stored.available, stored.held)
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(json!({ "balances": balances, "position": position }))
-}
-
-/// `GET /api/wallet/withdrawals`: the caller's history filtered to withdrawals (same cursor
-/// pages, filters and shape as `GET /api/transactions`; `status` follows approve / complete /
-/// reject).
-async fn list_withdrawals(
-    State(state): State<AppState>,
-    user: AuthUser,
-    ApiQuery(query): ApiQuery<super::transactions::ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    super::transactions::page(&state, &user, query, Some(TransactionKind::Withdrawal)).await
-}
-
-/// Waits until `projection` has applied `min_position` (if given), at most
-/// `READ_YOUR_WRITES_TIMEOUT_MS`; then 503 `projection_lag`.
-pub async fn read_your_writes(
-    state: &AppState,
-    projection: &ProjectionHandle,
-    min_position: Option<u64>,
-) -> Result<(), ApiError> {
-    match min_position {
-        Some(position)
-            if !projection
-                .wait_for(position, state.config.read_your_writes_timeout)
-                .await =>
-        {
-            Err(ApiError::ProjectionLag(position))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Withdrawal rows with `status` (any if `None`), newest first, at most 500.
-pub async fn withdrawal_rows(
-    state: &AppState,
-    status: Option<&str>,
-) -> Result<Vec<Value>, ApiError> {
-    let rows = state.read_models.withdrawals(status).await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "user_id": r.user_id,
-                "asset": r.asset,
-                "amount": r.amount,
-                "address": r.address,
-                "status": r.status,
-                "requested_at": r.requested_at,
-                "updated_at": r.updated_at,
-            })
-        })
-        .collect())
+    Ok(BalancesBody {
+        balances,
+        as_of: Some(as_of),
+        position,
+    })
 }

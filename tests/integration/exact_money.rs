@@ -214,14 +214,18 @@ async fn eighty_five_maximal_deposits_are_exact_everywhere_and_the_last_wei_is_s
     // Nothing is left to spend: one wei (and five) is refused, and nothing is written.
     let before = event_count(&t).await;
     for wei in ["0.000000000000000001", "0.000000000000000005"] {
-        for path in ["/api/wallet/transfers", "/api/wallet/withdrawals"] {
-            let (status, body) = post(
-                &base,
-                &alice,
-                path,
-                json!({"to_email": "bob@example.com", "asset": "ETH", "amount": wei, "address": "0xexample"}),
-            )
-            .await;
+        // Each body names only its endpoint's fields: unknown fields are refused (422).
+        for (path, request) in [
+            (
+                "/api/wallet/transfers",
+                json!({"to_email": "bob@example.com", "asset": "ETH", "amount": wei}),
+            ),
+            (
+                "/api/wallet/withdrawals",
+                json!({"asset": "ETH", "amount": wei, "address": "0xexample"}),
+            ),
+        ] {
+            let (status, body) = post(&base, &alice, path, request).await;
             assert_eq!(
                 status,
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -373,3 +373,94 @@ pub fn mongo_sh(args: &[&str], env: &[(&str, String)]) -> Result<String, String>
         ))
     }
 }
+
+// ---- TestApp: a running service with typed request methods ----
+
+/// A service on its own database, with one method per API call the tests make often.
+pub struct TestApp {
+    pub db: TestDb,
+    pub base: String,
+}
+
+impl TestApp {
+    pub async fn spawn(prefix: &str) -> Self {
+        Self::spawn_with(prefix, &[]).await
+    }
+
+    pub async fn spawn_with(prefix: &str, overrides: &[(&str, &str)]) -> Self {
+        let db = TestDb::new(prefix).await;
+        let base = spawn_app(&db, overrides).await;
+        Self { db, base }
+    }
+
+    /// A signed-up, logged-in user.
+    pub async fn user(&self, email: &str) -> TestUser {
+        signed_up(&self.base, email).await
+    }
+
+    /// A signed-up admin (granted through the CLI), logged in.
+    pub async fn admin(&self, email: &str) -> TestUser {
+        admin(&self.db, &self.base, email).await
+    }
+
+    /// `POST /api/wallet/deposits`.
+    pub async fn deposit(&self, user: &TestUser, asset: &str, amount: &str) -> (StatusCode, Value) {
+        let body = serde_json::json!({ "asset": asset, "amount": amount });
+        post(&self.base, user, "/api/wallet/deposits", body).await
+    }
+
+    /// `POST /api/wallet/withdrawals`.
+    pub async fn withdraw(
+        &self,
+        user: &TestUser,
+        asset: &str,
+        amount: &str,
+        address: &str,
+    ) -> (StatusCode, Value) {
+        let body = serde_json::json!({ "asset": asset, "amount": amount, "address": address });
+        post(&self.base, user, "/api/wallet/withdrawals", body).await
+    }
+
+    /// `POST /api/wallet/transfers`.
+    pub async fn transfer(
+        &self,
+        user: &TestUser,
+        to_email: &str,
+        asset: &str,
+        amount: &str,
+    ) -> (StatusCode, Value) {
+        let body = serde_json::json!({ "to_email": to_email, "asset": asset, "amount": amount });
+        post(&self.base, user, "/api/wallet/transfers", body).await
+    }
+
+    /// `POST /api/admin/withdrawals/{id}/{action}` with `body`.
+    pub async fn withdrawal_action(
+        &self,
+        admin: &TestUser,
+        id: &str,
+        action: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let path = format!("/api/admin/withdrawals/{id}/{action}");
+        post(&self.base, admin, &path, body).await
+    }
+
+    /// `(available, held, total)` of `asset` once the balances reach `min_position`.
+    pub async fn balance(
+        &self,
+        user: &TestUser,
+        asset: &str,
+        min_position: u64,
+    ) -> (String, String, String) {
+        balance(&self.base, user, asset, min_position).await
+    }
+
+    /// Events in the log.
+    pub async fn event_count(&self) -> u64 {
+        event_count(&self.db).await
+    }
+
+    pub async fn finish(self) {
+        self.db.drop_database().await;
+    }
+}
