@@ -3,7 +3,8 @@
 # instance, from the OpenAPI contract the service serves at /api/openapi.json. It fails when any
 # answer is a 5xx, has a status, content type or body the contract does not declare, when an
 # unsupported method is not refused with 405, or when an operation that requires auth answers
-# without it. Two runs: as a plain user, then as a user holding `admin` and `auditor`.
+# without it. Three runs: as a plain user, as a user holding `admin` and `auditor`, and the
+# operations that end sessions as a user of their own.
 #
 # Part of the README's test command (scripts/test.sh runs it after `cargo test`); on its own:
 #   MONGO_URL=… scripts/fuzz-api.sh        (without MONGO_URL it starts the test replica set)
@@ -74,24 +75,31 @@ login() {
 }
 signup user@fuzz.example
 signup staff@fuzz.example
+signup sessions@fuzz.example
 "$bin" admin grant --email staff@fuzz.example --role admin >/dev/null
 "$bin" admin grant --email staff@fuzz.example --role auditor >/dev/null
 user_token="$(login user@fuzz.example)"
 staff_token="$(login staff@fuzz.example)"
+sessions_token="$(login sessions@fuzz.example)"
 # Some history for the read routes to page through.
 for amount in 100.00 25.50; do
   curl -fsS -X POST "$base/api/wallet/deposits" -H "Authorization: Bearer $user_token" \
     -H 'Content-Type: application/json' -d "{\"asset\":\"USD\",\"amount\":\"$amount\"}" >/dev/null
 done
 
+# Operations that end the caller's session (logout, a password change ends the other sessions,
+# 2FA changes what a login needs) run last, as a user of their own: in the other runs they would
+# log the fuzzer out and leave every later case at 401.
+session_ops='^/api/auth/(logout|change-password|2fa/)'
 run() {
-  local who="$1" token="$2"
+  local who="$1" token="$2" select="$3" pattern="$4"
   echo "fuzz-api: Schemathesis as $who against $base" >&2
   "$venv/bin/schemathesis" run "$work/openapi.json" \
     --url "$base" \
     -H "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,unsupported_method,ignored_auth \
     --exclude-path-regex '^/ws/' \
+    "--$select-path-regex" "$pattern" \
     --phases examples,coverage,fuzzing \
     --max-examples "${CV_FUZZ_EXAMPLES:-20}" \
     --seed "${CV_FUZZ_SEED:-1}" \
@@ -100,8 +108,9 @@ run() {
     --report junit --report-dir "${CV_FUZZ_REPORT_DIR:-target/fuzz-api}/$who"
 }
 status=0
-run user "$user_token" || status=$?
-run staff "$staff_token" || status=$?
+run user "$user_token" exclude "$session_ops" || status=$?
+run staff "$staff_token" exclude "$session_ops" || status=$?
+run sessions "$sessions_token" include "$session_ops" || status=$?
 if [ "$status" -ne 0 ]; then
   echo "fuzz-api: failed; the service's log follows" >&2
   tail -n 200 "$work/server.log" >&2

@@ -12,6 +12,7 @@
 # The test server runs with `enableTestCommands`: tests/integration/store_faults.rs injects
 # failures with the `failCommand` fail point, scoped to its own client's appName.
 # When a test fails, the operations mongod logged as slow during the run are printed too.
+# With no arguments, the Schemathesis run of scripts/fuzz-api.sh follows a passing `cargo test`.
 # CV_MONGO_MEMBERS=3 runs the tests against a three-member replica set instead (ports 27121-27123
 # unless CV_MONGO_PORT is set; 27119 is a test's private node).
 set -euo pipefail
@@ -37,5 +38,11 @@ status=0
 cargo test --workspace "$@" || status=$?
 if [ "$status" -ne 0 ]; then
   CV_MONGO_MEMBERS="$MEMBERS" scripts/mongo.sh slow "$mark" 1000 || true
+  exit "$status"
+fi
+# The whole suite (no arguments) ends with the outside fuzzer against a live instance, driven by
+# the served OpenAPI contract (scripts/fuzz-api.sh). A filtered run (`scripts/test.sh NAME`) skips it.
+if [ "$#" -eq 0 ]; then
+  scripts/fuzz-api.sh || status=$?
 fi
 exit "$status"

@@ -1,7 +1,6 @@
 //! `/api/admin/users` and `/api/admin/withdrawals`: user and withdrawal administration, admin
 //! role only.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -17,7 +16,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::extract::{AuthUser, Meta};
 use super::idempotent::IdempotencyKey;
-use super::json::{typed_body, ApiJson};
+use super::json::{typed_body, ApiJson, RawBody};
 use super::paging::number;
 use super::query::ApiQuery;
 use super::views::{ErrorBody, UserBody};
@@ -171,7 +170,7 @@ async fn withdrawal_action(
     Meta(meta): Meta,
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Admin)?;
     let id = parse_id(&id)?;

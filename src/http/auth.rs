@@ -1,7 +1,6 @@
 //! `/api/auth`: signup, login, refresh, logout, me, profile, change-password, 2FA.
 //! Thin handlers: parse, call `identity::Identity`, shape the answer and the cookies.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
@@ -15,7 +14,7 @@ use utoipa_axum::routes;
 use super::cookies::{self, REFRESH_COOKIE};
 use super::error::ApiError;
 use super::extract::{csrf_satisfied, AuthUser, MaybeAuthUser, Meta};
-use super::json::ApiJson;
+use super::json::{ApiJson, RawBody};
 use super::views::{ErrorBody, StatusBody, UserBody, UserView};
 use super::AppState;
 use crate::identity::domain::UserState;
@@ -170,7 +169,7 @@ async fn refresh(
     method: Method,
     headers: HeaderMap,
     jar: CookieJar,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let from_body = if body.iter().all(u8::is_ascii_whitespace) {
         None

@@ -11,6 +11,27 @@ use super::error::ApiError;
 
 pub struct ApiJson<T>(pub T);
 
+/// The raw body (for handlers whose body is optional), with the size limit's rejection in the
+/// shared error shape: 413 `payload_too_large`; any other read failure 400 `malformed_json`.
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::body::Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge)
+            }
+            Err(rejection) => Err(ApiError::MalformedJson(format!(
+                "request body could not be read: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
     T: DeserializeOwned,

@@ -132,20 +132,34 @@ async fn request_timeout(State(limit): State<Duration>, request: Request, next: 
 }
 
 /// Waits until `projection` has applied `min_position` (if given), at most
-/// `READ_YOUR_WRITES_TIMEOUT_MS`; then 503 `projection_lag`.
+/// `READ_YOUR_WRITES_TIMEOUT_MS`; then 503 `projection_lag`. A position beyond the log head is
+/// 422 `validation_error` naming `min_position`, at once.
 pub async fn read_your_writes(
     state: &AppState,
     projection: &ProjectionHandle,
     min_position: Option<u64>,
 ) -> Result<(), ApiError> {
-    match min_position {
-        Some(position)
-            if !projection
-                .wait_for(position, state.config.read_your_writes_timeout)
-                .await =>
-        {
-            Err(ApiError::ProjectionLag(position))
-        }
-        _ => Ok(()),
+    let Some(position) = min_position else {
+        return Ok(());
+    };
+    if projection.position() >= position {
+        return Ok(());
+    }
+    // Positions are handed out only once committed, so one beyond the log head names nothing
+    // any client was given: a client error, not a lag to wait for.
+    let (head, _) = state.store.head().await?;
+    if position > head {
+        return Err(ApiError::Validation {
+            field: "min_position".into(),
+            message: format!("is beyond the log head ({head}): no answer has named it"),
+        });
+    }
+    if projection
+        .wait_for(position, state.config.read_your_writes_timeout)
+        .await
+    {
+        Ok(())
+    } else {
+        Err(ApiError::ProjectionLag(position))
     }
 }
