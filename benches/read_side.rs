@@ -210,7 +210,7 @@ fn main() {
         let mut stored = false;
         for _ in 0..600 {
             let found = snapshots.find_one(doc! { "_id": &id }).await.unwrap();
-            stored = found.is_some_and(|s| s.get_i64("credits_version") == Ok(cold.credits_version as i64));
+            stored = found.is_some_and(|s| s.get_i64("credits_version") == Ok(cold.credits_version() as i64));
             if stored {
                 break;
             }
@@ -223,7 +223,7 @@ fn main() {
         assert_eq!(warm, cold);
         println!(
             "whale's account ({} events) loaded by a process without it cached: from the log {:.2} s, from its snapshot {:.2} ms",
-            cold.version + cold.credits_version,
+            cold.version() + cold.credits_version(),
             from_log.as_secs_f64(),
             ms(from_snapshot)
         );

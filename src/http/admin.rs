@@ -202,7 +202,7 @@ async fn withdrawal_action(
                 let w = ledger
                     .account(applied.event.user_id, &applied.event.asset)
                     .await?
-                    .withdrawals
+                    .withdrawals()
                     .get(&id)
                     .map(|w| w.amount)
                     .unwrap_or_default();

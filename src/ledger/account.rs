@@ -59,26 +59,44 @@ pub struct Withdrawal {
     pub status: WithdrawalStatus,
 }
 
-/// Invariant (kept by the decisions below, checked by the property tests): `available >= 0`
-/// and `held >= 0`, and `held` is the sum of the pending and approved withdrawals.
+/// One account's state: the fold of its two streams. The fields are private: a state is built
+/// only by folding events ([`AccountState::apply`]) or by restoring a snapshot of such a fold
+/// ([`AccountState::restore`], which checks the invariant).
+///
+/// Invariant ([`AccountState::check_invariant`]; kept by the decisions below, asserted by the
+/// property and given/when/then tests): the fold is exact, `available >= 0` and `held >= 0`, and
+/// `held` is the sum of the pending and approved withdrawals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountState {
+    user_id: Uuid,
+    asset: String,
+    available: Units,
+    held: Units,
+    withdrawals: HashMap<Uuid, Withdrawal>,
+    /// Version of the last folded event of the `account-…` stream (0: none).
+    version: u64,
+    /// Id of the event at `version`, when known (a state started from a snapshot does not know
+    /// it until it folds an event). See [`AccountState::expected_version`].
+    last_event: Option<Uuid>,
+    /// Version of the last folded event of the `credits-…` stream (0: none).
+    credits_version: u64,
+    /// Why the balances are not the exact fold (the first event whose money could not be held;
+    /// `None`: exact). Sticky: decisions on such a state are refused.
+    not_exact: Option<String>,
+}
+
+/// What a snapshot stores of an exact [`AccountState`]: every field but `not_exact` (a state
+/// that is not an exact fold is never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSnapshot {
     pub user_id: Uuid,
     pub asset: String,
     pub available: Units,
     pub held: Units,
     pub withdrawals: HashMap<Uuid, Withdrawal>,
-    /// Version of the last folded event of the `account-…` stream (0: none): the expected
-    /// version of the next debit.
     pub version: u64,
-    /// Id of the event at `version`, when known (a state started from a snapshot does not know
-    /// it until it folds an event). See [`AccountState::expected_version`].
     pub last_event: Option<Uuid>,
-    /// Version of the last folded event of the `credits-…` stream (0: none).
     pub credits_version: u64,
-    /// Why the balances are not the exact fold (the first event whose money could not be held;
-    /// `None`: exact). Sticky: decisions on such a state are refused.
-    pub not_exact: Option<String>,
 }
 
 /// Why a ledger command was refused. Nothing is written.
@@ -122,6 +140,85 @@ impl AccountState {
             credits_version: 0,
             not_exact: None,
         }
+    }
+
+    /// The state a snapshot holds, if it satisfies the invariant (otherwise why not: such a
+    /// snapshot is ignored and the account folded from its log).
+    pub fn restore(snapshot: AccountSnapshot) -> Result<Self, String> {
+        let AccountSnapshot {
+            user_id,
+            asset,
+            available,
+            held,
+            withdrawals,
+            version,
+            last_event,
+            credits_version,
+        } = snapshot;
+        let state = Self {
+            user_id,
+            asset,
+            available,
+            held,
+            withdrawals,
+            version,
+            last_event,
+            credits_version,
+            not_exact: None,
+        };
+        state.check_invariant()?;
+        Ok(state)
+    }
+
+    /// This state, as a fold that met an event it could not hold (for tests of what happens to
+    /// such a state).
+    #[cfg(test)]
+    pub(crate) fn marked_not_exact(mut self, why: &str) -> Self {
+        self.not_exact = Some(why.to_owned());
+        self
+    }
+
+    pub fn user_id(&self) -> Uuid {
+        self.user_id
+    }
+
+    pub fn asset(&self) -> &str {
+        &self.asset
+    }
+
+    /// Spendable now.
+    pub fn available(&self) -> Units {
+        self.available
+    }
+
+    /// Held by pending and approved withdrawals.
+    pub fn held(&self) -> Units {
+        self.held
+    }
+
+    /// Every withdrawal of the account by id, with its amount and status.
+    pub fn withdrawals(&self) -> &HashMap<Uuid, Withdrawal> {
+        &self.withdrawals
+    }
+
+    /// Version of the last folded event of the `account-…` stream (0: none).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Id of the event at [`Self::version`], when known.
+    pub fn last_event(&self) -> Option<Uuid> {
+        self.last_event
+    }
+
+    /// Version of the last folded event of the `credits-…` stream (0: none).
+    pub fn credits_version(&self) -> u64 {
+        self.credits_version
+    }
+
+    /// Why the balances are not the exact fold (`None`: they are).
+    pub fn not_exact(&self) -> Option<&str> {
+        self.not_exact.as_deref()
     }
 
     /// The expectation a debit decided on this state appends with: the last folded event of the

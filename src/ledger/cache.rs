@@ -60,7 +60,8 @@ impl AccountCache {
         let mut entries = self.entries();
         let entry = Self::entry(&mut entries, account);
         if entry.state.as_ref().is_none_or(|cached| {
-            cached.version <= state.version && cached.credits_version <= state.credits_version
+            cached.version() <= state.version()
+                && cached.credits_version() <= state.credits_version()
         }) {
             entry.state = Some(state.clone());
         }
@@ -79,7 +80,7 @@ impl AccountCache {
             entry.state = None;
             return None;
         }
-        let expected = state.version;
+        let expected = state.version();
         for (offset, event) in (1..).zip(&stream.events) {
             state.apply(&queued_envelope(
                 event,
@@ -152,11 +153,20 @@ mod tests {
     #[test]
     fn an_older_state_never_replaces_a_newer_one() {
         let cache = AccountCache::default();
-        let mut newer = AccountState::new(Uuid::from_u128(1), "USD");
-        newer.version = 3;
+        let newer = AccountState::restore(crate::ledger::account::AccountSnapshot {
+            user_id: Uuid::from_u128(1),
+            asset: "USD".into(),
+            available: cryptovault_events::Units::ZERO,
+            held: cryptovault_events::Units::ZERO,
+            withdrawals: Default::default(),
+            version: 3,
+            last_event: None,
+            credits_version: 0,
+        })
+        .unwrap();
         cache.offer("a", &newer);
         cache.offer("a", &AccountState::new(Uuid::from_u128(1), "USD"));
-        assert_eq!(cache.state("a").map(|s| s.version), Some(3));
+        assert_eq!(cache.state("a").map(|s| s.version()), Some(3));
         cache.forget("a");
         assert!(cache.state("a").is_none());
     }

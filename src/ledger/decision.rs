@@ -114,7 +114,7 @@ fn debit<E: DomainEvent + Clone>(
     command: &Command,
 ) -> AppendBatch {
     AppendBatch::single(
-        account_stream(account.user_id, &account.asset),
+        account_stream(account.user_id(), account.asset()),
         account.expected_version(),
         vec![command.event(event, 0)],
     )
@@ -147,8 +147,8 @@ pub fn request_withdrawal(
     let event = account.request_withdrawal(command.ids.entity_id, amount, address)?;
     let opened = WithdrawalOpened {
         withdrawal_id: command.ids.entity_id,
-        user_id: account.user_id,
-        asset: account.asset.clone(),
+        user_id: account.user_id(),
+        asset: account.asset().to_owned(),
     };
     let batch = debit(account, &event, command).with(
         withdrawal_stream(command.ids.entity_id),
@@ -181,7 +181,7 @@ pub fn transfer(
 ) -> Result<Decided<TransferSent>, Refusal> {
     let (sent, received) = account.transfer(command.ids.entity_id, to, amount, note)?;
     let batch = debit(account, &sent, command).with(
-        credits_stream(to, &account.asset),
+        credits_stream(to, account.asset()),
         command.credit_expectation(),
         vec![command.event(&received, 1)],
     );

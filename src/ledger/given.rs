@@ -29,7 +29,7 @@ pub fn given_account(user: Uuid, asset: &str) -> Given {
 impl Given {
     /// The account has `event` (on its `credits-…` stream when `credit`, else `account-…`).
     fn with<E: DomainEvent>(mut self, event: E, credit: bool) -> Self {
-        let (user, asset) = (self.state.user_id, self.state.asset.clone());
+        let (user, asset) = (self.state.user_id(), self.state.asset().to_owned());
         let stream = if credit {
             credits_stream(user, &asset)
         } else {
@@ -58,8 +58,8 @@ impl Given {
     pub fn deposited(self, amount: &str) -> Self {
         let deposit = FundsDeposited {
             deposit_id: Uuid::from_u128(self.events.len() as u128 + 1),
-            user_id: self.state.user_id,
-            asset: self.state.asset.clone(),
+            user_id: self.state.user_id(),
+            asset: self.state.asset().to_owned(),
             amount: amount.parse().expect("a decimal"),
         };
         self.with(deposit, true)

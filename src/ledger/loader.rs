@@ -95,7 +95,7 @@ impl AccountLoader {
             None => empty(),
         };
         self.cache
-            .saw_snapshot(stream, state.version + state.credits_version);
+            .saw_snapshot(stream, state.version() + state.credits_version());
         state
     }
 
@@ -108,19 +108,20 @@ impl AccountLoader {
     /// ([`AccountState::expected_version`]), so a cached state whose last event is in the log
     /// agrees with the log up to it.
     async fn follows_log(&self, state: &AccountState) -> Result<bool, StoreError> {
-        if state.version == 0 {
+        if state.version() == 0 {
             return Ok(true);
         }
         let found = self
             .store
             .read_stream(
-                &account_stream(state.user_id, &state.asset),
-                state.version,
+                &account_stream(state.user_id(), state.asset()),
+                state.version(),
                 1,
             )
             .await?;
         Ok(found.first().is_some_and(|e| {
-            e.stream_version == state.version && state.last_event.is_none_or(|id| id == e.event_id)
+            e.stream_version == state.version()
+                && state.last_event().is_none_or(|id| id == e.event_id)
         }))
     }
 
@@ -137,8 +138,8 @@ impl AccountLoader {
         let (debits, credits) = tokio::join!(
             async { self.follows_log(state).await.unwrap_or(false) },
             exists(
-                credits_stream(state.user_id, &state.asset),
-                state.credits_version
+                credits_stream(state.user_id(), state.asset()),
+                state.credits_version()
             ),
         );
         debits && credits
@@ -148,16 +149,16 @@ impl AccountLoader {
     /// [`FOLD_CHUNK`] per stream; returns how many.
     async fn fold_new_events(&self, state: &mut AccountState) -> Result<u64, StoreError> {
         let (account, credits) = (
-            account_stream(state.user_id, &state.asset),
-            credits_stream(state.user_id, &state.asset),
+            account_stream(state.user_id(), state.asset()),
+            credits_stream(state.user_id(), state.asset()),
         );
         let mut folded = 0;
         loop {
             let (debits, credited) = tokio::try_join!(
                 self.store
-                    .read_stream(&account, state.version + 1, FOLD_CHUNK),
+                    .read_stream(&account, state.version() + 1, FOLD_CHUNK),
                 self.store
-                    .read_stream(&credits, state.credits_version + 1, FOLD_CHUNK),
+                    .read_stream(&credits, state.credits_version() + 1, FOLD_CHUNK),
             )?;
             let more = debits.len() == FOLD_CHUNK || credited.len() == FOLD_CHUNK;
             for event in debits.iter().chain(&credited) {
@@ -175,10 +176,11 @@ impl AccountLoader {
     /// not start from the cache, which runs ahead of the log by the batches still queued);
     /// otherwise a background task folds the committed events after the stored snapshot.
     fn keep_fresh(&self, stream: &str, state: &AccountState, committed: bool) {
-        if !self
-            .cache
-            .snapshot_due(stream, state.version + state.credits_version, self.every)
-        {
+        if !self.cache.snapshot_due(
+            stream,
+            state.version() + state.credits_version(),
+            self.every,
+        ) {
             return;
         }
         let (loader, stream, state) = (self.clone(), stream.to_owned(), state.clone());
@@ -187,7 +189,7 @@ impl AccountLoader {
                 state
             } else {
                 let mut stored = loader
-                    .snapshot_or_empty(&stream, state.user_id, &state.asset)
+                    .snapshot_or_empty(&stream, state.user_id(), state.asset())
                     .await;
                 if let Err(error) = loader.fold_new_events(&mut stored).await {
                     tracing::warn!(%error, account = %stream, "account snapshot not renewed");

@@ -99,7 +99,7 @@ async fn an_account_not_in_the_cache_starts_from_its_snapshot_and_folds_only_wha
     let first = ledger(&t).await;
     history(&first, user, 60, 5).await;
     let full = full_fold(&t, user).await;
-    assert_eq!((full.version, full.credits_version), (5, 60));
+    assert_eq!((full.version(), full.credits_version()), (5, 60));
 
     // Folding 60 deposits on the first transfer's load (a fold of committed events) stored it.
     let stored = snapshot_when(&t, user, |_| true).await;
@@ -121,8 +121,8 @@ async fn an_account_not_in_the_cache_starts_from_its_snapshot_and_folds_only_wha
         .unwrap();
     let from_altered = ledger(&t).await.account(user, "SOL").await.unwrap();
     assert_eq!(
-        from_altered.available,
-        full.available.checked_add(thousand).unwrap()
+        from_altered.available(),
+        full.available().checked_add(thousand).unwrap()
     );
     t.drop_database().await;
 }
@@ -166,7 +166,7 @@ async fn a_snapshot_ahead_of_the_log_or_of_another_format_is_ignored_and_replace
             .unwrap()
             .parse::<Units>()
             .unwrap(),
-        full.available
+        full.available()
     );
     t.drop_database().await;
 }

@@ -22,7 +22,7 @@ use cryptovault_events::Units;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::ledger::account::{AccountState, Withdrawal, WithdrawalStatus};
+use crate::ledger::account::{AccountSnapshot, AccountState, Withdrawal, WithdrawalStatus};
 use crate::store::codec::to_i64;
 
 /// Version of the snapshot encoding and of the fold it captures. 2: balances as exact `Units`
@@ -31,15 +31,15 @@ pub const FORMAT: i32 = 2;
 
 /// The document stored for `state`, with `_id` = the account's stream id.
 pub fn encode(id: &str, state: &AccountState) -> Document {
-    let mut withdrawals: Vec<(&Uuid, &Withdrawal)> = state.withdrawals.iter().collect();
+    let mut withdrawals: Vec<(&Uuid, &Withdrawal)> = state.withdrawals().iter().collect();
     withdrawals.sort_by_key(|(id, _)| **id);
     let mut document = doc! {
         "_id": id,
         "format": FORMAT,
-        "user_id": state.user_id.to_string(),
-        "asset": &state.asset,
-        "available": state.available.to_string(),
-        "held": state.held.to_string(),
+        "user_id": state.user_id().to_string(),
+        "asset": &state.asset(),
+        "available": state.available().to_string(),
+        "held": state.held().to_string(),
         "withdrawals": withdrawals
             .into_iter()
             .map(|(id, w)| doc! {
@@ -48,11 +48,11 @@ pub fn encode(id: &str, state: &AccountState) -> Document {
                 "status": w.status.as_str(),
             })
             .collect::<Vec<_>>(),
-        "version": to_i64(state.version),
-        "last_event": state.last_event.map(|id| id.to_string()),
-        "credits_version": to_i64(state.credits_version),
+        "version": to_i64(state.version()),
+        "last_event": state.last_event().map(|id| id.to_string()),
+        "credits_version": to_i64(state.credits_version()),
     };
-    if let Some(why) = &state.not_exact {
+    if let Some(why) = state.not_exact() {
         document.insert("not_exact", why);
     }
     document
@@ -102,7 +102,7 @@ pub fn decode(snapshot: &Document, user_id: Uuid, asset: &str) -> Result<Account
             .and_then(|v| u64::try_from(v).ok())
             .ok_or_else(|| format!("{name}: not a non-negative Int64"))
     };
-    Ok(AccountState {
+    AccountState::restore(AccountSnapshot {
         user_id,
         asset: asset.to_owned(),
         available: units(snapshot.get_str("available").ok(), "available")?,
@@ -118,7 +118,6 @@ pub fn decode(snapshot: &Document, user_id: Uuid, asset: &str) -> Result<Account
             Some(_) => return Err("last_event: not a UUID string".into()),
         },
         credits_version: version("credits_version")?,
-        not_exact: None,
     })
 }
 
@@ -137,11 +136,7 @@ mod tests {
     use super::*;
 
     fn state() -> AccountState {
-        let user = Uuid::now_v7();
-        let mut state = AccountState::new(user, "BTC");
-        // Past the 28 digits of a rust_decimal: stored and read back exactly.
-        state.available = Units::from_str("84999999999.999999999999999915").unwrap();
-        state.held = Units::MAX;
+        let mut withdrawals = HashMap::new();
         for (n, status) in [
             WithdrawalStatus::Pending,
             WithdrawalStatus::Approved,
@@ -151,7 +146,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            state.withdrawals.insert(
+            withdrawals.insert(
                 Uuid::now_v7(),
                 Withdrawal {
                     amount: Decimal::new(n as i64 + 1, 8),
@@ -159,10 +154,19 @@ mod tests {
                 },
             );
         }
-        state.version = 7;
-        state.last_event = Some(Uuid::now_v7());
-        state.credits_version = 1_000_003;
-        state
+        AccountState::restore(AccountSnapshot {
+            user_id: Uuid::now_v7(),
+            asset: "BTC".into(),
+            // Past the 28 digits of a rust_decimal: stored and read back exactly.
+            available: Units::from_str("84999999999.999999999999999915").unwrap(),
+            // The pending and approved withdrawals: 0.00000001 + 0.00000002.
+            held: Units::from_str("0.00000003").unwrap(),
+            withdrawals,
+            version: 7,
+            last_event: Some(Uuid::now_v7()),
+            credits_version: 1_000_003,
+        })
+        .unwrap()
     }
 
     #[test]
@@ -170,7 +174,7 @@ mod tests {
         let state = state();
         let stored = encode("account-x-BTC", &state);
         assert_eq!(stored.get_str("_id").unwrap(), "account-x-BTC");
-        assert_eq!(decode(&stored, state.user_id, "BTC"), Ok(state));
+        assert_eq!(decode(&stored, state.user_id(), "BTC"), Ok(state));
     }
 
     #[test]
@@ -179,32 +183,31 @@ mod tests {
         let good = encode("a", &state);
         let mut old = good.clone();
         old.insert("format", 0);
-        assert!(decode(&old, state.user_id, "BTC")
+        assert!(decode(&old, state.user_id(), "BTC")
             .unwrap_err()
             .contains("format"));
         assert!(decode(&good, Uuid::now_v7(), "BTC").is_err());
-        assert!(decode(&good, state.user_id, "ETH").is_err());
+        assert!(decode(&good, state.user_id(), "ETH").is_err());
         let mut bad = good.clone();
         bad.insert("available", "12,5");
-        assert!(decode(&bad, state.user_id, "BTC")
+        assert!(decode(&bad, state.user_id(), "BTC")
             .unwrap_err()
             .contains("available"));
         let mut negative = good.clone();
         negative.insert("version", -1_i64);
-        assert!(decode(&negative, state.user_id, "BTC").is_err());
+        assert!(decode(&negative, state.user_id(), "BTC").is_err());
         let mut rounded = good;
         rounded.insert("held", "0.0000000000000000001");
-        assert!(decode(&rounded, state.user_id, "BTC")
+        assert!(decode(&rounded, state.user_id(), "BTC")
             .unwrap_err()
             .contains("held"));
     }
 
     #[test]
     fn a_state_that_is_not_an_exact_fold_is_never_restored() {
-        let mut state = state();
-        state.not_exact = Some("credits-x-BTC version 9: balance beyond ±1.7e20".into());
+        let state = state().marked_not_exact("credits-x-BTC version 9: balance beyond ±1.7e20");
         let stored = encode("account-x-BTC", &state);
-        assert!(decode(&stored, state.user_id, "BTC")
+        assert!(decode(&stored, state.user_id(), "BTC")
             .unwrap_err()
             .contains("not an exact fold"));
     }

@@ -53,8 +53,8 @@ impl SnapshotStore {
             "$or": [
                 { "format": { "$ne": FORMAT } },
                 {
-                    "version": { "$lte": to_i64(state.version) },
-                    "credits_version": { "$lte": to_i64(state.credits_version) },
+                    "version": { "$lte": to_i64(state.version()) },
+                    "credits_version": { "$lte": to_i64(state.credits_version()) },
                 },
             ],
         };
