@@ -53,24 +53,39 @@ export CSRF_SECRET="$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 export RATE_LIMIT_PER_IP_PER_MIN=1000000 RATE_LIMIT_LOGIN_PER_MIN=1000000 RATE_LIMIT_PER_USER_PER_MIN=1000000
 export RUST_LOG="${RUST_LOG:-warn}"
 
+# request METHOD URL [JSON BODY] [BEARER TOKEN]: the answer's body on stdout; fails on any
+# non-2xx answer or a refused connection. Python's standard library, so that the README's
+# "Rust and Python 3" is all a machine needs (no curl).
+request() {
+  python3 - "$@" <<'PY'
+import sys, urllib.request
+method, url = sys.argv[1], sys.argv[2]
+body = sys.argv[3].encode() if len(sys.argv) > 3 and sys.argv[3] else None
+headers = {"Content-Type": "application/json"} if body else {}
+if len(sys.argv) > 4:
+    headers["Authorization"] = "Bearer " + sys.argv[4]
+with urllib.request.urlopen(urllib.request.Request(url, body, headers, method=method), timeout=30) as answer:
+    sys.stdout.write(answer.read().decode())
+PY
+}
+
 "$bin" serve >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 300); do
-  if curl -fsS "$base/health" >/dev/null 2>&1; then break; fi
+  if request GET "$base/health" >/dev/null 2>&1; then break; fi
   if ! kill -0 "$server_pid" 2>/dev/null; then cat "$work/server.log" >&2; exit 1; fi
   sleep 0.2
 done
-curl -fsS "$base/api/openapi.json" -o "$work/openapi.json"
+request GET "$base/api/openapi.json" >"$work/openapi.json"
 
 # signup EMAIL → a fresh user; login EMAIL → its access token.
 password="Fuzz-$(python3 -c 'import secrets; print(secrets.token_hex(12))')"
 signup() {
-  curl -fsS -X POST "$base/api/auth/signup" -H 'Content-Type: application/json' \
-    -d "{\"email\":\"$1\",\"password\":\"$password\",\"name\":\"Fuzz User\"}" >/dev/null
+  request POST "$base/api/auth/signup" \
+    "{\"email\":\"$1\",\"password\":\"$password\",\"name\":\"Fuzz User\"}" >/dev/null
 }
 login() {
-  curl -fsS -X POST "$base/api/auth/login" -H 'Content-Type: application/json' \
-    -d "{\"email\":\"$1\",\"password\":\"$password\"}" \
+  request POST "$base/api/auth/login" "{\"email\":\"$1\",\"password\":\"$password\"}" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
 }
 signup user@fuzz.example
@@ -83,8 +98,8 @@ staff_token="$(login staff@fuzz.example)"
 sessions_token="$(login sessions@fuzz.example)"
 # Some history for the read routes to page through.
 for amount in 100.00 25.50; do
-  curl -fsS -X POST "$base/api/wallet/deposits" -H "Authorization: Bearer $user_token" \
-    -H 'Content-Type: application/json' -d "{\"asset\":\"USD\",\"amount\":\"$amount\"}" >/dev/null
+  request POST "$base/api/wallet/deposits" "{\"asset\":\"USD\",\"amount\":\"$amount\"}" \
+    "$user_token" >/dev/null
 done
 
 # Operations that end the caller's session (logout, a password change ends the other sessions,
