@@ -1,12 +1,19 @@
 //! The `idempotency_keys` records of `Idempotency-Key` on write endpoints (PRODUCT.md §3; the
 //! request hash and the key rules are `crate::idempotency`'s).
 //!
-//! A record per (user, key) in `idempotency_keys` (TTL 24 h) holds a hash of the request
-//! (method, path, canonical JSON body) and, once done, the response. The same key and body get
-//! the first response back and write nothing; the same key with another body gets 409
-//! `idempotency_conflict`. A concurrent duplicate waits for the first to finish. Records live in
-//! MongoDB, so this survives restarts; the ledger additionally derives its event ids from the
-//! key, so even a crash between the append and the stored response cannot apply a command twice.
+//! A record per (user, key) in `idempotency_keys` holds a hash of the request (method, path,
+//! canonical JSON body) and, once done, the response. The same key and body get the first
+//! response back and write nothing; the same key with another body (or on another route) gets
+//! 409 `idempotency_conflict`. A concurrent duplicate waits for the first to finish. Records
+//! live in MongoDB, so this survives restarts; the ledger additionally derives its event ids
+//! from the key, so even a crash between the append and the stored response cannot apply a
+//! command twice.
+//!
+//! **A finished record is kept for good.** The event ids a key derives are the key's forever,
+//! so forgetting the key would let a reuse run another command under it (a false 201). Only a
+//! *pending* record carries `expires_at` (TTL index), as a safety net for a run whose own
+//! clean-up never happened; `finish` removes it. Records written by earlier versions (which
+//! expired every record after 24 h) lose their expiry when the store opens.
 //!
 //! Faults must not leave a key stuck: each run of a keyed request owns its pending record by an
 //! `attempt` id. A run that fails on the server side removes its record (`abandon`), so the
@@ -26,8 +33,8 @@ use crate::idempotency::Begin;
 use crate::store::backoff::Backoff;
 use crate::store::{durable_write_concern, StoreError};
 
-/// How long a record is kept.
-const RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How long a *pending* record is kept if nothing settles it (finished records are kept for good).
+const PENDING_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// A pending record older than this belongs to a request that died; a retry may take it over.
 const STALE_PENDING: Duration = Duration::from_secs(30);
 /// How long a duplicate waits for the first request to finish.
@@ -57,6 +64,13 @@ impl IdempotencyKeys {
                     .build(),
             )
             .await?;
+        // Earlier versions gave finished records an expiry too; a finished key is kept for good.
+        keys.records
+            .update_many(
+                doc! { "state": "done", "expires_at": { "$exists": true } },
+                doc! { "$unset": { "expires_at": "" } },
+            )
+            .await?;
         Ok(keys)
     }
 
@@ -76,7 +90,7 @@ impl IdempotencyKeys {
                 "state": "pending",
                 "attempt": attempt.to_string(),
                 "started_at": BsonDateTime::from_chrono(now),
-                "expires_at": BsonDateTime::from_chrono(now + chrono::Duration::from_std(RETENTION).expect("fits")),
+                "expires_at": BsonDateTime::from_chrono(now + chrono::Duration::from_std(PENDING_RETENTION).expect("fits")),
             })
             .await;
         match inserted {
@@ -142,7 +156,10 @@ impl IdempotencyKeys {
         self.records
             .update_one(
                 doc! { "_id": Self::id(user, key), "state": "pending", "attempt": attempt.to_string() },
-                doc! { "$set": { "state": "done", "status": i32::from(status), "body": body } },
+                doc! {
+                    "$set": { "state": "done", "status": i32::from(status), "body": body },
+                    "$unset": { "expires_at": "" },
+                },
             )
             .await?;
         Ok(())

@@ -440,3 +440,97 @@ async fn idempotency_keys_apply_once_concurrently_and_across_a_restart() {
     assert_eq!(deposits().await, 2);
     t.drop_database().await;
 }
+
+/// Finding 6 of issue 14: event ids derive from (user, key, request) forever, so a key must be
+/// remembered forever too. After everything the retention rule lets MongoDB forget has been
+/// forgotten (every record's `expires_at` moved into the past and the TTL monitor run), a reused
+/// key still answers the original answer, or 409 for another body — never a new 201, never 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reused_idempotency_key_after_the_retention_window_is_the_first_answer_or_409() {
+    let t = TestDb::new("ledger_idem_expiry").await;
+    let base = spawn_app(&t, &[]).await;
+    let u = user(&base, "idem-expiry@example.com").await;
+    let send = |path: &'static str, key: &'static str, body: Value| {
+        let (token, base) = (u.token.clone(), base.clone());
+        async move {
+            let response = Client::new()
+                .post(format!("{base}{path}"))
+                .bearer_auth(token)
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let deposit = |amount: &str| json!({ "asset": "ETH", "amount": amount });
+    let events = || async {
+        t.db()
+            .collection::<bson::Document>("events")
+            .count_documents(doc! { "stream_id": { "$regex": "^account-" } })
+            .await
+            .unwrap()
+    };
+    let first = send("/api/wallet/deposits", "reused", deposit("1.5")).await;
+    assert_eq!(first.0, StatusCode::CREATED, "{first:?}");
+    let withdrawal = send(
+        "/api/wallet/withdrawals",
+        "reused-w",
+        json!({ "asset": "ETH", "amount": "0.5", "address": "0xabc" }),
+    )
+    .await;
+    assert_eq!(withdrawal.0, StatusCode::CREATED, "{withdrawal:?}");
+    let written = events().await;
+
+    // Time passes: whatever carries an expiry is past it, and MongoDB's TTL monitor (made to
+    // run every second on the test server) removes it.
+    let admin = t.client.database("admin");
+    admin
+        .run_command(doc! { "setParameter": 1, "ttlMonitorSleepSecs": 1 })
+        .await
+        .unwrap();
+    let keys = t.db().collection::<bson::Document>("idempotency_keys");
+    keys.update_many(
+        doc! { "expires_at": { "$exists": true } },
+        doc! { "$set": { "expires_at": bson::DateTime::from_millis(0) } },
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while keys
+        .count_documents(doc! { "expires_at": { "$exists": true } })
+        .await
+        .unwrap()
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the TTL monitor did not run"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // Another body under the key: 409, never a success for a command that did not run.
+    let other = send("/api/wallet/deposits", "reused", deposit("2")).await;
+    assert_eq!(
+        (other.0, other.1["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("idempotency_conflict")),
+        "another body under a used key: {other:?}"
+    );
+    // The same request again: the first answer (or 409), nothing written.
+    let again = send("/api/wallet/deposits", "reused", deposit("1.5")).await;
+    assert!(
+        again == first || again.0 == StatusCode::CONFLICT,
+        "same key and body after the window: {again:?}, first was {first:?}"
+    );
+    // The key of the withdrawal, reused on another route.
+    let elsewhere = send("/api/wallet/deposits", "reused-w", deposit("3")).await;
+    assert_eq!(
+        (elsewhere.0, elsewhere.1["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("idempotency_conflict")),
+        "a key reused on another route: {elsewhere:?}"
+    );
+    assert_eq!(events().await, written, "a reused key wrote events");
+    t.drop_database().await;
+}
