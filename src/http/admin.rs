@@ -154,7 +154,7 @@ pub struct WithdrawalActionBody {
     security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "The withdrawal's id (a UUID)."),
-        ("action" = inline(WithdrawalAction), Path, description = "`approve` (pending → approved), `complete` (approved → completed: the hold becomes a debit) or `reject` (pending or approved → rejected: the hold is released)."),
+        ("action" = inline(WithdrawalAction), Path, description = "`approve` (pending → approved), `complete` (approved → completed: the hold becomes a debit) or `reject` (pending or approved → rejected: the hold is released). Four eyes: an admin cannot approve or complete a withdrawal of their own (403 `forbidden`)."),
         IdempotencyKey,
     ),
     request_body(content = Option<ActionRequest>, description = "Optional."),

@@ -125,6 +125,9 @@ pub enum Refusal {
     UnknownWithdrawal(Uuid),
     #[error("cannot transfer to yourself")]
     SelfTransfer,
+    /// Four eyes: the admin acting on a withdrawal is its owner. HTTP 403 `forbidden`.
+    #[error("four eyes: an admin cannot {action} their own withdrawal {id}; another admin must")]
+    OwnWithdrawal { id: Uuid, action: &'static str },
 }
 
 impl AccountState {
@@ -448,8 +451,10 @@ impl AccountState {
         })
     }
 
+    /// Four eyes: refused for the withdrawal's own owner ([`Refusal::OwnWithdrawal`]).
     pub fn approve(&self, id: Uuid, admin: Uuid) -> Result<WithdrawalApproved, Refusal> {
         let w = self.withdrawal(id)?;
+        self.other_admin(id, admin, "approve")?;
         if w.status != WithdrawalStatus::Pending {
             return Err(Refusal::InvalidTransition {
                 id,
@@ -465,8 +470,10 @@ impl AccountState {
         })
     }
 
+    /// Four eyes: refused for the withdrawal's own owner ([`Refusal::OwnWithdrawal`]).
     pub fn complete(&self, id: Uuid, admin: Uuid) -> Result<WithdrawalCompleted, Refusal> {
         let w = self.withdrawal(id)?;
+        self.other_admin(id, admin, "complete")?;
         if w.status != WithdrawalStatus::Approved {
             return Err(Refusal::InvalidTransition {
                 id,
@@ -481,6 +488,15 @@ impl AccountState {
             amount: w.amount,
             completed_by: admin,
         })
+    }
+
+    /// The four-eyes rule of approve and complete: the acting admin is not the account's owner.
+    /// (Rejecting one's own withdrawal only releases the hold, so it is allowed.)
+    fn other_admin(&self, id: Uuid, admin: Uuid, action: &'static str) -> Result<(), Refusal> {
+        if admin == self.user_id {
+            return Err(Refusal::OwnWithdrawal { id, action });
+        }
+        Ok(())
     }
 
     pub fn reject(

@@ -209,6 +209,32 @@ mod tests {
     }
 
     #[test]
+    fn four_eyes_the_owner_cannot_approve_or_complete_their_own_withdrawal() {
+        given_account(USER, "BTC")
+            .deposited("2")
+            .debited(requested("1.5"))
+            .when(|account| account.approve(W, USER))
+            .then_refused(Refusal::OwnWithdrawal {
+                id: W,
+                action: "approve",
+            });
+        given_account(USER, "BTC")
+            .deposited("2")
+            .debited(requested("1.5"))
+            .debited(WithdrawalApproved {
+                withdrawal_id: W,
+                user_id: USER,
+                asset: "BTC".into(),
+                approved_by: ADMIN,
+            })
+            .when(|account| account.complete(W, USER))
+            .then_refused(Refusal::OwnWithdrawal {
+                id: W,
+                action: "complete",
+            });
+    }
+
+    #[test]
     fn a_pending_withdrawal_cannot_be_completed_before_approval() {
         given_account(USER, "BTC")
             .deposited("2")

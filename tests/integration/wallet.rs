@@ -69,3 +69,50 @@ async fn wallet_commands_answer_typed_bodies_and_refuse_unknown_fields() {
     assert_eq!(body["withdrawal"]["amount"], "10.00");
     app.finish().await;
 }
+
+/// Four eyes (issue 14, finding 12): an admin cannot approve or complete a withdrawal of their
+/// own; another admin can. A refusal is 403 `forbidden` and writes nothing.
+#[tokio::test]
+async fn an_admin_cannot_approve_or_complete_their_own_withdrawal() {
+    let app = TestApp::spawn("wallet_four_eyes").await;
+    let root = app.admin("root@example.com").await;
+    let boss = app.admin("boss@example.com").await;
+    let (status, body) = app.deposit(&root, "USD", "100").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app.withdraw(&root, "USD", "40", "acct-root").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let withdrawal = body["withdrawal"]["id"].as_str().unwrap().to_owned();
+
+    let refused = |(status, answer): (StatusCode, serde_json::Value)| {
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+        assert_eq!(answer["error"]["code"], "forbidden", "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains("own withdrawal"), "{message}");
+    };
+    let before = app.event_count().await;
+    refused(
+        app.withdrawal_action(&root, &withdrawal, "approve", json!({}))
+            .await,
+    );
+    assert_eq!(app.event_count().await, before, "a refused approval wrote");
+    let (status, body) = app
+        .withdrawal_action(&boss, &withdrawal, "approve", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let before = app.event_count().await;
+    refused(
+        app.withdrawal_action(&root, &withdrawal, "complete", json!({}))
+            .await,
+    );
+    assert_eq!(
+        app.event_count().await,
+        before,
+        "a refused completion wrote"
+    );
+    let (status, body) = app
+        .withdrawal_action(&boss, &withdrawal, "complete", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["withdrawal"]["status"], "completed");
+    app.finish().await;
+}
