@@ -73,6 +73,65 @@ pub struct Config {
     /// `READ_YOUR_WRITES_TIMEOUT_MS` (default 5000): longest wait for `?min_position=`.
     pub read_your_writes_timeout: Duration,
     pub prices: PriceSettings,
+    pub deposits: DepositSettings,
+}
+
+/// How money enters the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepositsMode {
+    /// `self-service`: `POST /api/wallet/deposits` credits the caller — for development and
+    /// demos (the default unless `ENVIRONMENT=production`).
+    SelfService,
+    /// `provider`: only an admin (`POST /api/admin/deposits`, never to their own account) or
+    /// the payment provider's signed webhook (`POST /api/webhooks/deposits`) credits; the
+    /// self-service route answers 403 (the default with `ENVIRONMENT=production`).
+    Provider,
+}
+
+/// `DEPOSITS_MODE`, the webhook's secret and its replay window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepositSettings {
+    /// `DEPOSITS_MODE`: `self-service` or `provider` (defaults above).
+    pub mode: DepositsMode,
+    /// `DEPOSIT_WEBHOOK_SECRET`: the HMAC-SHA256 key the payment provider signs webhook bodies
+    /// with (at least 32 bytes in production). Unset: the webhook answers 403.
+    pub webhook_secret: Option<Secret>,
+    /// `DEPOSIT_WEBHOOK_TOLERANCE_SECS` (default 300, 1 to 3600): how far a webhook's signed
+    /// timestamp may be from this server's clock.
+    pub webhook_tolerance: Duration,
+}
+
+impl DepositSettings {
+    fn from_lookup(lookup: &impl Lookup, environment: Environment) -> Result<Self, ConfigError> {
+        let mode = match lookup("DEPOSITS_MODE").as_deref() {
+            None if environment == Environment::Production => DepositsMode::Provider,
+            None => DepositsMode::SelfService,
+            Some("self-service") => DepositsMode::SelfService,
+            Some("provider") => DepositsMode::Provider,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    var: "DEPOSITS_MODE",
+                    reason: format!("{other:?} is not one of self-service, provider"),
+                })
+            }
+        };
+        let webhook_secret = match lookup("DEPOSIT_WEBHOOK_SECRET") {
+            None => None,
+            Some(_) => Some(secret(lookup, "DEPOSIT_WEBHOOK_SECRET", environment)?),
+        };
+        let tolerance = parse(lookup, "DEPOSIT_WEBHOOK_TOLERANCE_SECS", 300u64)?;
+        if !(1..=3600).contains(&tolerance) {
+            return Err(ConfigError::Invalid {
+                var: "DEPOSIT_WEBHOOK_TOLERANCE_SECS",
+                reason: format!("{tolerance} is not between 1 and 3600"),
+            });
+        }
+        Ok(Self {
+            mode,
+            webhook_secret,
+            webhook_tolerance: Duration::from_secs(tolerance),
+        })
+    }
 }
 
 /// Where `/api/prices` and `/ws/prices` get quotes.
@@ -262,6 +321,7 @@ impl Config {
                     parse(&lookup, "PRICE_INTERVAL_MS", 2000u64)?.max(100),
                 ),
             },
+            deposits: DepositSettings::from_lookup(&lookup, environment)?,
         })
     }
 }
@@ -437,6 +497,33 @@ mod tests {
             Config::from_lookup(lookup(&pairs)).unwrap_err(),
             ConfigError::WeakSecret("JWT_SECRET")
         );
+    }
+
+    #[test]
+    fn deposits_are_self_service_by_default_except_in_production() {
+        let config = Config::from_lookup(lookup(&BASE)).unwrap();
+        assert_eq!(config.deposits.mode, DepositsMode::SelfService);
+        assert_eq!(config.deposits.webhook_secret, None);
+        let mut pairs = BASE.to_vec();
+        pairs.push(("ENVIRONMENT", "production"));
+        let config = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(config.deposits.mode, DepositsMode::Provider);
+        pairs.push(("DEPOSITS_MODE", "self-service"));
+        let config = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(config.deposits.mode, DepositsMode::SelfService);
+        pairs.push(("DEPOSIT_WEBHOOK_SECRET", "short"));
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs)).unwrap_err(),
+            ConfigError::WeakSecret("DEPOSIT_WEBHOOK_SECRET")
+        );
+        let bad = [BASE[0], BASE[1], BASE[2], ("DEPOSITS_MODE", "free")];
+        assert!(matches!(
+            Config::from_lookup(lookup(&bad)).unwrap_err(),
+            ConfigError::Invalid {
+                var: "DEPOSITS_MODE",
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -197,7 +197,9 @@ impl From<LedgerError> for ApiError {
             LedgerError::Refused(Refusal::InvalidTransition { .. }) => Self::InvalidState(message),
             LedgerError::Refused(Refusal::UnknownWithdrawal(_))
             | LedgerError::UnknownWithdrawal(_) => Self::NotFound(message),
-            LedgerError::Refused(Refusal::OwnWithdrawal { .. }) => Self::Forbidden(message),
+            LedgerError::Refused(Refusal::OwnWithdrawal { .. } | Refusal::OwnDeposit) => {
+                Self::Forbidden(message)
+            }
             LedgerError::Refused(Refusal::SelfTransfer) => Self::Validation {
                 field: "to_email".into(),
                 message,

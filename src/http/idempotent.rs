@@ -39,23 +39,42 @@ where
     Fut: std::future::Future<Output = Result<(StatusCode, R), ApiError>>,
     R: serde::Serialize,
 {
-    let run = async |ids| {
-        let (status, body) = run(ids).await?;
-        let body = serde_json::to_value(body).map_err(|e| ApiError::Internal(e.into()))?;
-        Ok::<_, ApiError>((status, body))
-    };
-    let Some(raw) = headers.get(IDEMPOTENCY_HEADER) else {
-        return answer(run(CommandIds::fresh()).await);
-    };
-    let key = match raw.to_str() {
-        Ok(key) if valid_key(key) => key.to_owned(),
-        _ => {
+    let key = match headers.get(IDEMPOTENCY_HEADER).map(|raw| raw.to_str()) {
+        None => None,
+        Some(Ok(key)) if valid_key(key) => Some(key.to_owned()),
+        Some(_) => {
             return ApiError::Validation {
                 field: "Idempotency-Key".into(),
                 message: "must be 1 to 255 printable ASCII characters".into(),
             }
             .into_response()
         }
+    };
+    idempotent_with_key(state, user, key, route, body, run).await
+}
+
+/// [`idempotent`] with the key given (for callers whose key is not the header, such as the
+/// payment provider's event id): at most once per (`user`, `key`, request).
+pub async fn idempotent_with_key<F, Fut, R>(
+    state: &AppState,
+    user: Uuid,
+    key: Option<String>,
+    route: &str,
+    body: &Value,
+    run: F,
+) -> Response
+where
+    F: FnOnce(CommandIds) -> Fut,
+    Fut: std::future::Future<Output = Result<(StatusCode, R), ApiError>>,
+    R: serde::Serialize,
+{
+    let run = async |ids| {
+        let (status, body) = run(ids).await?;
+        let body = serde_json::to_value(body).map_err(|e| ApiError::Internal(e.into()))?;
+        Ok::<_, ApiError>((status, body))
+    };
+    let Some(key) = key else {
+        return answer(run(CommandIds::fresh()).await);
     };
     let hash = request_hash("POST", route, body);
     let keys = &state.idempotency;

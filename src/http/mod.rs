@@ -11,6 +11,8 @@ pub mod auth;
 pub mod client;
 /// Session cookies.
 pub mod cookies;
+/// `/api/admin/deposits` and `/api/webhooks/deposits`: deposits that are not self-service.
+pub mod deposits;
 /// The error type of the HTTP layer and the JSON error shape.
 pub mod error;
 /// Authentication extractors (`AuthUser`, CSRF) and request metadata (`Meta`).
@@ -69,6 +71,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(auth::router())
         .merge(admin::router())
         .merge(wallet::router())
+        .merge(deposits::router())
         .merge(transactions::router())
         .merge(audit::router())
         .merge(live::router())

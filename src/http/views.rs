@@ -143,3 +143,21 @@ pub struct TransactionPage {
     pub next_cursor: Option<String>,
     pub position: u64,
 }
+
+/// A deposit as answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DepositView {
+    pub id: Uuid,
+    pub asset: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", example = "0.00150000")]
+    pub amount: String,
+    /// `completed`.
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DepositCreated {
+    pub deposit: DepositView,
+    /// The log position of the event: pass as `min_position` to read your write.
+    pub position: u64,
+}

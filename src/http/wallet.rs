@@ -4,7 +4,7 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -22,8 +22,9 @@ use super::json::{typed_body, ApiJson};
 use super::paging::{number, parse_instant};
 use super::query::ApiQuery;
 use super::read_models::{balance_json, current_balance};
-use super::views::{BalanceRow, BalancesBody, ErrorBody};
+use super::views::{BalanceRow, BalancesBody, DepositCreated, DepositView, ErrorBody};
 use super::{read_your_writes, AppState};
+use crate::config::DepositsMode;
 use crate::identity::domain::{Email, InvalidInput};
 use crate::ledger::amount::Assets;
 use crate::ledger::service::TransferRequest;
@@ -158,24 +159,6 @@ fn asset_and_amount(
     Ok((asset, amount))
 }
 
-/// A deposit as answered.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DepositView {
-    pub id: Uuid,
-    pub asset: String,
-    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", example = "0.00150000")]
-    pub amount: String,
-    /// `completed`.
-    pub status: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DepositCreated {
-    pub deposit: DepositView,
-    /// The log position of the event: pass as `min_position` to read your write.
-    pub position: u64,
-}
-
 /// A withdrawal request as answered.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WithdrawalView {
@@ -212,7 +195,7 @@ pub struct TransferCreated {
     pub position: u64,
 }
 
-/// Credits the caller.
+/// Credits the caller (self-service: development and demos; 403 with `DEPOSITS_MODE=provider`).
 #[utoipa::path(
     post,
     path = "/api/wallet/deposits",
@@ -233,6 +216,14 @@ async fn deposit(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Response {
+    if state.config.deposits.mode == DepositsMode::Provider {
+        return ApiError::Forbidden(
+            "self-service deposits are off (DEPOSITS_MODE=provider): money is credited by the \
+             payment provider or an admin"
+                .into(),
+        )
+        .into_response();
+    }
     let run = async |ids| {
         let assets = &state.ledger.assets;
         let (asset, amount) = typed_body::<DepositRequest>(&body)?.parse(assets)?;

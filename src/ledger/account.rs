@@ -128,6 +128,11 @@ pub enum Refusal {
     /// Four eyes: the admin acting on a withdrawal is its owner. HTTP 403 `forbidden`.
     #[error("four eyes: an admin cannot {action} their own withdrawal {id}; another admin must")]
     OwnWithdrawal { id: Uuid, action: &'static str },
+    /// Four eyes: an admin crediting their own account. HTTP 403 `forbidden`.
+    #[error(
+        "four eyes: an admin cannot credit a deposit to their own account; another admin must"
+    )]
+    OwnDeposit,
 }
 
 impl AccountState {

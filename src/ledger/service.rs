@@ -78,6 +78,18 @@ pub struct Ledger {
     loader: AccountLoader,
 }
 
+/// Who credits a deposit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Depositor {
+    /// The account's owner, self-service.
+    Owner,
+    /// An admin, with the reference of the payment it books; never into their own account
+    /// (four eyes: [`Refusal::OwnDeposit`]).
+    Admin { admin: Uuid, reference: String },
+    /// The payment provider's signed webhook, with the provider's event id.
+    Provider { event_id: String },
+}
+
 fn metadata(meta: &RequestMeta, actor: Uuid) -> EventMetadata {
     EventMetadata {
         request_id: meta.request_id.clone(),
@@ -275,6 +287,7 @@ impl Ledger {
         }))
     }
 
+    /// A self-service deposit: the owner credits their own account (`DEPOSITS_MODE`).
     pub async fn deposit(
         &self,
         user_id: Uuid,
@@ -283,7 +296,36 @@ impl Ledger {
         ids: CommandIds,
         meta: &RequestMeta,
     ) -> Result<Applied<cryptovault_events::ledger::FundsDeposited>, LedgerError> {
-        let command = self.command(ids, meta, user_id);
+        self.deposit_by(&Depositor::Owner, user_id, asset, amount, ids, meta)
+            .await
+    }
+
+    /// A deposit credited by `depositor` (recorded as the event's actor, and the provider's or
+    /// admin's reference as its causation id).
+    pub async fn deposit_by(
+        &self,
+        depositor: &Depositor,
+        user_id: Uuid,
+        asset: &str,
+        amount: Decimal,
+        ids: CommandIds,
+        meta: &RequestMeta,
+    ) -> Result<Applied<cryptovault_events::ledger::FundsDeposited>, LedgerError> {
+        let mut command = self.command(ids, meta, user_id);
+        match depositor {
+            Depositor::Owner => {}
+            Depositor::Admin { admin, .. } if *admin == user_id => {
+                return Err(LedgerError::Refused(Refusal::OwnDeposit));
+            }
+            Depositor::Admin { admin, reference } => {
+                command.metadata.actor = Some(format!("admin:{admin}"));
+                command.metadata.causation_id = Some(format!("reference:{reference}"));
+            }
+            Depositor::Provider { event_id } => {
+                command.metadata.actor = Some("payment-provider".to_owned());
+                command.metadata.causation_id = Some(format!("webhook:{event_id}"));
+            }
+        }
         self.credit(&command, asset, |command| {
             decision::deposit(user_id, asset, amount, command)
         })
