@@ -485,6 +485,33 @@ mod tests {
     }
 
     #[test]
+    fn login_throttle_settings_have_defaults_and_are_checked() {
+        let config = Config::from_lookup(lookup(&BASE)).unwrap();
+        assert_eq!(config.auth.login_max_failures, 5);
+        assert_eq!(config.auth.login_lockout, Duration::from_secs(60));
+        assert_eq!(config.auth.login_lockout_max, Duration::from_secs(3600));
+        assert_eq!(config.auth.login_account_max_failures, 100);
+        assert_eq!(config.auth.login_account_window, Duration::from_secs(3600));
+        for (var, value) in [
+            ("LOGIN_MAX_FAILURES", "0"),
+            ("LOGIN_LOCKOUT_SECS", "0"),
+            ("LOGIN_ACCOUNT_MAX_FAILURES", "0"),
+            ("LOGIN_ACCOUNT_WINDOW_SECS", "0"),
+            ("LOGIN_ACCOUNT_WINDOW_SECS", "2592001"),
+            ("LOGIN_LOCKOUT_MAX_SECS", "30"),
+            ("LOGIN_LOCKOUT_MAX_SECS", "2592001"),
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.push((var, value));
+            let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { var: v, .. } if v == var),
+                "{var}={value}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn cors_origins_accept_json_and_comma_lists() {
         assert_eq!(
             parse_origins(r#"["https://a.example","https://b.example"]"#).unwrap(),

@@ -497,7 +497,7 @@ impl Identity {
     /// service could have issued (anything else is ignored).
     fn source(&self, device: Option<&str>, meta: &RequestMeta) -> Source {
         Source {
-            ip: meta.ip.clone().unwrap_or_default(),
+            ip: throttle::source_ip(meta.ip.as_deref().unwrap_or_default()),
             device: device
                 .filter(|d| throttle::valid_device_id(d))
                 .map(throttle::device_hash),
@@ -530,7 +530,7 @@ impl Identity {
         device_id: &str,
         meta: &RequestMeta,
     ) -> Result<(), IdentityError> {
-        let ip = meta.ip.clone().unwrap_or_default();
+        let ip = throttle::source_ip(meta.ip.as_deref().unwrap_or_default());
         let device = throttle::valid_device_id(device_id).then(|| throttle::device_hash(device_id));
         let updated = self
             .throttle

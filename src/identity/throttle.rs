@@ -80,9 +80,26 @@ pub struct SourceEntry {
 /// Where an attempt comes from: the client IP and the device cookie, if the request had one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
+    /// [`source_ip`] of the client IP.
     pub ip: String,
     /// [`device_hash`] of the device cookie.
     pub device: Option<String>,
+}
+
+/// The throttle's key for a client IP: an IPv4 address as it is, an IPv6 address by its /64
+/// (one subscriber usually holds a whole /64, so single addresses would be free new sources).
+pub fn source_ip(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Ok(v4) => v4.to_string(),
+        Err(_) => ip.to_owned(),
+    }
 }
 
 /// The stored form of a device id (the cookie value is never stored).
@@ -381,6 +398,9 @@ mod tests {
             state = reserve(&state, &source, &policy, i64::from(n)).unwrap().0;
         }
         assert_eq!(state.sources.len(), MAX_SOURCES);
+        assert_eq!(source_ip("10.0.0.1"), "10.0.0.1");
+        assert_eq!(source_ip("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+        assert_eq!(source_ip("::ffff:10.0.0.1"), "10.0.0.1");
         assert!(valid_device_id("abcdefghijklmnop_-09"));
         assert!(!valid_device_id("short"));
         assert!(!valid_device_id("has space in it 0123"));
