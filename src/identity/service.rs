@@ -37,9 +37,7 @@ pub enum IdentityError {
     InvalidTotp,
     /// The login throttle refused the attempt before any check: the same answer for every
     /// address, registered or not (the wait is in `Retry-After`).
-    #[error(
-        "too many failed attempts for this account from here; retry after the Retry-After delay"
-    )]
+    #[error("too many failed sign-in attempts for this address; retry after Retry-After seconds")]
     Locked { retry_after_secs: u64 },
     #[error("refresh token is invalid or expired")]
     InvalidRefresh,
