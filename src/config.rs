@@ -161,10 +161,21 @@ pub struct AuthConfig {
     pub access_token_ttl: Duration,
     /// `REFRESH_TOKEN_TTL_SECS` (default 604800, 7 days).
     pub refresh_token_ttl: Duration,
-    /// `LOGIN_MAX_FAILURES` (default 5): consecutive failures that lock an account.
+    /// The login throttle (ARCHITECTURE.md, "The login throttle"), all per normalised address.
+    /// `LOGIN_MAX_FAILURES` (default 5, at least 1): attempts per source (device or IP) before
+    /// blocks begin.
     pub login_max_failures: u32,
-    /// `LOGIN_LOCKOUT_SECS` (default 900): how long the lock lasts.
+    /// `LOGIN_LOCKOUT_SECS` (default 60, at least 1): the first block of a source; each
+    /// further failure doubles it.
     pub login_lockout: Duration,
+    /// `LOGIN_LOCKOUT_MAX_SECS` (default 3600, from `LOGIN_LOCKOUT_SECS` to 30 days): the
+    /// longest block.
+    pub login_lockout_max: Duration,
+    /// `LOGIN_ACCOUNT_MAX_FAILURES` (default 100, at least 1): attempts per window from sources
+    /// that never signed in to the address (known devices and IPs are exempt).
+    pub login_account_max_failures: u32,
+    /// `LOGIN_ACCOUNT_WINDOW_SECS` (default 3600, 1 s to 30 days): that window.
+    pub login_account_window: Duration,
 }
 
 /// Requests per minute (PRODUCT.md §4), each at least 1.
@@ -265,9 +276,31 @@ impl Config {
                 "REFRESH_TOKEN_TTL_SECS",
                 604_800u64,
             )?),
-            login_max_failures: parse(&lookup, "LOGIN_MAX_FAILURES", 5u32)?,
-            login_lockout: Duration::from_secs(parse(&lookup, "LOGIN_LOCKOUT_SECS", 900u64)?),
+            login_max_failures: at_least_one(&lookup, "LOGIN_MAX_FAILURES", 5)?,
+            login_lockout: Duration::from_secs(
+                at_least_one(&lookup, "LOGIN_LOCKOUT_SECS", 60)?.into(),
+            ),
+            login_lockout_max: Duration::from_secs(
+                at_least_one(&lookup, "LOGIN_LOCKOUT_MAX_SECS", 3600)?.into(),
+            ),
+            login_account_max_failures: at_least_one(&lookup, "LOGIN_ACCOUNT_MAX_FAILURES", 100)?,
+            login_account_window: Duration::from_secs(
+                at_least_one(&lookup, "LOGIN_ACCOUNT_WINDOW_SECS", 3600)?.into(),
+            ),
         };
+        const THIRTY_DAYS: Duration = Duration::from_secs(30 * 24 * 3600);
+        if auth.login_lockout_max < auth.login_lockout || auth.login_lockout_max > THIRTY_DAYS {
+            return Err(ConfigError::Invalid {
+                var: "LOGIN_LOCKOUT_MAX_SECS",
+                reason: "must be from LOGIN_LOCKOUT_SECS to 2592000 (30 days)".into(),
+            });
+        }
+        if auth.login_account_window > THIRTY_DAYS {
+            return Err(ConfigError::Invalid {
+                var: "LOGIN_ACCOUNT_WINDOW_SECS",
+                reason: "must be at most 2592000 (30 days)".into(),
+            });
+        }
         let per_minute = |var, default: u32| {
             parse(
                 &lookup,
@@ -368,6 +401,18 @@ where
                 reason: format!("{raw:?}: {e}"),
             }),
     }
+}
+
+/// A positive whole number (`u32`); 0 is refused naming the variable.
+fn at_least_one(lookup: &impl Lookup, var: &'static str, default: u32) -> Result<u32, ConfigError> {
+    let value = parse(lookup, var, default)?;
+    if value == 0 {
+        return Err(ConfigError::Invalid {
+            var,
+            reason: "must be at least 1".into(),
+        });
+    }
+    Ok(value)
 }
 
 /// Known placeholder values that must never protect real money.
@@ -524,6 +569,33 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn login_throttle_settings_have_defaults_and_are_checked() {
+        let config = Config::from_lookup(lookup(&BASE)).unwrap();
+        assert_eq!(config.auth.login_max_failures, 5);
+        assert_eq!(config.auth.login_lockout, Duration::from_secs(60));
+        assert_eq!(config.auth.login_lockout_max, Duration::from_secs(3600));
+        assert_eq!(config.auth.login_account_max_failures, 100);
+        assert_eq!(config.auth.login_account_window, Duration::from_secs(3600));
+        for (var, value) in [
+            ("LOGIN_MAX_FAILURES", "0"),
+            ("LOGIN_LOCKOUT_SECS", "0"),
+            ("LOGIN_ACCOUNT_MAX_FAILURES", "0"),
+            ("LOGIN_ACCOUNT_WINDOW_SECS", "0"),
+            ("LOGIN_ACCOUNT_WINDOW_SECS", "2592001"),
+            ("LOGIN_LOCKOUT_MAX_SECS", "30"),
+            ("LOGIN_LOCKOUT_MAX_SECS", "2592001"),
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.push((var, value));
+            let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { var: v, .. } if v == var),
+                "{var}={value}: {err}"
+            );
+        }
     }
 
     #[test]

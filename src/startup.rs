@@ -11,11 +11,12 @@ use crate::http::rate_limit::{spawn_cleanup, RateLimiters};
 use crate::http::AppState;
 use crate::idempotency::IdempotencyKeys;
 use crate::identity::csrf::CsrfTokens;
-use crate::identity::domain::LockoutPolicy;
+use crate::identity::throttle::ThrottlePolicy;
 use crate::identity::tokens::AccessTokens;
 use crate::identity::{Identity, IdentitySettings};
 use crate::ledger::service::Ledger;
 use crate::prices::Prices;
+use crate::store::login_throttle::LoginThrottle;
 use crate::store::read_models::audit::AuditModel;
 use crate::store::read_models::balances::BalancesModel;
 use crate::store::read_models::runner;
@@ -47,13 +48,19 @@ pub async fn identity(
         config.auth.access_token_ttl,
     )?;
     let settings = IdentitySettings {
-        lockout: LockoutPolicy {
-            max_failures: config.auth.login_max_failures,
-            duration: config.auth.login_lockout,
+        throttle: ThrottlePolicy {
+            free_failures: config.auth.login_max_failures,
+            first_block: config.auth.login_lockout,
+            max_block: config.auth.login_lockout_max,
+            account_failures: config.auth.login_account_max_failures,
+            account_window: config.auth.login_account_window,
         },
         refresh_ttl: config.auth.refresh_token_ttl,
     };
-    Ok(Identity::new(store, sessions, tokens, settings))
+    let throttle = LoginThrottle::open(db)
+        .await
+        .context("creating the login throttle collection")?;
+    Ok(Identity::new(store, sessions, throttle, tokens, settings))
 }
 
 pub use crate::store::connect;

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
+use axum_extra::extract::cookie::{Cookie, SameSite};
 use axum_extra::extract::CookieJar;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -17,8 +18,35 @@ use super::extract::{csrf_satisfied, AuthUser, MaybeAuthUser, Meta};
 use super::json::{ApiJson, RawBody};
 use super::views::{ErrorBody, StatusBody, UserBody, UserView};
 use super::AppState;
+use crate::config::{Config, Environment};
 use crate::identity::domain::UserState;
 use crate::identity::Session;
+
+/// The device cookie: a random id set on every successful login (HttpOnly, path `/api/auth`,
+/// 400 days). A device that signed in to an address before is a source of its own for the login
+/// throttle (ARCHITECTURE.md, "The login throttle"): a stranger's failures elsewhere never
+/// refuse it. Logout keeps it (it identifies the device, not a session).
+pub const DEVICE_COOKIE: &str = "device_id";
+const DEVICE_COOKIE_DAYS: i64 = 400;
+
+fn device(jar: &CookieJar) -> Option<String> {
+    jar.get(DEVICE_COOKIE).map(|c| c.value().to_owned())
+}
+
+fn device_cookie(device_id: String, config: &Config) -> Cookie<'static> {
+    let cross_site = config.use_cross_site_cookies;
+    Cookie::build((DEVICE_COOKIE, device_id))
+        .path("/api/auth")
+        .http_only(true)
+        .secure(cross_site || config.environment == Environment::Production)
+        .same_site(if cross_site {
+            SameSite::None
+        } else {
+            SameSite::Lax
+        })
+        .max_age(time::Duration::days(DEVICE_COOKIE_DAYS))
+        .build()
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -109,17 +137,22 @@ fn session_response(
 }
 
 /// Signs in: the session as cookies, the access token also in the body for Bearer clients.
-/// Wrong email and wrong password answer alike.
+/// Wrong email and wrong password answer alike; so do registered and unknown addresses when the
+/// login throttle refuses (423).
 #[utoipa::path(
     post,
     path = "/api/auth/login",
     tag = "auth",
+    description = "Every attempt is counted by the login throttle before the password is \
+                   checked (per address and source: the `device_id` cookie of a device that \
+                   signed in before, else the client IP; see ARCHITECTURE.md). A success sets \
+                   the `device_id` cookie as well.",
     request_body = LoginBody,
     responses(
-        (status = 200, description = "Signed in; sets the session cookies.", body = SessionBody),
+        (status = 200, description = "Signed in; sets the session cookies and `device_id`.", body = SessionBody),
         (status = 401, description = "`unauthorized` (wrong email or password), `totp_required` (2FA is on and no `totp_code` was sent) or `invalid_totp`.", body = ErrorBody),
-        (status = 423, description = "`account_locked` after repeated failures, with `Retry-After`.", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds until the lock ends."))),
+        (status = 423, description = "`account_locked`: too many failed attempts for this address from this source (or from unknown sources in all); the same answer for unknown addresses.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until an attempt from this source is accepted again."))),
     )
 )]
 async fn login(
@@ -128,15 +161,17 @@ async fn login(
     jar: CookieJar,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (user, session) = state
+    let (user, session, device_id) = state
         .identity
         .login(
             &body.email,
             &body.password,
             body.totp_code.as_deref(),
+            device(&jar).as_deref(),
             &meta,
         )
         .await?;
+    let jar = jar.add(device_cookie(device_id, &state.config));
     Ok(session_response(&state, jar, &user, &session))
 }
 
@@ -285,24 +320,39 @@ async fn update_profile(
 struct ChangePasswordBody {
     current_password: String,
     new_password: String,
+    /// A current TOTP code; required when 2FA is on.
+    totp_code: Option<String>,
 }
+
+/// The step-up refusals shared by the sensitive changes (change-password, 2FA setup and
+/// disable), each counted by the login throttle and recorded as `LoginFailed`
+/// (`step_up_failed` / `step_up_locked`) on the caller's logins stream.
+const STEP_UP: &str = "Needs a step-up: `current_password` (and a current `totp_code`/`code` \
+                       when 2FA is on), counted by the login throttle like a login; each \
+                       failure is recorded on the caller's logins stream (`LoginFailed`, reason \
+                       `step_up_failed`, or `step_up_locked` when the throttle refuses).";
 
 /// Changes the caller's password.
 #[utoipa::path(
     post,
     path = "/api/auth/change-password",
     tag = "auth",
+    description = STEP_UP,
     security(("bearer" = [])),
     request_body = ChangePasswordBody,
     responses(
         (status = 200, description = "`{\"status\":\"password_changed\"}`.", body = StatusBody),
-        (status = 401, description = "`unauthorized`: credentials, or a wrong current password.", body = ErrorBody),
+        (status = 401, description = "`unauthorized` (credentials), `totp_required` (2FA is on and no `totp_code`) or `invalid_totp`.", body = ErrorBody),
+        (status = 422, description = "`validation_error`: `current_password` is wrong (or missing), or `new_password` breaks a rule.", body = ErrorBody),
+        (status = 423, description = "`account_locked`: the login throttle refuses, with `Retry-After`.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until an attempt is accepted again."))),
     )
 )]
 async fn change_password(
     State(state): State<AppState>,
     user: AuthUser,
     Meta(meta): Meta,
+    jar: CookieJar,
     ApiJson(body): ApiJson<ChangePasswordBody>,
 ) -> Result<Json<StatusBody>, ApiError> {
     state
@@ -311,6 +361,8 @@ async fn change_password(
             user.user_id(),
             &body.current_password,
             &body.new_password,
+            body.totp_code.as_deref(),
+            device(&jar).as_deref(),
             &meta,
         )
         .await?;
@@ -333,22 +385,44 @@ pub struct TotpStateBody {
     pub enabled: bool,
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct TotpSetupRequest {
+    current_password: String,
+}
+
 /// Starts 2FA enrolment.
 #[utoipa::path(
     post,
     path = "/api/auth/2fa/setup",
     tag = "auth",
+    description = STEP_UP,
     security(("bearer" = [])),
+    request_body = TotpSetupRequest,
     responses(
         (status = 200, description = "The secret to enrol.", body = TotpSetupBody),
         (status = 409, description = "`invalid_state`: 2FA is already on.", body = ErrorBody),
+        (status = 422, description = "`validation_error`: `current_password` is wrong or missing.", body = ErrorBody),
+        (status = 423, description = "`account_locked`: the login throttle refuses, with `Retry-After`.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until an attempt is accepted again."))),
     )
 )]
 async fn totp_setup(
     State(state): State<AppState>,
     user: AuthUser,
+    Meta(meta): Meta,
+    jar: CookieJar,
+    ApiJson(body): ApiJson<TotpSetupRequest>,
 ) -> Result<Json<TotpSetupBody>, ApiError> {
-    let (secret, url) = state.identity.totp_setup(user.user_id()).await?;
+    let (secret, url) = state
+        .identity
+        .totp_setup(
+            user.user_id(),
+            &body.current_password,
+            device(&jar).as_deref(),
+            &meta,
+        )
+        .await?;
     Ok(Json(TotpSetupBody {
         secret,
         otpauth_url: url,
@@ -387,28 +461,47 @@ async fn totp_verify(
     Ok(Json(TotpStateBody { enabled: true }))
 }
 
-/// Turns 2FA off with a current code.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct TotpDisableBody {
+    current_password: String,
+    /// A current TOTP code.
+    code: String,
+}
+
+/// Turns 2FA off with the current password and a current code.
 #[utoipa::path(
     post,
     path = "/api/auth/2fa/disable",
     tag = "auth",
+    description = STEP_UP,
     security(("bearer" = [])),
-    request_body = CodeBody,
+    request_body = TotpDisableBody,
     responses(
         (status = 200, description = "`{\"enabled\":false}`.", body = TotpStateBody),
-        (status = 401, description = "`unauthorized` or `invalid_totp`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `totp_required` (an empty `code`) or `invalid_totp`.", body = ErrorBody),
         (status = 409, description = "`invalid_state`: 2FA is off.", body = ErrorBody),
+        (status = 422, description = "`validation_error`: `current_password` is wrong, or a field is missing.", body = ErrorBody),
+        (status = 423, description = "`account_locked`: the login throttle refuses, with `Retry-After`.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until an attempt is accepted again."))),
     )
 )]
 async fn totp_disable(
     State(state): State<AppState>,
     user: AuthUser,
     Meta(meta): Meta,
-    ApiJson(body): ApiJson<CodeBody>,
+    jar: CookieJar,
+    ApiJson(body): ApiJson<TotpDisableBody>,
 ) -> Result<Json<TotpStateBody>, ApiError> {
     state
         .identity
-        .totp_disable(user.user_id(), &body.code, &meta)
+        .totp_disable(
+            user.user_id(),
+            &body.current_password,
+            &body.code,
+            device(&jar).as_deref(),
+            &meta,
+        )
         .await?;
     Ok(Json(TotpStateBody { enabled: false }))
 }

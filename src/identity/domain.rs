@@ -1,9 +1,8 @@
 //! Identity rules as pure code: parsing of user input into domain types, the user state folded
-//! from the user stream, the decisions on a user (each returns the events to append), and the
-//! lockout decision. No I/O, no clock reads (time is a parameter).
+//! from the user stream, and the decisions on a user (each returns the events to append). No
+//! I/O, no clock reads (time is a parameter). The login throttle's rule is `identity::throttle`.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cryptovault_events::identity::{
@@ -261,113 +260,10 @@ impl UserState {
     }
 }
 
-/// When repeated failures lock an account.
-#[derive(Debug, Clone, Copy)]
-pub struct LockoutPolicy {
-    /// Consecutive counted failures that lock the account.
-    pub max_failures: u32,
-    /// How long the lock lasts after the latest counted failure.
-    pub duration: Duration,
-}
-
-/// One login attempt as the lockout rule sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attempt {
-    Succeeded,
-    /// A wrong password or code.
-    Failed,
-    /// Refused for another reason (already locked, unknown address): does not count.
-    Ignored,
-}
-
-impl Attempt {
-    /// Classifies a stored login event.
-    pub fn of(event: &EventEnvelope) -> Self {
-        match IdentityEvent::decode(event) {
-            Ok(Some(IdentityEvent::LoginFailed(failed))) if failed.counts_towards_lockout() => {
-                Self::Failed
-            }
-            Ok(Some(IdentityEvent::LoginSucceeded(_))) => Self::Succeeded,
-            // Uncounted failures, events of other streams, and events that do not decode.
-            Ok(Some(
-                IdentityEvent::LoginFailed(_)
-                | IdentityEvent::EmailClaimed(_)
-                | IdentityEvent::UserRegistered(_)
-                | IdentityEvent::ProfileUpdated(_)
-                | IdentityEvent::PasswordChanged(_)
-                | IdentityEvent::TwoFactorEnabled(_)
-                | IdentityEvent::TwoFactorDisabled(_)
-                | IdentityEvent::RoleGranted(_),
-            ))
-            | Ok(None)
-            | Err(_) => Self::Ignored,
-        }
-    }
-}
-
-/// `Some(until)` when the account is locked at `now`: the last `max_failures` counted attempts
-/// (newest first in `recent`) all failed and the newest of them is less than `duration` old.
-/// After the lock expires one new attempt is allowed; if it fails, the account locks again.
-pub fn locked_until(
-    recent: &[(Attempt, DateTime<Utc>)],
-    policy: LockoutPolicy,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let counted: Vec<&(Attempt, DateTime<Utc>)> = recent
-        .iter()
-        .filter(|(a, _)| *a != Attempt::Ignored)
-        .collect();
-    let window = counted.get(..policy.max_failures as usize)?;
-    if policy.max_failures == 0 || !window.iter().all(|(a, _)| *a == Attempt::Failed) {
-        return None;
-    }
-    let latest = window[0].1;
-    let until = latest + chrono::Duration::from_std(policy.duration).ok()?;
-    (until > now).then_some(until)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    const POLICY: LockoutPolicy = LockoutPolicy {
-        max_failures: 3,
-        duration: Duration::from_secs(60),
-    };
-
-    fn at(seconds: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
-    }
-
-    #[test]
-    fn three_consecutive_failures_lock_for_the_duration() {
-        let recent = [
-            (Attempt::Failed, at(30)),
-            (Attempt::Failed, at(20)),
-            (Attempt::Failed, at(10)),
-        ];
-        assert_eq!(locked_until(&recent, POLICY, at(31)), Some(at(90)));
-        assert_eq!(locked_until(&recent, POLICY, at(90)), None);
-    }
-
-    #[test]
-    fn a_success_in_between_resets_and_ignored_attempts_do_not_count() {
-        let recent = [
-            (Attempt::Failed, at(30)),
-            (Attempt::Succeeded, at(20)),
-            (Attempt::Failed, at(10)),
-        ];
-        assert_eq!(locked_until(&recent, POLICY, at(31)), None);
-        let recent = [
-            (Attempt::Ignored, at(40)),
-            (Attempt::Failed, at(30)),
-            (Attempt::Ignored, at(25)),
-            (Attempt::Failed, at(20)),
-            (Attempt::Failed, at(10)),
-        ];
-        assert_eq!(locked_until(&recent, POLICY, at(41)), Some(at(90)));
-    }
 
     #[test]
     fn emails_are_normalised_and_checked() {
@@ -400,12 +296,6 @@ mod tests {
             ].into_iter().flatten() {
                 prop_assert!(!result.message.is_empty());
             }
-        }
-
-        #[test]
-        fn fewer_failures_than_the_limit_never_lock(n in 0usize..3, now in 0i64..1000) {
-            let recent: Vec<_> = (0..n).map(|i| (Attempt::Failed, at(now - i as i64))).collect();
-            prop_assert_eq!(locked_until(&recent, POLICY, at(now)), None);
         }
     }
 }

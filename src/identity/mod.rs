@@ -10,6 +10,7 @@ pub mod domain;
 mod given;
 pub mod password;
 pub mod service;
+pub mod throttle;
 pub mod tokens;
 pub mod totp;
 pub mod two_factor;

@@ -13,12 +13,11 @@ use cryptovault_events::identity::{
 use cryptovault_events::{DomainEvent, EventFamily, EventMetadata, NewEvent};
 use uuid::Uuid;
 
-use super::domain::{
-    locked_until, Attempt, DisplayName, Email, InvalidInput, LockoutPolicy, Password, Role,
-    UserState,
-};
+use super::domain::{DisplayName, Email, InvalidInput, Password, Role, UserState};
+use super::throttle::{self, Refused, Reservation, Source, ThrottlePolicy};
 use super::tokens::{AccessTokens, Claims};
 use super::{password, totp};
+use crate::store::login_throttle::LoginThrottle;
 use crate::store::sessions::{RefreshGrant, RefreshRefusal, Sessions};
 use crate::store::{AppendBatch, AppendError, EventStore, ExpectedVersion};
 
@@ -36,7 +35,9 @@ pub enum IdentityError {
     TotpRequired,
     #[error("totp_code is not valid")]
     InvalidTotp,
-    #[error("account locked after repeated failed logins; retry in {retry_after_secs} s")]
+    /// The login throttle refused the attempt before any check: the same answer for every
+    /// address, registered or not (the wait is in `Retry-After`).
+    #[error("too many failed sign-in attempts for this address; retry after Retry-After seconds")]
     Locked { retry_after_secs: u64 },
     #[error("refresh token is invalid or expired")]
     InvalidRefresh,
@@ -92,7 +93,7 @@ pub struct Session {
 
 #[derive(Clone)]
 pub struct IdentitySettings {
-    pub lockout: LockoutPolicy,
+    pub throttle: ThrottlePolicy,
     pub refresh_ttl: Duration,
 }
 
@@ -100,6 +101,7 @@ pub struct IdentitySettings {
 pub struct Identity {
     store: EventStore,
     pub sessions: Sessions,
+    throttle: LoginThrottle,
     pub tokens: AccessTokens,
     settings: IdentitySettings,
     /// Address → user id. An `EmailClaimed` is never undone, so a found owner stays right
@@ -110,8 +112,6 @@ pub struct Identity {
 /// Addresses remembered before the owner cache starts afresh.
 const OWNER_CACHE_LIMIT: usize = 100_000;
 
-/// Login attempts read to decide a lockout.
-const LOGIN_HISTORY: usize = 64;
 /// Retries of a user-stream update that lost an optimistic-concurrency race.
 const CONFLICT_RETRIES: usize = 8;
 
@@ -123,12 +123,14 @@ impl Identity {
     pub fn new(
         store: EventStore,
         sessions: Sessions,
+        throttle: LoginThrottle,
         tokens: AccessTokens,
         settings: IdentitySettings,
     ) -> Self {
         Self {
             store,
             sessions,
+            throttle,
             tokens,
             settings,
             owners: Arc::default(),
@@ -186,14 +188,18 @@ impl Identity {
     }
 
     /// Checks credentials (and the TOTP code when 2FA is on), records the attempt, and issues a
-    /// session. Unknown addresses and wrong passwords get the same error after the same work.
+    /// session. The attempt is first reserved with the login throttle (keyed by the address,
+    /// registered or not; `device` is the device cookie, if any); only a reserved attempt has its
+    /// password checked. Unknown addresses and wrong passwords get the same error after the same
+    /// work. Also returns the device id to keep in the device cookie.
     pub async fn login(
         &self,
         email: &str,
         password: &str,
         totp_code: Option<&str>,
+        device: Option<&str>,
         meta: &RequestMeta,
-    ) -> Result<(UserState, Session), IdentityError> {
+    ) -> Result<(UserState, Session, String), IdentityError> {
         let email = Email::parse(email, "email")?;
         if password.is_empty() || password.len() > 1024 {
             return Err(InvalidInput {
@@ -202,6 +208,18 @@ impl Identity {
             }
             .into());
         }
+        let source = self.source(device, meta);
+        let reservation = match self.reserve(&email, &source).await? {
+            Ok(reservation) => reservation,
+            Err(refused) => {
+                let user_id = self.user_id_by_email(&email).await?;
+                self.record_failure(user_id, &email, "account_locked", meta)
+                    .await?;
+                return Err(IdentityError::Locked {
+                    retry_after_secs: refused.retry_after_secs,
+                });
+            }
+        };
         let user = match self.user_id_by_email(&email).await? {
             Some(id) => Some(self.user(id).await?),
             None => None,
@@ -215,14 +233,6 @@ impl Identity {
             return Err(IdentityError::InvalidCredentials);
         };
 
-        if let Some(until) = self.locked_until(user.user_id).await? {
-            self.record_failure(Some(user.user_id), &email, "account_locked", meta)
-                .await?;
-            let retry = (until - Utc::now()).num_seconds().max(1) as u64;
-            return Err(IdentityError::Locked {
-                retry_after_secs: retry,
-            });
-        }
         if !password::verify(password.to_owned(), user.password_hash.clone()).await? {
             self.record_failure(Some(user.user_id), &email, "invalid_password", meta)
                 .await?;
@@ -249,6 +259,12 @@ impl Identity {
                 return Err(IdentityError::InvalidTotp);
             }
         }
+        let device_id = device
+            .filter(|d| throttle::valid_device_id(d))
+            .map(str::to_owned)
+            .unwrap_or_else(new_device_id);
+        self.succeeded(&email, &reservation, &device_id, meta)
+            .await?;
 
         let session_id = Uuid::now_v7();
         let succeeded = LoginSucceeded {
@@ -269,7 +285,7 @@ impl Identity {
             .await
             .map_err(|e| IdentityError::Internal(e.into()))?;
         let session = self.issue_session(&user, session_id).await?;
-        Ok((user, session))
+        Ok((user, session, device_id))
     }
 
     /// Rotates a refresh token into a new session pair (same family).
@@ -373,23 +389,21 @@ impl Identity {
             .await
     }
 
-    /// Changes the password after checking the current one, and ends every other session.
+    /// Changes the password after a step-up (the current password, and a code when 2FA is on;
+    /// see [`Self::step_up`]), and ends every other session.
     pub async fn change_password(
         &self,
         user_id: Uuid,
         current: &str,
         new: &str,
+        totp_code: Option<&str>,
+        device: Option<&str>,
         meta: &RequestMeta,
     ) -> Result<(), IdentityError> {
         let new = Password::parse(new, "new_password")?;
         let user = self.user(user_id).await?;
-        if !password::verify(current.to_owned(), user.password_hash.clone()).await? {
-            return Err(InvalidInput {
-                field: "current_password",
-                message: "is not the current password".into(),
-            }
-            .into());
-        }
+        self.step_up(&user, current, totp_code, device, meta)
+            .await?;
         let password_hash = password::hash(new.expose().to_owned()).await?;
         let metadata = meta.metadata(Some(user_id.to_string()));
         self.change_user(user_id, &metadata, |user| {
@@ -477,19 +491,120 @@ impl Identity {
         })
     }
 
-    async fn locked_until(
+    /// The source of an attempt: the client IP, and the device cookie when it is one this
+    /// service could have issued (anything else is ignored).
+    fn source(&self, device: Option<&str>, meta: &RequestMeta) -> Source {
+        Source {
+            ip: throttle::source_ip(meta.ip.as_deref().unwrap_or_default()),
+            device: device
+                .filter(|d| throttle::valid_device_id(d))
+                .map(throttle::device_hash),
+        }
+    }
+
+    /// Reserves an attempt for `email` from `source` (atomically, across processes) before any
+    /// secret is checked; `Err(Refused)` when the throttle refuses it.
+    async fn reserve(
         &self,
-        user_id: Uuid,
-    ) -> Result<Option<chrono::DateTime<Utc>>, IdentityError> {
-        let recent = self
-            .store
-            .read_stream_tail(&logins_stream(Some(user_id)), LOGIN_HISTORY)
+        email: &Email,
+        source: &Source,
+    ) -> Result<Result<Reservation, Refused>, IdentityError> {
+        let now = Utc::now();
+        let policy = self.settings.throttle;
+        Ok(self
+            .throttle
+            .update(email.as_str(), now, |state| {
+                throttle::reserve(state, source, &policy, now.timestamp_millis())
+            })
+            .await?)
+    }
+
+    /// A reserved attempt succeeded: its source starts afresh and becomes known (with
+    /// `device_id`, when given).
+    async fn succeeded(
+        &self,
+        email: &Email,
+        reservation: &Reservation,
+        device_id: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), IdentityError> {
+        let ip = throttle::source_ip(meta.ip.as_deref().unwrap_or_default());
+        let device = throttle::valid_device_id(device_id).then(|| throttle::device_hash(device_id));
+        let updated = self
+            .throttle
+            .update(email.as_str(), Utc::now(), |state| {
+                let next = throttle::succeed(state, reservation, &ip, device.as_deref());
+                Ok::<_, std::convert::Infallible>((next, ()))
+            })
             .await?;
-        let attempts: Vec<_> = recent
-            .iter()
-            .map(|e| (Attempt::of(e), e.occurred_at))
-            .collect();
-        Ok(locked_until(&attempts, self.settings.lockout, Utc::now()))
+        match updated {
+            Ok(()) => Ok(()),
+            Err(never) => match never {},
+        }
+    }
+
+    /// Step-up for a sensitive change by a signed-in user (2FA enrolment and disable, password
+    /// change): the current password, and a valid unused TOTP code when 2FA is on. Counted by
+    /// the login throttle like a login (so a stolen access token gets no extra guesses) and
+    /// every failure recorded on the user's logins stream: `LoginFailed` with reason
+    /// `step_up_failed` (wrong password, missing or wrong code) or `step_up_locked` (refused
+    /// by the throttle).
+    pub(super) async fn step_up(
+        &self,
+        user: &UserState,
+        current_password: &str,
+        totp_code: Option<&str>,
+        device: Option<&str>,
+        meta: &RequestMeta,
+    ) -> Result<(), IdentityError> {
+        if current_password.is_empty() || current_password.len() > 1024 {
+            return Err(InvalidInput {
+                field: "current_password",
+                message: "must be 1 to 1024 bytes".into(),
+            }
+            .into());
+        }
+        let email = Email::parse(&user.email, "email")?;
+        let source = self.source(device, meta);
+        let failed =
+            |reason: &'static str| self.record_failure(Some(user.user_id), &email, reason, meta);
+        let reservation = match self.reserve(&email, &source).await? {
+            Ok(reservation) => reservation,
+            Err(refused) => {
+                failed("step_up_locked").await?;
+                return Err(IdentityError::Locked {
+                    retry_after_secs: refused.retry_after_secs,
+                });
+            }
+        };
+        if !password::verify(current_password.to_owned(), user.password_hash.clone()).await? {
+            failed("step_up_failed").await?;
+            return Err(InvalidInput {
+                field: "current_password",
+                message: "is not the current password".into(),
+            }
+            .into());
+        }
+        if user.totp_enabled {
+            let Some(code) = totp_code.filter(|c| !c.trim().is_empty()) else {
+                failed("step_up_failed").await?;
+                return Err(IdentityError::TotpRequired);
+            };
+            let secret = self.sessions.totp_secret(user.user_id).await?;
+            let step = secret
+                .filter(|(_, confirmed)| *confirmed)
+                .and_then(|(s, _)| totp::matching_step(&s, code, unix_now()));
+            let accepted = match step {
+                Some(step) => self.sessions.use_totp_step(user.user_id, step).await?,
+                None => false,
+            };
+            if !accepted {
+                failed("step_up_failed").await?;
+                return Err(IdentityError::InvalidTotp);
+            }
+        }
+        let device = device.unwrap_or_default();
+        self.succeeded(&email, &reservation, device, meta).await
     }
 
     async fn record_failure(
@@ -516,6 +631,13 @@ impl Identity {
             .map_err(|e| IdentityError::Internal(e.into()))?;
         Ok(())
     }
+}
+
+/// A fresh device id for the device cookie: 192 random bits, URL-safe.
+fn new_device_id() -> String {
+    use base64::Engine;
+    let bytes: [u8; 24] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 pub(super) fn unix_now() -> u64 {

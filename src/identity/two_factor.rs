@@ -1,6 +1,9 @@
 //! Two-factor authentication: enrolment (setup, then verify with a first code) and disable.
 //! Every code is accepted once (RFC 6238 §5.2): its time step is recorded atomically with
 //! `Sessions::use_totp_step` before it counts — here and in `Identity::login`.
+//! Setup and disable are sensitive changes: they need a step-up (`Identity::step_up`: the
+//! current password, and for disable the current code), so an access token alone can neither
+//! enrol an attacker's secret nor turn 2FA off.
 
 use uuid::Uuid;
 
@@ -8,14 +11,23 @@ use super::service::{unix_now, Identity, IdentityError, RequestMeta};
 use super::totp;
 
 impl Identity {
-    /// Starts 2FA enrolment: a new secret, pending until confirmed by [`Self::totp_verify`].
-    pub async fn totp_setup(&self, user_id: Uuid) -> Result<(String, String), IdentityError> {
+    /// Starts 2FA enrolment after a step-up with `current_password`: a new secret, pending
+    /// until confirmed by [`Self::totp_verify`].
+    pub async fn totp_setup(
+        &self,
+        user_id: Uuid,
+        current_password: &str,
+        device: Option<&str>,
+        meta: &RequestMeta,
+    ) -> Result<(String, String), IdentityError> {
         let user = self.user(user_id).await?;
         if user.totp_enabled {
             return Err(IdentityError::InvalidState(
                 "two-factor authentication is already enabled",
             ));
         }
+        self.step_up(&user, current_password, None, device, meta)
+            .await?;
         let secret = totp::new_secret();
         let url = totp::otpauth_url(&secret, &user.email)
             .ok_or_else(|| anyhow::anyhow!("could not build the otpauth URL"))?;
@@ -54,11 +66,13 @@ impl Identity {
         Ok(())
     }
 
-    /// Turns 2FA off; needs a valid current code.
+    /// Turns 2FA off after a step-up: the current password and a valid unused current code.
     pub async fn totp_disable(
         &self,
         user_id: Uuid,
+        current_password: &str,
         code: &str,
+        device: Option<&str>,
         meta: &RequestMeta,
     ) -> Result<(), IdentityError> {
         let user = self.user(user_id).await?;
@@ -67,10 +81,8 @@ impl Identity {
                 "two-factor authentication is not enabled",
             ));
         }
-        let Some((secret, _)) = self.sessions.totp_secret(user_id).await? else {
-            return Err(IdentityError::InvalidTotp);
-        };
-        self.use_totp_code(user_id, &secret, code).await?;
+        self.step_up(&user, current_password, Some(code), device, meta)
+            .await?;
         let metadata = meta.metadata(Some(user_id.to_string()));
         self.change_user(user_id, &metadata, |user| Ok(user.disable_two_factor()?))
             .await?;

@@ -16,6 +16,7 @@ pub mod codec;
 pub mod document;
 pub mod error;
 pub mod idempotency;
+pub mod login_throttle;
 pub mod mongo_monitor;
 pub mod plan;
 pub mod read_models;

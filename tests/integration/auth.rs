@@ -215,6 +215,7 @@ async fn two_factor_setup_verify_login_and_disable() {
         client
             .post(format!("{base}/api/auth/2fa/setup"))
             .bearer_auth(&token)
+            .json(&json!({ "current_password": PASSWORD }))
             .send()
             .await
             .unwrap(),
@@ -300,7 +301,7 @@ async fn two_factor_setup_verify_login_and_disable() {
     let disabled = client
         .post(format!("{base}/api/auth/2fa/disable"))
         .bearer_auth(&token)
-        .json(&json!({ "code": code_of(s) }))
+        .json(&json!({ "current_password": PASSWORD, "code": code_of(s) }))
         .send()
         .await
         .unwrap();
@@ -312,7 +313,7 @@ async fn two_factor_setup_verify_login_and_disable() {
     let disabled = client
         .post(format!("{base}/api/auth/2fa/disable"))
         .bearer_auth(&token)
-        .json(&json!({ "code": code_of(s + 1) }))
+        .json(&json!({ "current_password": PASSWORD, "code": code_of(s + 1) }))
         .send()
         .await
         .unwrap();

@@ -20,6 +20,7 @@ mod invariants;
 mod ledger;
 mod ledger_concurrency;
 mod live;
+mod login_throttle;
 mod openapi;
 mod replay;
 mod snapshots;
