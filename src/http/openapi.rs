@@ -423,8 +423,8 @@ mod tests {
                 }
             }
         }
-        // 35 operations of the service, the document, the docs page and its files.
-        assert_eq!(operations, 38, "{:#?}", paths.keys().collect::<Vec<_>>());
+        // 36 operations of the service, the document, the docs page and its files.
+        assert_eq!(operations, 39, "{:#?}", paths.keys().collect::<Vec<_>>());
         let schemes = document["components"]["securitySchemes"]
             .as_object()
             .expect("security schemes");

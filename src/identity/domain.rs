@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cryptovault_events::identity::{
-    IdentityEvent, PasswordChanged, ProfileUpdated, RoleGranted, TwoFactorDisabled,
+    IdentityEvent, PasswordChanged, ProfileUpdated, RoleGranted, RoleRevoked, TwoFactorDisabled,
     TwoFactorEnabled, UserRegistered,
 };
 use cryptovault_events::EventEnvelope;
@@ -179,6 +179,11 @@ impl UserState {
                     user.roles.insert(role);
                 }
             }
+            Some(IdentityEvent::RoleRevoked(revoked)) => {
+                if let Ok(role) = Role::parse(&revoked.role, "role") {
+                    user.roles.remove(&role);
+                }
+            }
             // Registration is matched above; the address claim and login attempts live on
             // their own streams.
             Some(
@@ -246,6 +251,36 @@ impl UserState {
         .into()]
     }
 
+    /// Removes a role; idempotent: revoking a role the user lacks changes nothing. Refused:
+    /// the `user` role (every account's base role), and an admin removing their own admin role
+    /// (`revoker` is the acting user, `None` for the command line) — so an admin acting through
+    /// the API always leaves at least one admin: themselves.
+    pub fn revoke(
+        &self,
+        role: Role,
+        revoked_by: &str,
+        revoker: Option<Uuid>,
+    ) -> Result<Vec<IdentityEvent>, UserRefusal> {
+        if role == Role::User {
+            return Err(UserRefusal(
+                "the user role is every account's base role and cannot be revoked",
+            ));
+        }
+        if role == Role::Admin && revoker == Some(self.user_id) {
+            return Err(UserRefusal(
+                "an admin cannot revoke their own admin role (another admin or the CLI can)",
+            ));
+        }
+        if !self.has_role(role) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![RoleRevoked {
+            role: role.as_str().to_owned(),
+            revoked_by: revoked_by.to_owned(),
+        }
+        .into()])
+    }
+
     pub fn enable_two_factor(&self) -> Result<Vec<IdentityEvent>, UserRefusal> {
         if self.totp_enabled {
             return Err(UserRefusal("two-factor authentication is already enabled"));
@@ -297,7 +332,8 @@ impl Attempt {
                 | IdentityEvent::PasswordChanged(_)
                 | IdentityEvent::TwoFactorEnabled(_)
                 | IdentityEvent::TwoFactorDisabled(_)
-                | IdentityEvent::RoleGranted(_),
+                | IdentityEvent::RoleGranted(_)
+                | IdentityEvent::RoleRevoked(_),
             ))
             | Ok(None)
             | Err(_) => Self::Ignored,

@@ -21,6 +21,7 @@ mod ledger_concurrency;
 mod live;
 mod openapi;
 mod replay;
+mod sessions;
 mod snapshots;
 mod statements;
 mod store_faults;
