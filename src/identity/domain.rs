@@ -217,6 +217,26 @@ impl UserState {
     pub fn has_role(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }
+
+    /// Whether a session opened on the strength of this state may still be issued now that
+    /// the user is `later`: not if the password changed or 2FA was turned on in between (those
+    /// end every session, and one whose record was written after they did must end too).
+    pub fn session_outlived_by(&self, later: &UserState) -> Option<SessionVoided> {
+        if later.password_hash != self.password_hash {
+            Some(SessionVoided::PasswordChanged)
+        } else if later.totp_enabled && !self.totp_enabled {
+            Some(SessionVoided::TwoFactorEnabled)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why a session being issued was voided by a change that raced with its login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionVoided {
+    PasswordChanged,
+    TwoFactorEnabled,
 }
 
 /// Why a decision on a user was refused; nothing is written. HTTP 409 `invalid_state`.
@@ -403,6 +423,42 @@ mod tests {
             (Attempt::Failed, at(10)),
         ];
         assert_eq!(locked_until(&recent, POLICY, at(41)), Some(at(90)));
+    }
+
+    #[test]
+    fn a_password_change_or_2fa_that_raced_with_a_login_voids_its_session() {
+        let before = UserState {
+            user_id: Uuid::from_u128(1),
+            email: "ada@example.com".into(),
+            name: "Ada".into(),
+            password_hash: "old".into(),
+            roles: BTreeSet::from([Role::User]),
+            totp_enabled: false,
+            created_at: at(0),
+            version: 1,
+        };
+        let mut later = before.clone();
+        later.version = 2;
+        later.name = "Ada L.".into();
+        later.roles.insert(Role::Auditor);
+        assert_eq!(before.session_outlived_by(&later), None);
+        let mut changed = later.clone();
+        changed.password_hash = "new".into();
+        assert_eq!(
+            before.session_outlived_by(&changed),
+            Some(SessionVoided::PasswordChanged)
+        );
+        let mut two_factor = later.clone();
+        two_factor.totp_enabled = true;
+        assert_eq!(
+            before.session_outlived_by(&two_factor),
+            Some(SessionVoided::TwoFactorEnabled)
+        );
+        assert_eq!(
+            two_factor.session_outlived_by(&later),
+            None,
+            "2FA turned off"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::domain::{
     locked_until, Attempt, DisplayName, Email, InvalidInput, LockoutPolicy, Password, Role,
-    UserState,
+    SessionVoided, UserState,
 };
 use super::tokens::{AccessTokens, Claims};
 use super::{password, totp};
@@ -514,9 +514,10 @@ impl Identity {
         .into())
     }
 
-    /// Records the session (with the user's roles), then issues its tokens. A role change that
-    /// raced with this login is caught by folding the user again after the record exists: the
-    /// change either saw the record (and updated it) or is in the second fold.
+    /// Records the session (with the user's roles), then issues its tokens. A change that raced
+    /// with this login is caught by folding the user again after the record exists: the change
+    /// either saw the record (and updated or ended it) or is in the second fold — a role change
+    /// is applied, a password change or 2FA switched on voids the session.
     async fn issue_session(
         &self,
         user: &UserState,
@@ -537,7 +538,23 @@ impl Identity {
                 expires.max(access_expiry),
             )
             .await?;
+        let checked = user;
         let user = self.user(user.user_id).await?;
+        // A password change or 2FA that committed while this login was checking: it ended the
+        // sessions it saw, and this one must not outlive it.
+        if let Some(voided) = checked.session_outlived_by(&user) {
+            let (reason, refusal) = match voided {
+                SessionVoided::PasswordChanged => (
+                    EndReason::PasswordChanged,
+                    IdentityError::InvalidCredentials,
+                ),
+                SessionVoided::TwoFactorEnabled => {
+                    (EndReason::TwoFactorEnabled, IdentityError::TotpRequired)
+                }
+            };
+            self.sessions.end_session(session_id, reason).await?;
+            return Err(refusal);
+        }
         self.sync_session_roles(&user).await?;
         let (access_token, claims) = self.tokens.issue(
             user.user_id,
