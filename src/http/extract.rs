@@ -125,17 +125,23 @@ impl FromRequestParts<AppState> for AuthUser {
 }
 
 /// An optional caller: `None` when the request carries no valid credentials (or, for a cookie,
-/// no valid CSRF token). For routes that work with or without a session, such as logout.
+/// no valid CSRF token). For routes that work with or without a session, such as logout. A
+/// session that could not be checked (MongoDB unavailable: 503) is the request's answer, not
+/// `None`: a logout must not answer "logged out" for a session it could not end.
 pub struct MaybeAuthUser(pub Option<AuthUser>);
 
 impl FromRequestParts<AppState> for MaybeAuthUser {
-    type Rejection = std::convert::Infallible;
+    type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Self(AuthUser::from_request_parts(parts, state).await.ok()))
+        match AuthUser::from_request_parts(parts, state).await {
+            Ok(user) => Ok(Self(Some(user))),
+            Err(fault @ (ApiError::Unavailable(_) | ApiError::Internal(_))) => Err(fault),
+            Err(_) => Ok(Self(None)),
+        }
     }
 }
 

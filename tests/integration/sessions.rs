@@ -565,3 +565,63 @@ async fn revoking_a_role_through_the_api_or_the_cli_applies_to_tokens_already_is
     let _ = auditor.csrf;
     t.drop_database().await;
 }
+
+#[tokio::test]
+async fn a_logout_that_cannot_reach_the_session_store_answers_503_not_logged_out() {
+    use crate::helpers::mongo_url;
+    let t = TestDb::new("sess_logout_fault").await;
+    let app_name = format!("cv-{}", t.name);
+    let url = mongo_url();
+    let sep = if url.contains('?') { "&" } else { "/?" };
+    let url = format!(
+        "{}{sep}appName={app_name}&heartbeatFrequencyMS=500",
+        if sep == "&" {
+            url.as_str()
+        } else {
+            url.trim_end_matches('/')
+        }
+    );
+    let base = spawn_app(&t, &[("MONGO_URL", url.as_str())]).await;
+    signed_up(&base, "gus@example.com").await;
+    let session = login_on(&base, "gus@example.com").await;
+    let fail_point = |mode: &'static str| {
+        let (client, app_name) = (t.client.clone(), app_name.clone());
+        async move {
+            let mut command = bson::doc! { "configureFailPoint": "failCommand", "mode": mode };
+            if mode == "alwaysOn" {
+                command.insert(
+                    "data",
+                    bson::doc! { "failCommands": ["find"], "errorCode": 91_i32, "appName": app_name },
+                );
+            }
+            client
+                .database("admin")
+                .run_command(command)
+                .await
+                .expect("fail points need mongod with enableTestCommands");
+        }
+    };
+    let logout = || {
+        Client::new()
+            .post(format!("{base}/api/auth/logout"))
+            .bearer_auth(&session.access)
+            .send()
+    };
+    fail_point("alwaysOn").await;
+    let answer = logout().await.unwrap();
+    fail_point("off").await;
+    assert_eq!(
+        answer.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a logout that could not check (and so not end) the session"
+    );
+    assert_eq!(body(answer).await["error"]["code"], "unavailable");
+    assert_eq!(
+        me(&base, &session.access).await,
+        StatusCode::OK,
+        "still live"
+    );
+    assert_eq!(logout().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(me(&base, &session.access).await, StatusCode::UNAUTHORIZED);
+    t.drop_database().await;
+}
