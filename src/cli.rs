@@ -66,7 +66,7 @@ pub enum Command {
         #[arg(long)]
         output: Option<std::path::PathBuf>,
     },
-    /// Administration: bootstrap roles.
+    /// Administration: bootstrap, grant and revoke roles.
     #[command(subcommand)]
     Admin(AdminCommand),
 }
@@ -76,6 +76,16 @@ pub enum AdminCommand {
     /// Grant a role (user, auditor, admin) to the user with this email; records a RoleGranted
     /// event with `granted_by: cli`.
     Grant {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// Revoke a role (auditor, admin) from the user with this email; records a RoleRevoked
+    /// event with `revoked_by: cli`. The user's open sessions lose the role from their next
+    /// request on. The command line may revoke any admin's role, the last one's too (it is
+    /// also the tool that grants one again).
+    Revoke {
         #[arg(long)]
         email: String,
         #[arg(long)]
@@ -164,6 +174,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 asset,
             };
             export(request, output).await
+        }
+        Command::Admin(AdminCommand::Revoke { email, role }) => {
+            let config = Config::from_env()?;
+            let client = connect(&config.store).await?;
+            let store =
+                EventStore::open(&client, &config.store.db_name, StoreConfig::default()).await?;
+            let db = client.database(&config.store.db_name);
+            let identity = crate::startup::identity(&config, store, &db).await?;
+            let role = Role::parse(&role, "--role").map_err(|e| anyhow::anyhow!("{e}"))?;
+            let email = Email::parse(&email, "--email").map_err(|e| anyhow::anyhow!("{e}"))?;
+            let Some(user_id) = identity.user_id_by_email(&email).await? else {
+                anyhow::bail!("no user with email {}", email.as_str());
+            };
+            let meta = RequestMeta::default();
+            let user = identity
+                .revoke_role(user_id, role, "cli", None, &meta)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
+            println!("{} now has roles: {}", user.email, roles.join(", "));
+            Ok(0)
         }
         Command::Admin(AdminCommand::Grant { email, role }) => {
             let config = Config::from_env()?;

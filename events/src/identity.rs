@@ -58,6 +58,14 @@ pub struct RoleGranted {
     pub granted_by: String,
 }
 
+/// A role was removed from a user (`revoked_by` is the revoking admin's user id, or `cli` for the
+/// command line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRevoked {
+    pub role: String,
+    pub revoked_by: String,
+}
+
 /// A login attempt that issued a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginSucceeded {
@@ -101,6 +109,7 @@ pub enum IdentityEvent {
     TwoFactorEnabled(TwoFactorEnabled),
     TwoFactorDisabled(TwoFactorDisabled),
     RoleGranted(RoleGranted),
+    RoleRevoked(RoleRevoked),
     LoginSucceeded(LoginSucceeded),
     LoginFailed(LoginFailed),
 }
@@ -114,6 +123,7 @@ crate::domain::event_family! {
         TwoFactorEnabled = "TwoFactorEnabled",
         TwoFactorDisabled = "TwoFactorDisabled",
         RoleGranted = "RoleGranted",
+        RoleRevoked = "RoleRevoked",
         LoginSucceeded = "LoginSucceeded",
         LoginFailed = "LoginFailed",
     }
@@ -133,6 +143,7 @@ impl IdentityEvent {
             (TwoFactorEnabled::EVENT_TYPE, 1) => Self::TwoFactorEnabled(payload(envelope)?),
             (TwoFactorDisabled::EVENT_TYPE, 1) => Self::TwoFactorDisabled(payload(envelope)?),
             (RoleGranted::EVENT_TYPE, 1) => Self::RoleGranted(payload(envelope)?),
+            (RoleRevoked::EVENT_TYPE, 1) => Self::RoleRevoked(payload(envelope)?),
             (LoginSucceeded::EVENT_TYPE, 1) => Self::LoginSucceeded(payload(envelope)?),
             (LoginFailed::EVENT_TYPE, 1) => Self::LoginFailed(payload(envelope)?),
             _ => return not_decoded(Self::EVENT_TYPES, envelope),

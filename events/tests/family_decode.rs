@@ -5,7 +5,7 @@
 use chrono::{TimeZone, Utc};
 use cryptovault_events::identity::{
     EmailClaimed, IdentityEvent, LoginFailed, LoginSucceeded, PasswordChanged, ProfileUpdated,
-    RoleGranted, TwoFactorDisabled, TwoFactorEnabled, UserRegistered,
+    RoleGranted, RoleRevoked, TwoFactorDisabled, TwoFactorEnabled, UserRegistered,
 };
 use cryptovault_events::ledger::{
     FundsDeposited, LedgerEvent, TransferReceived, TransferSent, WithdrawalApproved,
@@ -129,6 +129,11 @@ fn identity_samples() -> Vec<IdentityEvent> {
         RoleGranted {
             role: "admin".into(),
             granted_by: "cli".into(),
+        }
+        .into(),
+        RoleRevoked {
+            role: "admin".into(),
+            revoked_by: "cli".into(),
         }
         .into(),
         LoginSucceeded {

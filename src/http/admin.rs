@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_user))
         .routes(routes!(grant_role))
+        .routes(routes!(revoke_role))
         .routes(routes!(list_withdrawals))
         .routes(routes!(withdrawal_action))
 }
@@ -311,6 +312,48 @@ async fn grant_role(
     let user = state
         .identity
         .grant_role(parse_id(&id)?, role, &caller.user_id().to_string(), &meta)
+        .await?;
+    Ok(Json(UserBody::from(&user)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    /// `auditor` or `admin` (`user` is every account's base role and cannot be revoked).
+    role: String,
+}
+
+/// Revokes a role (`RoleRevoked` on the user's stream, `revoked_by` the caller). It applies to
+/// the user's open sessions from their next request on, on every instance; the sessions go on.
+/// Revoking a role the user lacks writes nothing. An admin cannot revoke their own admin role,
+/// so an admin always remains.
+#[utoipa::path(
+    post,
+    path = "/api/admin/users/{id}/roles/revoke",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The user's id (a UUID).")),
+    request_body = RevokeBody,
+    responses(
+        (status = 200, description = "The user without the role.", body = UserBody),
+        (status = 404, description = "`not_found`: no such user.", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: the `user` role, or the caller's own admin role.", body = ErrorBody),
+    )
+)]
+async fn revoke_role(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Meta(meta): Meta,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RevokeBody>,
+) -> Result<Json<UserBody>, ApiError> {
+    caller.require(Role::Admin)?;
+    let role = Role::parse(&body.role, "role")?;
+    let user_id = parse_id(&id)?;
+    let admin = caller.user_id();
+    let user = state
+        .identity
+        .revoke_role(user_id, role, &admin.to_string(), Some(admin), &meta)
         .await?;
     Ok(Json(UserBody::from(&user)))
 }

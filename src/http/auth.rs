@@ -124,7 +124,7 @@ fn session_response(
     user: &UserState,
     session: &Session,
 ) -> impl IntoResponse {
-    let csrf_token = state.csrf.issue();
+    let csrf_token = state.csrf.issue(session.claims.sid);
     let jar = cookies::with_session(jar, session, &csrf_token, &state.config);
     let body = SessionBody {
         user: user.into(),
@@ -222,9 +222,15 @@ async fn refresh(
                 .get(REFRESH_COOKIE)
                 .map(|c| c.value().to_owned())
                 .ok_or_else(|| ApiError::Unauthorized("no refresh token".into()))?;
-            if !csrf_satisfied(&method, &headers, &state) {
+            // The CSRF token must be one of the refresh token's session.
+            let Some(family) = state.identity.sessions.family_of(&cookie).await? else {
+                return Err(ApiError::Unauthorized(
+                    "refresh token is invalid or expired".into(),
+                ));
+            };
+            if !csrf_satisfied(&method, &headers, &state, family) {
                 return Err(ApiError::CsrfFailed(
-                    "X-CSRF-Token header must match the csrf_token cookie".into(),
+                    "X-CSRF-Token header must match the csrf_token cookie of this session".into(),
                 ));
             }
             cookie
@@ -234,7 +240,8 @@ async fn refresh(
     Ok(session_response(&state, jar, &user, &session))
 }
 
-/// Ends the session: revokes the access token and the refresh family; clears the cookies.
+/// Ends the session: every access token of it, its refresh family and its sockets, on every
+/// instance; clears the cookies.
 #[utoipa::path(
     post,
     path = "/api/auth/logout",
@@ -256,10 +263,17 @@ async fn logout(
 ) -> Result<impl IntoResponse, ApiError> {
     let refresh = jar.get(REFRESH_COOKIE).map(|c| c.value().to_owned());
     let bearer = user.as_ref().is_some_and(|u| !u.via_cookie);
-    if refresh.is_some() && !bearer && !csrf_satisfied(&method, &headers, &state) {
-        return Err(ApiError::CsrfFailed(
-            "X-CSRF-Token header must match the csrf_token cookie".into(),
-        ));
+    if let (Some(token), false) = (&refresh, bearer) {
+        // A cookie logout ends the refresh token's session: it needs that session's CSRF
+        // token. An unknown refresh token ends nothing, so it needs none (the cookies are
+        // cleared all the same).
+        if let Some(family) = state.identity.sessions.family_of(token).await? {
+            if !csrf_satisfied(&method, &headers, &state, family) {
+                return Err(ApiError::CsrfFailed(
+                    "X-CSRF-Token header must match the csrf_token cookie of this session".into(),
+                ));
+            }
+        }
     }
     state
         .identity
@@ -435,7 +449,7 @@ struct CodeBody {
     code: String,
 }
 
-/// Turns 2FA on with a code of the enrolled secret.
+/// Turns 2FA on with a code of the enrolled secret; every other session of the caller ends.
 #[utoipa::path(
     post,
     path = "/api/auth/2fa/verify",
@@ -456,7 +470,7 @@ async fn totp_verify(
 ) -> Result<Json<TotpStateBody>, ApiError> {
     state
         .identity
-        .totp_verify(user.user_id(), &body.code, &meta)
+        .totp_verify(user.user_id(), user.claims.sid, &body.code, &meta)
         .await?;
     Ok(Json(TotpStateBody { enabled: true }))
 }

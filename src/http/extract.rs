@@ -1,10 +1,15 @@
 //! Authentication as extractors.
 //!
-//! [`AuthUser`] accepts `Authorization: Bearer <jwt>` or the `access_token` cookie. A
+//! [`AuthUser`] accepts `Authorization: Bearer <jwt>` or the `access_token` cookie. The token's
+//! session (`sid`) must be live: one read of its session record by primary key
+//! (`store::sessions::Sessions::session`) per authenticated request, no cache — so a session
+//! ended on any instance (logout, password change, refresh-token reuse, 2FA enabled) refuses
+//! its tokens from the next request on. The caller's roles are the session record's, kept
+//! current by role grants and revocations, not the token's `roles` claim. A
 //! cookie-authenticated unsafe request (POST, PUT, PATCH, DELETE) must carry `X-CSRF-Token`
-//! equal to the signed `csrf_token` cookie; Bearer requests are exempt (a browser never adds the
-//! header on its own, so they cannot be forged cross-site). [`Meta`] gives commands the request
-//! id, client IP and user agent for event metadata.
+//! equal to the `csrf_token` cookie and signed for this session; Bearer requests are exempt (a
+//! browser never adds the header on its own, so they cannot be forged cross-site). [`Meta`]
+//! gives commands the request id, client IP and user agent for event metadata.
 
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts, HeaderMap, Method};
@@ -18,6 +23,7 @@ use super::request_context::current_request_id;
 use super::AppState;
 use crate::identity::tokens::Claims;
 use crate::identity::{RequestMeta, Role};
+use crate::store::sessions::SessionState;
 
 /// An authenticated caller.
 pub struct AuthUser {
@@ -50,15 +56,21 @@ fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Whether an unsafe cookie-authenticated request carries a valid CSRF token.
-pub fn csrf_satisfied(method: &Method, headers: &HeaderMap, state: &AppState) -> bool {
+/// Whether an unsafe cookie-authenticated request of `session` carries a CSRF token issued for
+/// that session.
+pub fn csrf_satisfied(
+    method: &Method,
+    headers: &HeaderMap,
+    state: &AppState,
+    session: Uuid,
+) -> bool {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return true;
     }
     let jar = CookieJar::from_headers(headers);
     let cookie = jar.get(CSRF_COOKIE).map(|c| c.value());
     let header = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-    state.csrf.verify(cookie, header)
+    state.csrf.verify(session, cookie, header)
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -76,21 +88,36 @@ impl FromRequestParts<AppState> for AuthUser {
                 None => return Err(ApiError::unauthorized()),
             },
         };
-        let claims =
+        let mut claims =
             state.identity.tokens.verify(&token).ok_or_else(|| {
                 ApiError::Unauthorized("access token is invalid or expired".into())
             })?;
-        let revoked = state
+        match state
             .identity
             .sessions
-            .is_access_revoked(claims.jti)
-            .await?;
-        if revoked {
-            return Err(ApiError::Unauthorized("access token was revoked".into()));
+            .session(claims.sid, chrono::Utc::now())
+            .await?
+        {
+            SessionState::Live { user_id, roles } if user_id == claims.sub => {
+                claims.roles = roles
+                    .iter()
+                    .filter_map(|r| Role::parse(r, "role").ok())
+                    .collect();
+            }
+            SessionState::Ended { reason } => {
+                return Err(ApiError::Unauthorized(format!(
+                    "the session of this access token has ended ({reason})"
+                )))
+            }
+            SessionState::Live { .. } | SessionState::Unknown => {
+                return Err(ApiError::Unauthorized(
+                    "the session of this access token is unknown or expired".into(),
+                ))
+            }
         }
-        if via_cookie && !csrf_satisfied(&parts.method, &parts.headers, state) {
+        if via_cookie && !csrf_satisfied(&parts.method, &parts.headers, state, claims.sid) {
             return Err(ApiError::CsrfFailed(
-                "X-CSRF-Token header must match the csrf_token cookie".into(),
+                "X-CSRF-Token header must match the csrf_token cookie of this session".into(),
             ));
         }
         Ok(Self { claims, via_cookie })
@@ -98,17 +125,23 @@ impl FromRequestParts<AppState> for AuthUser {
 }
 
 /// An optional caller: `None` when the request carries no valid credentials (or, for a cookie,
-/// no valid CSRF token). For routes that work with or without a session, such as logout.
+/// no valid CSRF token). For routes that work with or without a session, such as logout. A
+/// session that could not be checked (MongoDB unavailable: 503) is the request's answer, not
+/// `None`: a logout must not answer "logged out" for a session it could not end.
 pub struct MaybeAuthUser(pub Option<AuthUser>);
 
 impl FromRequestParts<AppState> for MaybeAuthUser {
-    type Rejection = std::convert::Infallible;
+    type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Self(AuthUser::from_request_parts(parts, state).await.ok()))
+        match AuthUser::from_request_parts(parts, state).await {
+            Ok(user) => Ok(Self(Some(user))),
+            Err(fault @ (ApiError::Unavailable(_) | ApiError::Internal(_))) => Err(fault),
+            Err(_) => Ok(Self(None)),
+        }
     }
 }
 

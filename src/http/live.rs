@@ -4,8 +4,10 @@
 //! `/ws/account` is authenticated like any request (the `access_token` cookie — from an allowed
 //! `Origin` only, see [`allowed_origin`] — or `Authorization: Bearer`); it filters every applied event down to the ones whose ledger
 //! entries or history rows belong to the caller, so no other user's data is ever sent.
-//! A socket closes (code 1008) when its access token expires or its session is logged out
-//! (checked every 15 s). Messages are JSON text frames:
+//! A socket closes (code 1008) when its access token expires or its session ends on any
+//! instance (logout, password change, refresh-token reuse, 2FA enabled; the socket reads its
+//! session record every [`SESSION_CHECK`], one primary-key read per open socket per second).
+//! Messages are JSON text frames:
 //! `{"type":"balance","balances":[…],"position":N}` and
 //! `{"type":"transaction","transaction":{…},"position":N}`.
 
@@ -30,6 +32,7 @@ use super::extract::AuthUser;
 use super::views::ErrorBody;
 use super::AppState;
 use crate::prices::PriceSnapshot;
+use crate::store::sessions::SessionState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -112,7 +115,7 @@ async fn ws_account(
     }
     let session = Session {
         user: user.user_id(),
-        jti: user.claims.jti,
+        sid: user.claims.sid,
         expires_at: user.claims.exp,
     };
     Ok(upgrade.on_upgrade(move |socket| push_account(state, session, socket)))
@@ -122,13 +125,15 @@ async fn ws_account(
 #[derive(Debug, Clone, Copy)]
 struct Session {
     user: Uuid,
-    jti: Uuid,
+    /// The session (`sid`) of the access token.
+    sid: Uuid,
     /// The access token's `exp` (seconds since the Unix epoch).
     expires_at: i64,
 }
 
-/// How often an open `/ws/account` checks that its access token has not been revoked (logout).
-const REVOCATION_CHECK: std::time::Duration = std::time::Duration::from_secs(15);
+/// How often an open `/ws/account` checks that its session is still live: a session ended on
+/// any instance closes its sockets within this (plus one read).
+const SESSION_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Cross-site WebSocket hijacking guard. WebSocket handshakes are not subject to CORS and a
 /// browser attaches cookies to them, so a cookie-authenticated socket is accepted only from the
@@ -201,7 +206,8 @@ async fn push_account(state: AppState, session: Session, mut socket: WebSocket) 
     );
     let expired = tokio::time::sleep(expiry);
     tokio::pin!(expired);
-    let mut revocation_check = tokio::time::interval(REVOCATION_CHECK);
+    let mut session_check = tokio::time::interval(SESSION_CHECK);
+    session_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut balances = state.balances.applied();
     let mut history = state.transactions.applied();
     let Ok(first) = balance_message(&state, user).await else {
@@ -240,14 +246,25 @@ async fn push_account(state: AppState, session: Session, mut socket: WebSocket) 
                 Some(Ok(_)) => {}
             },
             () = &mut expired => {
-                close(&mut socket, "access token expired; reconnect with a fresh one").await;
+                close(&mut socket, "access token expired; reconnect with a fresh one".into()).await;
                 return;
             }
-            _ = revocation_check.tick() => {
-                let revoked = state.identity.sessions.is_access_revoked(session.jti).await;
-                if !matches!(revoked, Ok(false)) {
-                    close(&mut socket, "session ended").await;
-                    return;
+            _ = session_check.tick() => {
+                match state.identity.sessions.session(session.sid, chrono::Utc::now()).await {
+                    Ok(SessionState::Live { user_id, .. }) if user_id == user => {}
+                    Ok(SessionState::Ended { reason }) => {
+                        close(&mut socket, format!("session ended: {reason}")).await;
+                        return;
+                    }
+                    Ok(_) => {
+                        close(&mut socket, "session ended: unknown or expired".into()).await;
+                        return;
+                    }
+                    // Fail closed: a session that cannot be checked is not trusted.
+                    Err(_) => {
+                        close(&mut socket, "session could not be checked; reconnect".into()).await;
+                        return;
+                    }
                 }
             }
         }
@@ -255,7 +272,7 @@ async fn push_account(state: AppState, session: Session, mut socket: WebSocket) 
 }
 
 /// Closes with code 1008 (policy violation) and a reason the client can show.
-async fn close(socket: &mut WebSocket, reason: &'static str) {
+async fn close(socket: &mut WebSocket, reason: String) {
     let frame = axum::extract::ws::CloseFrame {
         code: axum::extract::ws::close_code::POLICY,
         reason: reason.into(),

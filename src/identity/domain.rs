@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use cryptovault_events::identity::{
-    IdentityEvent, PasswordChanged, ProfileUpdated, RoleGranted, TwoFactorDisabled,
+    IdentityEvent, PasswordChanged, ProfileUpdated, RoleGranted, RoleRevoked, TwoFactorDisabled,
     TwoFactorEnabled, UserRegistered,
 };
 use cryptovault_events::EventEnvelope;
@@ -178,6 +178,11 @@ impl UserState {
                     user.roles.insert(role);
                 }
             }
+            Some(IdentityEvent::RoleRevoked(revoked)) => {
+                if let Ok(role) = Role::parse(&revoked.role, "role") {
+                    user.roles.remove(&role);
+                }
+            }
             // Registration is matched above; the address claim and login attempts live on
             // their own streams.
             Some(
@@ -211,6 +216,26 @@ impl UserState {
     pub fn has_role(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }
+
+    /// Whether a session opened on the strength of this state may still be issued now that
+    /// the user is `later`: not if the password changed or 2FA was turned on in between (those
+    /// end every session, and one whose record was written after they did must end too).
+    pub fn session_outlived_by(&self, later: &UserState) -> Option<SessionVoided> {
+        if later.password_hash != self.password_hash {
+            Some(SessionVoided::PasswordChanged)
+        } else if later.totp_enabled && !self.totp_enabled {
+            Some(SessionVoided::TwoFactorEnabled)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why a session being issued was voided by a change that raced with its login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionVoided {
+    PasswordChanged,
+    TwoFactorEnabled,
 }
 
 /// Why a decision on a user was refused; nothing is written. HTTP 409 `invalid_state`.
@@ -245,6 +270,36 @@ impl UserState {
         .into()]
     }
 
+    /// Removes a role; idempotent: revoking a role the user lacks changes nothing. Refused:
+    /// the `user` role (every account's base role), and an admin removing their own admin role
+    /// (`revoker` is the acting user, `None` for the command line) — so an admin acting through
+    /// the API always leaves at least one admin: themselves.
+    pub fn revoke(
+        &self,
+        role: Role,
+        revoked_by: &str,
+        revoker: Option<Uuid>,
+    ) -> Result<Vec<IdentityEvent>, UserRefusal> {
+        if role == Role::User {
+            return Err(UserRefusal(
+                "the user role is every account's base role and cannot be revoked",
+            ));
+        }
+        if role == Role::Admin && revoker == Some(self.user_id) {
+            return Err(UserRefusal(
+                "an admin cannot revoke their own admin role (another admin or the CLI can)",
+            ));
+        }
+        if !self.has_role(role) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![RoleRevoked {
+            role: role.as_str().to_owned(),
+            revoked_by: revoked_by.to_owned(),
+        }
+        .into()])
+    }
+
     pub fn enable_two_factor(&self) -> Result<Vec<IdentityEvent>, UserRefusal> {
         if self.totp_enabled {
             return Err(UserRefusal("two-factor authentication is already enabled"));
@@ -264,6 +319,46 @@ impl UserState {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
+    }
+
+    #[test]
+    fn a_password_change_or_2fa_that_raced_with_a_login_voids_its_session() {
+        let before = UserState {
+            user_id: Uuid::from_u128(1),
+            email: "ada@example.com".into(),
+            name: "Ada".into(),
+            password_hash: "old".into(),
+            roles: BTreeSet::from([Role::User]),
+            totp_enabled: false,
+            created_at: at(0),
+            version: 1,
+        };
+        let mut later = before.clone();
+        later.version = 2;
+        later.name = "Ada L.".into();
+        later.roles.insert(Role::Auditor);
+        assert_eq!(before.session_outlived_by(&later), None);
+        let mut changed = later.clone();
+        changed.password_hash = "new".into();
+        assert_eq!(
+            before.session_outlived_by(&changed),
+            Some(SessionVoided::PasswordChanged)
+        );
+        let mut two_factor = later.clone();
+        two_factor.totp_enabled = true;
+        assert_eq!(
+            before.session_outlived_by(&two_factor),
+            Some(SessionVoided::TwoFactorEnabled)
+        );
+        assert_eq!(
+            two_factor.session_outlived_by(&later),
+            None,
+            "2FA turned off"
+        );
+    }
 
     #[test]
     fn emails_are_normalised_and_checked() {

@@ -111,7 +111,9 @@ impl Then<Result<Vec<IdentityEvent>, UserRefusal>> {
 
 #[cfg(test)]
 mod tests {
-    use cryptovault_events::identity::{RoleGranted, TwoFactorDisabled, TwoFactorEnabled};
+    use cryptovault_events::identity::{
+        RoleGranted, RoleRevoked, TwoFactorDisabled, TwoFactorEnabled,
+    };
 
     use super::*;
     use crate::identity::domain::Role;
@@ -131,6 +133,60 @@ mod tests {
         given
             .when(|user| user.grant(Role::Admin, "someone-else"))
             .then_expect(Vec::new());
+    }
+
+    #[test]
+    fn a_role_is_revoked_once_never_the_base_role_nor_an_admin_s_own_admin_role() {
+        const BOSS: Uuid = Uuid::from_u128(2);
+        let auditor = given_registered(ADA, "ada@example.com").and(
+            RoleGranted {
+                role: "auditor".into(),
+                granted_by: "cli".into(),
+            }
+            .into(),
+        );
+        let revoked = auditor
+            .when(|user| user.revoke(Role::Auditor, "boss", Some(BOSS)))
+            .then_expect(vec![RoleRevoked {
+                role: "auditor".into(),
+                revoked_by: "boss".into(),
+            }
+            .into()]);
+        assert!(!revoked.user().has_role(Role::Auditor));
+        let revoked = revoked
+            .when(|user| user.revoke(Role::Auditor, "boss", Some(BOSS)))
+            .then_expect(Vec::new());
+        revoked
+            .when(|user| user.revoke(Role::User, "boss", Some(BOSS)))
+            .then_refused(UserRefusal(
+                "the user role is every account's base role and cannot be revoked",
+            ));
+        let admin = given_registered(ADA, "ada@example.com").and(
+            RoleGranted {
+                role: "admin".into(),
+                granted_by: "cli".into(),
+            }
+            .into(),
+        );
+        admin
+            .when(|user| user.revoke(Role::Admin, "ada", Some(ADA)))
+            .then_refused(UserRefusal(
+                "an admin cannot revoke their own admin role (another admin or the CLI can)",
+            ));
+        given_registered(ADA, "ada@example.com")
+            .and(
+                RoleGranted {
+                    role: "admin".into(),
+                    granted_by: "cli".into(),
+                }
+                .into(),
+            )
+            .when(|user| user.revoke(Role::Admin, "cli", None))
+            .then_expect(vec![RoleRevoked {
+                role: "admin".into(),
+                revoked_by: "cli".into(),
+            }
+            .into()]);
     }
 
     #[test]

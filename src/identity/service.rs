@@ -13,12 +13,12 @@ use cryptovault_events::identity::{
 use cryptovault_events::{DomainEvent, EventFamily, EventMetadata, NewEvent};
 use uuid::Uuid;
 
-use super::domain::{DisplayName, Email, InvalidInput, Password, Role, UserState};
+use super::domain::{DisplayName, Email, InvalidInput, Password, Role, SessionVoided, UserState};
 use super::throttle::{self, Refused, Reservation, Source, ThrottlePolicy};
 use super::tokens::{AccessTokens, Claims};
 use super::{password, totp};
 use crate::store::login_throttle::LoginThrottle;
-use crate::store::sessions::{RefreshGrant, RefreshRefusal, Sessions};
+use crate::store::sessions::{EndReason, RefreshGrant, RefreshRefusal, Sessions};
 use crate::store::{AppendBatch, AppendError, EventStore, ExpectedVersion};
 
 /// Why an identity command was refused.
@@ -306,6 +306,7 @@ impl Identity {
             Err(RefreshRefusal::Reused) => return Err(IdentityError::RefreshReused),
         };
         let user = self.user(grant.user_id).await?;
+        self.sync_session_roles(&user).await?;
         let (access_token, claims) = self.tokens.issue(
             user.user_id,
             user.roles.iter().copied().collect(),
@@ -322,20 +323,26 @@ impl Identity {
         ))
     }
 
-    /// Revokes the access token and the refresh family of the session (either may be absent).
+    /// Ends the session of the access token and that of the refresh token (either may be
+    /// absent; usually they are one): every access token of it is refused from the next
+    /// request on, on every instance, and its refresh family is revoked.
     pub async fn logout(
         &self,
         claims: Option<&Claims>,
         refresh_token: Option<&str>,
     ) -> Result<(), IdentityError> {
         if let Some(claims) = claims {
-            let expires = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now);
-            self.sessions.revoke_access(claims.jti, expires).await?;
-            self.sessions.revoke_family(claims.sid).await?;
+            self.sessions
+                .end_session(claims.sid, EndReason::LoggedOut)
+                .await?;
         }
         if let Some(token) = refresh_token {
             if let Some(family) = self.sessions.family_of(token).await? {
-                self.sessions.revoke_family(family).await?;
+                if claims.is_none_or(|c| c.sid != family) {
+                    self.sessions
+                        .end_session(family, EndReason::LoggedOut)
+                        .await?;
+                }
             }
         }
         Ok(())
@@ -410,11 +417,15 @@ impl Identity {
             Ok(user.change_password(password_hash.clone()))
         })
         .await?;
-        self.sessions.revoke_user(user_id).await?;
+        // Every session ends, the caller's too: the new password logs in again.
+        self.sessions
+            .end_user_sessions(user_id, None, EndReason::PasswordChanged)
+            .await?;
         Ok(())
     }
 
-    /// Adds a role (idempotent: granting a role the user has writes nothing).
+    /// Adds a role (idempotent: granting a role the user has writes nothing). The user's open
+    /// sessions get it at once (their session records carry the roles).
     pub async fn grant_role(
         &self,
         user_id: Uuid,
@@ -423,8 +434,59 @@ impl Identity {
         meta: &RequestMeta,
     ) -> Result<UserState, IdentityError> {
         let metadata = meta.metadata(Some(granted_by.to_owned()));
-        self.change_user(user_id, &metadata, |user| Ok(user.grant(role, granted_by)))
-            .await
+        let user = self
+            .change_user(user_id, &metadata, |user| Ok(user.grant(role, granted_by)))
+            .await?;
+        self.sync_session_roles(&user).await?;
+        Ok(user)
+    }
+
+    /// Removes a role (`RoleRevoked`; idempotent: revoking a role the user lacks writes
+    /// nothing). `revoker` is the admin doing it through the API (`None`: the CLI); an admin
+    /// cannot remove their own admin role (`UserState::revoke`), so the API always leaves at
+    /// least the caller as an admin. Every open session of the user loses the role from its
+    /// next request on, on every instance (the session records carry the roles); the sessions
+    /// themselves go on. A retry after a failure re-applies the roles to the sessions even when
+    /// the event was already appended.
+    pub async fn revoke_role(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        revoked_by: &str,
+        revoker: Option<Uuid>,
+        meta: &RequestMeta,
+    ) -> Result<UserState, IdentityError> {
+        let metadata = meta.metadata(Some(revoked_by.to_owned()));
+        let user = self
+            .change_user(user_id, &metadata, |user| {
+                Ok(user.revoke(role, revoked_by, revoker)?)
+            })
+            .await?;
+        self.sync_session_roles(&user).await?;
+        Ok(user)
+    }
+
+    /// Writes `user`'s roles into every session of theirs that saw an older version.
+    async fn sync_session_roles(&self, user: &UserState) -> Result<(), IdentityError> {
+        let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
+        self.sessions
+            .sync_roles(user.user_id, &roles, user.version)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends every session of the user but `keep` (after 2FA is enabled: sessions opened
+    /// without the second factor end).
+    pub(super) async fn end_other_sessions(
+        &self,
+        user_id: Uuid,
+        keep: Uuid,
+        reason: EndReason,
+    ) -> Result<(), IdentityError> {
+        self.sessions
+            .end_user_sessions(user_id, Some(keep), reason)
+            .await?;
+        Ok(())
     }
 
     /// Decides on the current user state (a decision of `UserState`, pure) and appends its
@@ -466,20 +528,54 @@ impl Identity {
         .into())
     }
 
+    /// Records the session (with the user's roles), then issues its tokens. A change that raced
+    /// with this login is caught by folding the user again after the record exists: the change
+    /// either saw the record (and updated or ended it) or is in the second fold — a role change
+    /// is applied, a password change or 2FA switched on voids the session.
     async fn issue_session(
         &self,
         user: &UserState,
         session_id: Uuid,
     ) -> Result<Session, IdentityError> {
         let now = Utc::now();
+        let expires = now
+            + chrono::Duration::from_std(self.settings.refresh_ttl).map_err(anyhow::Error::from)?;
+        let access_expiry =
+            now + chrono::Duration::from_std(self.tokens.ttl).map_err(anyhow::Error::from)?;
+        let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
+        self.sessions
+            .start_session(
+                session_id,
+                user.user_id,
+                &roles,
+                user.version,
+                expires.max(access_expiry),
+            )
+            .await?;
+        let checked = user;
+        let user = self.user(user.user_id).await?;
+        // A password change or 2FA that committed while this login was checking: it ended the
+        // sessions it saw, and this one must not outlive it.
+        if let Some(voided) = checked.session_outlived_by(&user) {
+            let (reason, refusal) = match voided {
+                SessionVoided::PasswordChanged => (
+                    EndReason::PasswordChanged,
+                    IdentityError::InvalidCredentials,
+                ),
+                SessionVoided::TwoFactorEnabled => {
+                    (EndReason::TwoFactorEnabled, IdentityError::TotpRequired)
+                }
+            };
+            self.sessions.end_session(session_id, reason).await?;
+            return Err(refusal);
+        }
+        self.sync_session_roles(&user).await?;
         let (access_token, claims) = self.tokens.issue(
             user.user_id,
             user.roles.iter().copied().collect(),
             session_id,
             now.timestamp(),
         )?;
-        let expires = now
-            + chrono::Duration::from_std(self.settings.refresh_ttl).map_err(anyhow::Error::from)?;
         let refresh = self
             .sessions
             .issue_refresh(user.user_id, session_id, expires)

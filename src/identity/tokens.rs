@@ -1,6 +1,8 @@
 //! Access tokens: short-lived JWTs (HS256/384/512 from `JWT_ALGORITHM`, key `JWT_SECRET`) with
 //! issuer, audience, expiry, a unique id (`jti`) and the session (`sid`, the refresh-token
-//! family) they belong to.
+//! family) they belong to. A valid signature is not enough: `http::extract::AuthUser` also
+//! needs the session to be live (`store::sessions`), and takes the caller's roles from the
+//! session record, so `roles` here only tells a client what it had when the token was issued.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -17,15 +19,18 @@ pub const AUDIENCE: &str = "cryptovault-api";
 pub struct Claims {
     /// The user id.
     pub sub: Uuid,
+    /// The roles at issue time. Informational for clients: after `AuthUser` the session's
+    /// current roles replace them.
     pub roles: Vec<Role>,
     pub iss: String,
     pub aud: String,
     /// Expiry, seconds since the Unix epoch.
     pub exp: i64,
     pub iat: i64,
-    /// Unique token id, the key of a revocation.
+    /// Unique token id.
     pub jti: Uuid,
-    /// Session (refresh-token family) id.
+    /// Session (refresh-token family) id: the key of the session record that decides whether
+    /// the token is accepted.
     pub sid: Uuid,
 }
 

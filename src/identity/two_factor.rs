@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::service::{unix_now, Identity, IdentityError, RequestMeta};
 use super::totp;
+use crate::store::sessions::EndReason;
 
 impl Identity {
     /// Starts 2FA enrolment after a step-up with `current_password`: a new secret, pending
@@ -48,10 +49,13 @@ impl Identity {
         }
     }
 
-    /// Confirms enrolment with a valid code; from then on login needs a code.
+    /// Confirms enrolment with a valid code; from then on login needs a code, and every other
+    /// session of the user (opened without the second factor) ends: its access tokens, refresh
+    /// tokens and sockets. `current_session` (the caller's) goes on.
     pub async fn totp_verify(
         &self,
         user_id: Uuid,
+        current_session: Uuid,
         code: &str,
         meta: &RequestMeta,
     ) -> Result<(), IdentityError> {
@@ -63,6 +67,8 @@ impl Identity {
         self.change_user(user_id, &metadata, |user| Ok(user.enable_two_factor()?))
             .await?;
         self.sessions.confirm_totp(user_id).await?;
+        self.end_other_sessions(user_id, current_session, EndReason::TwoFactorEnabled)
+            .await?;
         Ok(())
     }
 

@@ -71,9 +71,14 @@ async fn bearer_tokens_work_and_forged_ones_do_not() {
     assert_eq!(put.status(), StatusCode::OK);
 
     let now = chrono::Utc::now().timestamp();
+    // A forged token must name a live session (the real token's) to be accepted at all.
+    let payload = token.split('.').nth(1).unwrap();
+    let sid = serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+        ["sid"]
+        .clone();
     let claims = |exp: i64, aud: &str| {
         json!({ "sub": user_id, "roles": ["user", "admin"], "iss": "cryptovault", "aud": aud,
-                "exp": exp, "iat": now, "jti": uuid::Uuid::now_v7(), "sid": uuid::Uuid::now_v7() })
+                "exp": exp, "iat": now, "jti": uuid::Uuid::now_v7(), "sid": sid })
     };
     let hs256 = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     // Sanity: a token forged with the right secret and claims is accepted, so the refusals

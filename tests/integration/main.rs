@@ -23,6 +23,7 @@ mod live;
 mod login_throttle;
 mod openapi;
 mod replay;
+mod sessions;
 mod snapshots;
 mod statements;
 mod store_faults;
