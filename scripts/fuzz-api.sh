@@ -102,9 +102,9 @@ for amount in 100.00 25.50; do
     "$user_token" >/dev/null
 done
 
-# Operations that end the caller's session (logout, a password change ends the other sessions,
-# 2FA changes what a login needs) run last, as a user of their own: in the other runs they would
-# log the fuzzer out and leave every later case at 401.
+# Operations that end sessions (logout; a password change ends every session of the user, the
+# caller's too; enabling 2FA ends the others and changes what a login needs) run last, as a user
+# of their own: in the other runs they would log the fuzzer out and leave every later case at 401.
 session_ops='^/api/auth/(logout|change-password|2fa/)'
 run() {
   local who="$1" token="$2" select="$3" pattern="$4"

@@ -261,6 +261,7 @@ async fn enabling_two_factor_ends_every_other_session() {
     let setup = body(
         http.post(format!("{a}/api/auth/2fa/setup"))
             .bearer_auth(&session_a.access)
+            .json(&json!({ "current_password": PASSWORD }))
             .send()
             .await
             .unwrap(),
