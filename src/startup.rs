@@ -16,6 +16,7 @@ use crate::identity::tokens::AccessTokens;
 use crate::identity::{Identity, IdentitySettings};
 use crate::ledger::service::Ledger;
 use crate::prices::Prices;
+use crate::store::credentials::Credentials;
 use crate::store::read_models::audit::AuditModel;
 use crate::store::read_models::balances::BalancesModel;
 use crate::store::read_models::runner;
@@ -53,7 +54,16 @@ pub async fn identity(
         },
         refresh_ttl: config.auth.refresh_token_ttl,
     };
-    Ok(Identity::new(store, sessions, tokens, settings))
+    let credentials = Credentials::open(db)
+        .await
+        .context("creating the credentials collection")?;
+    Ok(Identity::new(
+        store,
+        sessions,
+        credentials,
+        tokens,
+        settings,
+    ))
 }
 
 pub use crate::store::connect;

@@ -9,13 +9,18 @@
 //! [`IdentityEvent`] is the family of all three; [`IdentityEvent::decode`] is the one place an
 //! envelope of it becomes a typed event.
 //!
-//! Secrets never enter the log: passwords appear only as argon2id PHC hashes and TOTP secrets
-//! live outside the log (see ARCHITECTURE.md).
+//! Secrets never enter the log: from schema version 2 on, `UserRegistered` and
+//! `PasswordChanged` name a credential (`credential_id`) whose argon2id hash lives in the
+//! deletable `credentials` collection; TOTP secrets live outside the log too (see
+//! ARCHITECTURE.md). Schema version 1 payloads carried the hash itself (`password_hash`); they
+//! still decode ([`Credential::LegacyHash`]) because a hash-chained event cannot be rewritten.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{not_decoded, payload, DecodeError, DomainEvent, EventFamily};
+use crate::domain::{
+    invalid_payload, not_decoded, payload, payload_as, DecodeError, DomainEvent, EventFamily,
+};
 use crate::envelope::EventEnvelope;
 
 /// An address is taken by a user. The only event of an `email-…` stream.
@@ -25,14 +30,44 @@ pub struct EmailClaimed {
     pub email: String,
 }
 
-/// A user signed up. `password_hash` is an argon2id PHC string.
+/// Which stored secret a user's password is checked against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Credential {
+    /// A document of the deletable `credentials` collection (schema version 2 on): the log
+    /// records only that the credential changed, never the hash.
+    Stored { credential_id: Uuid },
+    /// The argon2id PHC hash a schema version 1 payload carried (upcast; never written again).
+    LegacyHash { password_hash: String },
+}
+
+/// A user signed up (schema version 2: the credential by id; version 1 carried the hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRegistered {
     pub user_id: Uuid,
     pub email: String,
     pub name: String,
-    pub password_hash: String,
+    #[serde(flatten)]
+    pub credential: Credential,
     pub roles: Vec<String>,
+}
+
+/// `UserRegistered` schema version 1: the hash in the log.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserRegisteredV1 {
+    user_id: Uuid,
+    email: String,
+    name: String,
+    password_hash: String,
+    roles: Vec<String>,
+}
+
+/// `PasswordChanged` schema version 1.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChangedV1 {
+    password_hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,9 +75,11 @@ pub struct ProfileUpdated {
     pub name: String,
 }
 
+/// The user's password is now checked against another credential (schema version 2: by id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PasswordChanged {
-    pub password_hash: String,
+    #[serde(flatten)]
+    pub credential: Credential,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,9 +145,9 @@ pub enum IdentityEvent {
 crate::domain::event_family! {
     IdentityEvent {
         EmailClaimed = "EmailClaimed",
-        UserRegistered = "UserRegistered",
+        UserRegistered = "UserRegistered" @ 2,
         ProfileUpdated = "ProfileUpdated",
-        PasswordChanged = "PasswordChanged",
+        PasswordChanged = "PasswordChanged" @ 2,
         TwoFactorEnabled = "TwoFactorEnabled",
         TwoFactorDisabled = "TwoFactorDisabled",
         RoleGranted = "RoleGranted",
@@ -127,9 +164,37 @@ impl IdentityEvent {
     pub fn decode(envelope: &EventEnvelope) -> Result<Option<Self>, DecodeError> {
         let event = match (envelope.event_type.as_str(), envelope.schema_version) {
             (EmailClaimed::EVENT_TYPE, 1) => Self::EmailClaimed(payload(envelope)?),
-            (UserRegistered::EVENT_TYPE, 1) => Self::UserRegistered(payload(envelope)?),
+            (UserRegistered::EVENT_TYPE, 1) => {
+                let v1: UserRegisteredV1 = payload_as(envelope, UserRegistered::EVENT_TYPE)?;
+                Self::UserRegistered(UserRegistered {
+                    user_id: v1.user_id,
+                    email: v1.email,
+                    name: v1.name,
+                    credential: Credential::LegacyHash {
+                        password_hash: v1.password_hash,
+                    },
+                    roles: v1.roles,
+                })
+            }
+            (UserRegistered::EVENT_TYPE, 2) => {
+                let registered: UserRegistered = payload(envelope)?;
+                stored_credential(envelope, UserRegistered::EVENT_TYPE, &registered.credential)?;
+                Self::UserRegistered(registered)
+            }
             (ProfileUpdated::EVENT_TYPE, 1) => Self::ProfileUpdated(payload(envelope)?),
-            (PasswordChanged::EVENT_TYPE, 1) => Self::PasswordChanged(payload(envelope)?),
+            (PasswordChanged::EVENT_TYPE, 1) => {
+                let v1: PasswordChangedV1 = payload_as(envelope, PasswordChanged::EVENT_TYPE)?;
+                Self::PasswordChanged(PasswordChanged {
+                    credential: Credential::LegacyHash {
+                        password_hash: v1.password_hash,
+                    },
+                })
+            }
+            (PasswordChanged::EVENT_TYPE, 2) => {
+                let changed: PasswordChanged = payload(envelope)?;
+                stored_credential(envelope, PasswordChanged::EVENT_TYPE, &changed.credential)?;
+                Self::PasswordChanged(changed)
+            }
             (TwoFactorEnabled::EVENT_TYPE, 1) => Self::TwoFactorEnabled(payload(envelope)?),
             (TwoFactorDisabled::EVENT_TYPE, 1) => Self::TwoFactorDisabled(payload(envelope)?),
             (RoleGranted::EVENT_TYPE, 1) => Self::RoleGranted(payload(envelope)?),
@@ -138,6 +203,22 @@ impl IdentityEvent {
             _ => return not_decoded(Self::EVENT_TYPES, envelope),
         };
         Ok(Some(event))
+    }
+}
+
+/// From schema version 2 on a credential is named, never carried.
+fn stored_credential(
+    envelope: &EventEnvelope,
+    event_type: &'static str,
+    credential: &Credential,
+) -> Result<(), DecodeError> {
+    match credential {
+        Credential::Stored { .. } => Ok(()),
+        Credential::LegacyHash { .. } => Err(invalid_payload(
+            envelope,
+            event_type,
+            "schema version 2 names a credential_id and carries no password_hash",
+        )),
     }
 }
 

@@ -4,8 +4,8 @@
 
 use chrono::{TimeZone, Utc};
 use cryptovault_events::identity::{
-    EmailClaimed, IdentityEvent, LoginFailed, LoginSucceeded, PasswordChanged, ProfileUpdated,
-    RoleGranted, TwoFactorDisabled, TwoFactorEnabled, UserRegistered,
+    Credential, EmailClaimed, IdentityEvent, LoginFailed, LoginSucceeded, PasswordChanged,
+    ProfileUpdated, RoleGranted, TwoFactorDisabled, TwoFactorEnabled, UserRegistered,
 };
 use cryptovault_events::ledger::{
     FundsDeposited, LedgerEvent, TransferReceived, TransferSent, WithdrawalApproved,
@@ -115,13 +115,17 @@ fn identity_samples() -> Vec<IdentityEvent> {
             user_id: user,
             email: "a@example.com".into(),
             name: "A".into(),
-            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            credential: Credential::Stored {
+                credential_id: id(7),
+            },
             roles: vec!["user".into()],
         }
         .into(),
         ProfileUpdated { name: "B".into() }.into(),
         PasswordChanged {
-            password_hash: "$argon2id$x".into(),
+            credential: Credential::Stored {
+                credential_id: id(8),
+            },
         }
         .into(),
         TwoFactorEnabled {}.into(),
@@ -182,6 +186,90 @@ fn every_identity_event_round_trips_through_the_family() {
         assert_eq!(IdentityEvent::decode(&envelope).unwrap(), Some(sample));
         assert!(LedgerEvent::decode(&envelope).unwrap().is_none());
     }
+}
+
+/// An envelope of `event_type` at `schema_version` with `payload`, as an old log holds it.
+fn stored_raw(event_type: &str, schema_version: u32, payload: serde_json::Value) -> EventEnvelope {
+    let at = Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap();
+    sealed(NewEvent::new(
+        id(98),
+        event_type,
+        schema_version,
+        at,
+        EventMetadata::default(),
+        payload,
+    ))
+}
+
+#[test]
+fn new_credential_events_name_a_credential_and_carry_no_hash() {
+    for sample in identity_samples() {
+        let envelope = stored(sample);
+        let text = envelope.payload.to_string();
+        assert!(!text.contains("password_hash"), "{text}");
+        if matches!(
+            envelope.event_type.as_str(),
+            "UserRegistered" | "PasswordChanged"
+        ) {
+            assert_eq!(envelope.schema_version, 2);
+            assert!(envelope.payload["credential_id"].is_string(), "{text}");
+        }
+    }
+}
+
+#[test]
+fn schema_version_1_credential_events_upcast_to_a_legacy_hash() {
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+    let registered = stored_raw(
+        "UserRegistered",
+        1,
+        serde_json::json!({
+            "user_id": id(1), "email": "a@example.com", "name": "A",
+            "password_hash": hash, "roles": ["user"],
+        }),
+    );
+    assert_eq!(
+        IdentityEvent::decode(&registered).unwrap(),
+        Some(IdentityEvent::UserRegistered(UserRegistered {
+            user_id: id(1),
+            email: "a@example.com".into(),
+            name: "A".into(),
+            credential: Credential::LegacyHash {
+                password_hash: hash.into()
+            },
+            roles: vec!["user".into()],
+        }))
+    );
+    let changed = stored_raw(
+        "PasswordChanged",
+        1,
+        serde_json::json!({ "password_hash": hash }),
+    );
+    assert_eq!(
+        PasswordChanged::from_envelope(&changed).unwrap().credential,
+        Credential::LegacyHash {
+            password_hash: hash.into()
+        }
+    );
+    // A version 2 payload never carries a hash; a version 1 payload always does.
+    let smuggled = stored_raw(
+        "PasswordChanged",
+        2,
+        serde_json::json!({ "password_hash": hash }),
+    );
+    assert!(matches!(
+        IdentityEvent::decode(&smuggled),
+        Err(DecodeError::Payload { version: 2, .. })
+    ));
+    let no_hash = stored_raw(
+        "PasswordChanged",
+        1,
+        serde_json::json!({ "credential_id": id(3) }),
+    );
+    assert!(matches!(
+        IdentityEvent::decode(&no_hash),
+        Err(DecodeError::Payload { version: 1, .. })
+    ));
 }
 
 #[test]

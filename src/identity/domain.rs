@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cryptovault_events::identity::{
-    IdentityEvent, PasswordChanged, ProfileUpdated, RoleGranted, TwoFactorDisabled,
+    Credential, IdentityEvent, PasswordChanged, ProfileUpdated, RoleGranted, TwoFactorDisabled,
     TwoFactorEnabled, UserRegistered,
 };
 use cryptovault_events::EventEnvelope;
@@ -140,7 +140,8 @@ pub struct UserState {
     pub user_id: Uuid,
     pub email: String,
     pub name: String,
-    pub password_hash: String,
+    /// The credential the password is checked against (`Identity::check_password`).
+    pub credential: Credential,
     pub roles: BTreeSet<Role>,
     pub totp_enabled: bool,
     pub created_at: DateTime<Utc>,
@@ -170,7 +171,7 @@ impl UserState {
         match decoded {
             Some(IdentityEvent::ProfileUpdated(changed)) => user.name = changed.name,
             Some(IdentityEvent::PasswordChanged(changed)) => {
-                user.password_hash = changed.password_hash;
+                user.credential = changed.credential;
             }
             Some(IdentityEvent::TwoFactorEnabled(_)) => user.totp_enabled = true,
             Some(IdentityEvent::TwoFactorDisabled(_)) => user.totp_enabled = false,
@@ -197,7 +198,7 @@ impl UserState {
             user_id: registered.user_id,
             email: registered.email,
             name: registered.name,
-            password_hash: registered.password_hash,
+            credential: registered.credential,
             roles: registered
                 .roles
                 .iter()
@@ -229,9 +230,13 @@ impl UserState {
         .into()]
     }
 
-    /// `password_hash` is the argon2id PHC string of the new password (hashed at the edge).
-    pub fn change_password(&self, password_hash: String) -> Vec<IdentityEvent> {
-        vec![PasswordChanged { password_hash }.into()]
+    /// `credential_id` names the new password's credential, stored before this decision's
+    /// event is appended (the event is the commit point; the hash never enters the log).
+    pub fn change_password(&self, credential_id: Uuid) -> Vec<IdentityEvent> {
+        vec![PasswordChanged {
+            credential: Credential::Stored { credential_id },
+        }
+        .into()]
     }
 
     /// Idempotent: granting a role the user has changes nothing.

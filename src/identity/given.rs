@@ -4,7 +4,7 @@
 //! exactly this refusal. Pure: no store, no clock read by the code under test.
 
 use chrono::{TimeZone, Utc};
-use cryptovault_events::identity::{user_stream, IdentityEvent, UserRegistered};
+use cryptovault_events::identity::{user_stream, Credential, IdentityEvent, UserRegistered};
 use cryptovault_events::{EventEnvelope, EventFamily, EventMetadata, GENESIS_HASH};
 use std::fmt::Debug;
 use uuid::Uuid;
@@ -28,7 +28,9 @@ pub fn given_registered(user_id: Uuid, email: &str) -> Given {
             user_id,
             email: email.to_owned(),
             name: "Ada".to_owned(),
-            password_hash: "$argon2id$test".to_owned(),
+            credential: Credential::Stored {
+                credential_id: Uuid::from_u128(7),
+            },
             roles: vec!["user".to_owned()],
         }
         .into(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use cryptovault_events::identity::{
-    email_stream, logins_stream, user_stream, EmailClaimed, IdentityEvent, LoginFailed,
+    email_stream, logins_stream, user_stream, Credential, EmailClaimed, IdentityEvent, LoginFailed,
     LoginSucceeded, UserRegistered,
 };
 use cryptovault_events::{DomainEvent, EventFamily, EventMetadata, NewEvent};
@@ -19,6 +19,7 @@ use super::domain::{
 };
 use super::tokens::{AccessTokens, Claims};
 use super::{password, totp};
+use crate::store::credentials::Credentials;
 use crate::store::sessions::{RefreshGrant, RefreshRefusal, Sessions};
 use crate::store::{AppendBatch, AppendError, EventStore, ExpectedVersion};
 
@@ -100,6 +101,8 @@ pub struct IdentitySettings {
 pub struct Identity {
     store: EventStore,
     pub sessions: Sessions,
+    /// Password hashes, outside the log (`Self::check_password`, `Self::new_credential`).
+    credentials: Credentials,
     pub tokens: AccessTokens,
     settings: IdentitySettings,
     /// Address → user id. An `EmailClaimed` is never undone, so a found owner stays right
@@ -123,12 +126,14 @@ impl Identity {
     pub fn new(
         store: EventStore,
         sessions: Sessions,
+        credentials: Credentials,
         tokens: AccessTokens,
         settings: IdentitySettings,
     ) -> Self {
         Self {
             store,
             sessions,
+            credentials,
             tokens,
             settings,
             owners: Arc::default(),
@@ -150,8 +155,8 @@ impl Identity {
         if self.user_id_by_email(&email).await?.is_some() {
             return Err(IdentityError::EmailTaken);
         }
-        let password_hash = password::hash(password.expose().to_owned()).await?;
         let user_id = Uuid::now_v7();
+        let credential_id = self.new_credential(user_id, password.expose()).await?;
         let metadata = meta.metadata(Some(user_id.to_string()));
         let batch = AppendBatch::single(
             email_stream(email.as_str()),
@@ -172,7 +177,7 @@ impl Identity {
                     user_id,
                     email: email.as_str().to_owned(),
                     name: name.as_str().to_owned(),
-                    password_hash,
+                    credential: Credential::Stored { credential_id },
                     roles: vec![Role::User.as_str().to_owned()],
                 },
                 metadata,
@@ -223,7 +228,7 @@ impl Identity {
                 retry_after_secs: retry,
             });
         }
-        if !password::verify(password.to_owned(), user.password_hash.clone()).await? {
+        if !self.check_password(&user, password).await? {
             self.record_failure(Some(user.user_id), &email, "invalid_password", meta)
                 .await?;
             return Err(IdentityError::InvalidCredentials);
@@ -383,21 +388,60 @@ impl Identity {
     ) -> Result<(), IdentityError> {
         let new = Password::parse(new, "new_password")?;
         let user = self.user(user_id).await?;
-        if !password::verify(current.to_owned(), user.password_hash.clone()).await? {
+        if !self.check_password(&user, current).await? {
             return Err(InvalidInput {
                 field: "current_password",
                 message: "is not the current password".into(),
             }
             .into());
         }
-        let password_hash = password::hash(new.expose().to_owned()).await?;
+        let credential_id = self.new_credential(user_id, new.expose()).await?;
         let metadata = meta.metadata(Some(user_id.to_string()));
         self.change_user(user_id, &metadata, |user| {
-            Ok(user.change_password(password_hash.clone()))
+            Ok(user.change_password(credential_id))
         })
         .await?;
         self.sessions.revoke_user(user_id).await?;
         Ok(())
+    }
+
+    /// Whether `password` is `user`'s password, checked against the credential the folded user
+    /// state names. **The one password check** (login, change-password, step-up): a stored
+    /// credential is read from `credentials`; a schema version 1 user's hash comes from its
+    /// event. A credential that is missing (deleted, or an erased user) never matches, after the
+    /// same work as a real check.
+    pub async fn check_password(
+        &self,
+        user: &UserState,
+        password: &str,
+    ) -> Result<bool, IdentityError> {
+        let hash = match &user.credential {
+            Credential::Stored { credential_id } => {
+                self.credentials.hash(user.user_id, *credential_id).await?
+            }
+            Credential::LegacyHash { password_hash } => Some(password_hash.clone()),
+        };
+        match hash {
+            Some(hash) => Ok(password::verify(password.to_owned(), hash).await?),
+            None => {
+                tracing::warn!(user_id = %user.user_id, "the user's credential is missing: no password matches");
+                let decoy = password::decoy_hash().to_owned();
+                let _ = password::verify(password.to_owned(), decoy).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Hashes `password` (argon2id) and stores it durably as a new credential of `user_id`,
+    /// under a fresh id; the caller then appends the event naming that id (the commit point —
+    /// if the append fails, the credential is an orphan nothing names).
+    async fn new_credential(&self, user_id: Uuid, password: &str) -> Result<Uuid, IdentityError> {
+        let hash = password::hash(password.to_owned()).await?;
+        let credential_id = Uuid::new_v4();
+        self.credentials
+            .insert(user_id, credential_id, &hash)
+            .await?;
+        Ok(credential_id)
     }
 
     /// Adds a role (idempotent: granting a role the user has writes nothing).

@@ -13,6 +13,7 @@
 pub mod append;
 pub mod backoff;
 pub mod codec;
+pub mod credentials;
 pub mod document;
 pub mod error;
 pub mod idempotency;

@@ -20,6 +20,7 @@ mod ledger;
 mod ledger_concurrency;
 mod live;
 mod openapi;
+mod privacy;
 mod replay;
 mod snapshots;
 mod statements;
