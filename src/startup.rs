@@ -16,7 +16,9 @@ use crate::identity::tokens::AccessTokens;
 use crate::identity::{Identity, IdentitySettings};
 use crate::ledger::service::Ledger;
 use crate::prices::Prices;
+use crate::privacy::BlindIndex;
 use crate::store::credentials::Credentials;
+use crate::store::personal_keys::PersonalKeys;
 use crate::store::read_models::audit::AuditModel;
 use crate::store::read_models::balances::BalancesModel;
 use crate::store::read_models::runner;
@@ -57,10 +59,14 @@ pub async fn identity(
     let credentials = Credentials::open(db)
         .await
         .context("creating the credentials collection")?;
+    let keys = PersonalKeys::open(db);
+    let email_index = BlindIndex::new(config.email_index_key.expose());
     Ok(Identity::new(
         store,
         sessions,
         credentials,
+        keys,
+        email_index,
         tokens,
         settings,
     ))

@@ -14,6 +14,11 @@
 //! deletable `credentials` collection; TOTP secrets live outside the log too (see
 //! ARCHITECTURE.md). Schema version 1 payloads carried the hash itself (`password_hash`); they
 //! still decode ([`Credential::LegacyHash`]) because a hash-chained event cannot be rewritten.
+//!
+//! Personal data is erasable: from schema version 2 on, emails, names and the ip / user agent of
+//! login attempts are [`Personal`] fields, sealed under the subject's data key (see
+//! [`crate::personal`]); a new address's `email-…` stream id is a blind index, not the address.
+//! Schema version 1 payloads held them in plaintext; they decode as [`Personal::Legacy`].
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -22,12 +27,20 @@ use crate::domain::{
     invalid_payload, not_decoded, payload, payload_as, DecodeError, DomainEvent, EventFamily,
 };
 use crate::envelope::EventEnvelope;
+use crate::personal::Personal;
 
-/// An address is taken by a user. The only event of an `email-…` stream.
+/// An address is taken by a user. The only event of an `email-…` stream (schema version 2:
+/// the address sealed, in a stream named by its blind index).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailClaimed {
     pub user_id: Uuid,
-    pub email: String,
+    pub email: Personal,
+}
+
+#[derive(Deserialize)]
+struct EmailClaimedV1 {
+    user_id: Uuid,
+    email: String,
 }
 
 /// Which stored secret a user's password is checked against.
@@ -45,8 +58,8 @@ pub enum Credential {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRegistered {
     pub user_id: Uuid,
-    pub email: String,
-    pub name: String,
+    pub email: Personal,
+    pub name: Personal,
     #[serde(flatten)]
     pub credential: Credential,
     pub roles: Vec<String>,
@@ -72,7 +85,12 @@ struct PasswordChangedV1 {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProfileUpdated {
-    pub name: String,
+    pub name: Personal,
+}
+
+#[derive(Deserialize)]
+struct ProfileUpdatedV1 {
+    name: String,
 }
 
 /// The user's password is now checked against another credential (schema version 2: by id).
@@ -95,13 +113,30 @@ pub struct RoleGranted {
     pub granted_by: String,
 }
 
+/// The user's personal data was erased (`cryptovault admin erase-user`): their data key is
+/// deleted, so every sealed field of theirs is shredded; the account (and its money) stays,
+/// but nobody can log in to it again. `erased_by` is a user id or `cli`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonalDataErased {
+    pub erased_by: String,
+    pub reason: String,
+}
+
 /// A login attempt that issued a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginSucceeded {
     pub user_id: Uuid,
     pub session_id: Uuid,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
+    pub ip: Option<Personal>,
+    pub user_agent: Option<Personal>,
+}
+
+#[derive(Deserialize)]
+struct LoginSucceededV1 {
+    user_id: Uuid,
+    session_id: Uuid,
+    ip: Option<String>,
+    user_agent: Option<String>,
 }
 
 /// A login attempt that was refused; `reason` is one of [`LoginFailed::COUNTED_REASONS`] or
@@ -109,10 +144,24 @@ pub struct LoginSucceeded {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginFailed {
     pub user_id: Option<Uuid>,
-    pub email: String,
+    /// The address tried, sealed under the user's key (or the month's `unknown-…` key).
+    pub email: Personal,
     pub reason: String,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
+    pub ip: Option<Personal>,
+    pub user_agent: Option<Personal>,
+}
+
+#[derive(Deserialize)]
+struct LoginFailedV1 {
+    user_id: Option<Uuid>,
+    email: String,
+    reason: String,
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+fn legacy(text: Option<String>) -> Option<Personal> {
+    text.map(Personal::Legacy)
 }
 
 impl LoginFailed {
@@ -138,21 +187,23 @@ pub enum IdentityEvent {
     TwoFactorEnabled(TwoFactorEnabled),
     TwoFactorDisabled(TwoFactorDisabled),
     RoleGranted(RoleGranted),
+    PersonalDataErased(PersonalDataErased),
     LoginSucceeded(LoginSucceeded),
     LoginFailed(LoginFailed),
 }
 
 crate::domain::event_family! {
     IdentityEvent {
-        EmailClaimed = "EmailClaimed",
+        EmailClaimed = "EmailClaimed" @ 2,
         UserRegistered = "UserRegistered" @ 2,
-        ProfileUpdated = "ProfileUpdated",
+        ProfileUpdated = "ProfileUpdated" @ 2,
         PasswordChanged = "PasswordChanged" @ 2,
         TwoFactorEnabled = "TwoFactorEnabled",
         TwoFactorDisabled = "TwoFactorDisabled",
         RoleGranted = "RoleGranted",
-        LoginSucceeded = "LoginSucceeded",
-        LoginFailed = "LoginFailed",
+        PersonalDataErased = "PersonalDataErased",
+        LoginSucceeded = "LoginSucceeded" @ 2,
+        LoginFailed = "LoginFailed" @ 2,
     }
 }
 
@@ -163,13 +214,20 @@ impl IdentityEvent {
     /// type.
     pub fn decode(envelope: &EventEnvelope) -> Result<Option<Self>, DecodeError> {
         let event = match (envelope.event_type.as_str(), envelope.schema_version) {
-            (EmailClaimed::EVENT_TYPE, 1) => Self::EmailClaimed(payload(envelope)?),
+            (EmailClaimed::EVENT_TYPE, 1) => {
+                let v1: EmailClaimedV1 = payload_as(envelope, EmailClaimed::EVENT_TYPE)?;
+                Self::EmailClaimed(EmailClaimed {
+                    user_id: v1.user_id,
+                    email: Personal::Legacy(v1.email),
+                })
+            }
+            (EmailClaimed::EVENT_TYPE, 2) => Self::EmailClaimed(payload(envelope)?),
             (UserRegistered::EVENT_TYPE, 1) => {
                 let v1: UserRegisteredV1 = payload_as(envelope, UserRegistered::EVENT_TYPE)?;
                 Self::UserRegistered(UserRegistered {
                     user_id: v1.user_id,
-                    email: v1.email,
-                    name: v1.name,
+                    email: Personal::Legacy(v1.email),
+                    name: Personal::Legacy(v1.name),
                     credential: Credential::LegacyHash {
                         password_hash: v1.password_hash,
                     },
@@ -181,7 +239,13 @@ impl IdentityEvent {
                 stored_credential(envelope, UserRegistered::EVENT_TYPE, &registered.credential)?;
                 Self::UserRegistered(registered)
             }
-            (ProfileUpdated::EVENT_TYPE, 1) => Self::ProfileUpdated(payload(envelope)?),
+            (ProfileUpdated::EVENT_TYPE, 1) => {
+                let v1: ProfileUpdatedV1 = payload_as(envelope, ProfileUpdated::EVENT_TYPE)?;
+                Self::ProfileUpdated(ProfileUpdated {
+                    name: Personal::Legacy(v1.name),
+                })
+            }
+            (ProfileUpdated::EVENT_TYPE, 2) => Self::ProfileUpdated(payload(envelope)?),
             (PasswordChanged::EVENT_TYPE, 1) => {
                 let v1: PasswordChangedV1 = payload_as(envelope, PasswordChanged::EVENT_TYPE)?;
                 Self::PasswordChanged(PasswordChanged {
@@ -198,8 +262,28 @@ impl IdentityEvent {
             (TwoFactorEnabled::EVENT_TYPE, 1) => Self::TwoFactorEnabled(payload(envelope)?),
             (TwoFactorDisabled::EVENT_TYPE, 1) => Self::TwoFactorDisabled(payload(envelope)?),
             (RoleGranted::EVENT_TYPE, 1) => Self::RoleGranted(payload(envelope)?),
-            (LoginSucceeded::EVENT_TYPE, 1) => Self::LoginSucceeded(payload(envelope)?),
-            (LoginFailed::EVENT_TYPE, 1) => Self::LoginFailed(payload(envelope)?),
+            (PersonalDataErased::EVENT_TYPE, 1) => Self::PersonalDataErased(payload(envelope)?),
+            (LoginSucceeded::EVENT_TYPE, 1) => {
+                let v1: LoginSucceededV1 = payload_as(envelope, LoginSucceeded::EVENT_TYPE)?;
+                Self::LoginSucceeded(LoginSucceeded {
+                    user_id: v1.user_id,
+                    session_id: v1.session_id,
+                    ip: legacy(v1.ip),
+                    user_agent: legacy(v1.user_agent),
+                })
+            }
+            (LoginSucceeded::EVENT_TYPE, 2) => Self::LoginSucceeded(payload(envelope)?),
+            (LoginFailed::EVENT_TYPE, 1) => {
+                let v1: LoginFailedV1 = payload_as(envelope, LoginFailed::EVENT_TYPE)?;
+                Self::LoginFailed(LoginFailed {
+                    user_id: v1.user_id,
+                    email: Personal::Legacy(v1.email),
+                    reason: v1.reason,
+                    ip: legacy(v1.ip),
+                    user_agent: legacy(v1.user_agent),
+                })
+            }
+            (LoginFailed::EVENT_TYPE, 2) => Self::LoginFailed(payload(envelope)?),
             _ => return not_decoded(Self::EVENT_TYPES, envelope),
         };
         Ok(Some(event))
@@ -227,9 +311,11 @@ pub fn user_stream(user_id: Uuid) -> String {
     format!("user-{user_id}")
 }
 
-/// Stream that reserves a normalised email address.
-pub fn email_stream(normalised_email: &str) -> String {
-    format!("email-{normalised_email}")
+/// Stream that reserves an email address: `email-<blind index>` (the hex HMAC of the
+/// normalised address, computed by the service) for every new claim; logs from before schema
+/// version 2 hold `email-<normalised address>` streams, which the service still reads.
+pub fn email_stream(index_or_legacy_address: &str) -> String {
+    format!("email-{index_or_legacy_address}")
 }
 
 /// Stream of one user's login attempts; `None` for attempts on unknown addresses.

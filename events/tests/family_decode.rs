@@ -5,12 +5,14 @@
 use chrono::{TimeZone, Utc};
 use cryptovault_events::identity::{
     Credential, EmailClaimed, IdentityEvent, LoginFailed, LoginSucceeded, PasswordChanged,
-    ProfileUpdated, RoleGranted, TwoFactorDisabled, TwoFactorEnabled, UserRegistered,
+    PersonalDataErased, ProfileUpdated, RoleGranted, TwoFactorDisabled, TwoFactorEnabled,
+    UserRegistered,
 };
 use cryptovault_events::ledger::{
     FundsDeposited, LedgerEvent, TransferReceived, TransferSent, WithdrawalApproved,
     WithdrawalCompleted, WithdrawalOpened, WithdrawalRejected, WithdrawalRequested,
 };
+use cryptovault_events::personal::Personal;
 use cryptovault_events::{
     DecodeError, DomainEvent, EventEnvelope, EventFamily, EventMetadata, EventTypeError, NewEvent,
     GENESIS_HASH,
@@ -103,25 +105,33 @@ fn ledger_samples(amount: Decimal, note: Option<String>) -> Vec<LedgerEvent> {
     ]
 }
 
+/// Sealed text as the service writes it (the events crate only carries it).
+fn sealed_text(data: &str) -> Personal {
+    Personal::sealed(format!("pii1:{}:{data}AAAA", id(1))).unwrap()
+}
+
 fn identity_samples() -> Vec<IdentityEvent> {
     let user = id(1);
     vec![
         EmailClaimed {
             user_id: user,
-            email: "a@example.com".into(),
+            email: sealed_text("a"),
         }
         .into(),
         UserRegistered {
             user_id: user,
-            email: "a@example.com".into(),
-            name: "A".into(),
+            email: sealed_text("b"),
+            name: sealed_text("c"),
             credential: Credential::Stored {
                 credential_id: id(7),
             },
             roles: vec!["user".into()],
         }
         .into(),
-        ProfileUpdated { name: "B".into() }.into(),
+        ProfileUpdated {
+            name: sealed_text("d"),
+        }
+        .into(),
         PasswordChanged {
             credential: Credential::Stored {
                 credential_id: id(8),
@@ -135,19 +145,24 @@ fn identity_samples() -> Vec<IdentityEvent> {
             granted_by: "cli".into(),
         }
         .into(),
+        PersonalDataErased {
+            erased_by: "cli".into(),
+            reason: "request 42".into(),
+        }
+        .into(),
         LoginSucceeded {
             user_id: user,
             session_id: id(6),
-            ip: Some("127.0.0.1".into()),
+            ip: Some(sealed_text("e")),
             user_agent: None,
         }
         .into(),
         LoginFailed {
             user_id: None,
-            email: "a@example.com".into(),
+            email: sealed_text("f"),
             reason: "unknown_email".into(),
             ip: None,
-            user_agent: Some("curl".into()),
+            user_agent: Some(sealed_text("g")),
         }
         .into(),
     ]
@@ -232,8 +247,8 @@ fn schema_version_1_credential_events_upcast_to_a_legacy_hash() {
         IdentityEvent::decode(&registered).unwrap(),
         Some(IdentityEvent::UserRegistered(UserRegistered {
             user_id: id(1),
-            email: "a@example.com".into(),
-            name: "A".into(),
+            email: Personal::Legacy("a@example.com".into()),
+            name: Personal::Legacy("A".into()),
             credential: Credential::LegacyHash {
                 password_hash: hash.into()
             },
@@ -269,6 +284,45 @@ fn schema_version_1_credential_events_upcast_to_a_legacy_hash() {
     assert!(matches!(
         IdentityEvent::decode(&no_hash),
         Err(DecodeError::Payload { version: 1, .. })
+    ));
+}
+
+#[test]
+fn schema_version_1_personal_fields_upcast_to_legacy_plaintext_and_version_2_must_be_sealed() {
+    let failed = stored_raw(
+        "LoginFailed",
+        1,
+        serde_json::json!({ "user_id": null, "email": "x@example.com", "reason": "unknown_email",
+                            "ip": "10.0.0.1", "user_agent": null }),
+    );
+    assert_eq!(
+        LoginFailed::from_envelope(&failed).unwrap(),
+        LoginFailed {
+            user_id: None,
+            email: Personal::Legacy("x@example.com".into()),
+            reason: "unknown_email".into(),
+            ip: Some(Personal::Legacy("10.0.0.1".into())),
+            user_agent: None,
+        }
+    );
+    let claimed = stored_raw(
+        "EmailClaimed",
+        1,
+        serde_json::json!({ "user_id": id(1), "email": "x@example.com" }),
+    );
+    assert_eq!(
+        EmailClaimed::from_envelope(&claimed).unwrap().email,
+        Personal::Legacy("x@example.com".into())
+    );
+    let renamed = stored_raw("ProfileUpdated", 1, serde_json::json!({ "name": "X" }));
+    assert_eq!(
+        ProfileUpdated::from_envelope(&renamed).unwrap().name,
+        Personal::Legacy("X".into())
+    );
+    let plaintext_v2 = stored_raw("ProfileUpdated", 2, serde_json::json!({ "name": "X" }));
+    assert!(matches!(
+        IdentityEvent::decode(&plaintext_v2),
+        Err(DecodeError::Payload { version: 2, .. })
     ));
 }
 

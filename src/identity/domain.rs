@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cryptovault_events::identity::{
-    Credential, IdentityEvent, PasswordChanged, ProfileUpdated, RoleGranted, TwoFactorDisabled,
-    TwoFactorEnabled, UserRegistered,
+    Credential, IdentityEvent, PasswordChanged, PersonalDataErased, ProfileUpdated, RoleGranted,
+    TwoFactorDisabled, TwoFactorEnabled, UserRegistered,
 };
+use cryptovault_events::personal::{Personal, ERASED};
 use cryptovault_events::EventEnvelope;
 use serde::Serialize;
 use uuid::Uuid;
@@ -134,12 +135,15 @@ impl Role {
     }
 }
 
-/// A user as folded from the `user-…` stream.
+/// A user as folded from the `user-…` stream, its personal fields opened (`[erased]` once
+/// shredded).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserState {
     pub user_id: Uuid,
     pub email: String,
     pub name: String,
+    /// `PersonalDataErased` was recorded: personal data shredded, nobody logs in.
+    pub erased: bool,
     /// The credential the password is checked against (`Identity::check_password`).
     pub credential: Credential,
     pub roles: BTreeSet<Role>,
@@ -150,26 +154,41 @@ pub struct UserState {
 }
 
 impl UserState {
-    /// Folds a user stream (in version order). `None` for an empty stream.
-    pub fn fold(events: &[EventEnvelope]) -> Option<Self> {
+    /// Folds a user stream (in version order), reading each personal field with `open` (the
+    /// service opens sealed fields with the user's data key, `crate::privacy::reveal`). `None`
+    /// for an empty stream.
+    pub fn fold(events: &[EventEnvelope], open: impl Fn(&Personal) -> String) -> Option<Self> {
         let mut state: Option<Self> = None;
         for event in events {
-            state = Self::apply(state, event);
+            state = Self::apply(state, event, &open);
         }
         state
     }
 
-    fn apply(state: Option<Self>, event: &EventEnvelope) -> Option<Self> {
+    fn apply(
+        state: Option<Self>,
+        event: &EventEnvelope,
+        open: &impl Fn(&Personal) -> String,
+    ) -> Option<Self> {
         // An event this fold cannot read changes nothing but still takes its version: the next
         // append expects it.
         let decoded = IdentityEvent::decode(event).ok().flatten();
         if let Some(IdentityEvent::UserRegistered(registered)) = decoded {
-            return Some(Self::registered(registered, event));
+            return Some(Self::registered(registered, event, open));
         }
         let mut user = state?;
         user.version = event.stream_version;
         match decoded {
-            Some(IdentityEvent::ProfileUpdated(changed)) => user.name = changed.name,
+            Some(IdentityEvent::ProfileUpdated(changed)) => {
+                if !user.erased {
+                    user.name = open(&changed.name);
+                }
+            }
+            Some(IdentityEvent::PersonalDataErased(_)) => {
+                user.erased = true;
+                user.email = ERASED.to_owned();
+                user.name = ERASED.to_owned();
+            }
             Some(IdentityEvent::PasswordChanged(changed)) => {
                 user.credential = changed.credential;
             }
@@ -193,11 +212,16 @@ impl UserState {
         Some(user)
     }
 
-    fn registered(registered: UserRegistered, event: &EventEnvelope) -> Self {
+    fn registered(
+        registered: UserRegistered,
+        event: &EventEnvelope,
+        open: &impl Fn(&Personal) -> String,
+    ) -> Self {
         Self {
             user_id: registered.user_id,
-            email: registered.email,
-            name: registered.name,
+            email: open(&registered.email),
+            name: open(&registered.name),
+            erased: false,
             credential: registered.credential,
             roles: registered
                 .roles
@@ -223,9 +247,21 @@ pub struct UserRefusal(pub &'static str);
 /// Decisions on a user: each returns the events to append to the `user-…` stream (none:
 /// nothing to change) or a refusal. The service appends them expecting the state's version.
 impl UserState {
-    pub fn rename(&self, name: &DisplayName) -> Vec<IdentityEvent> {
-        vec![ProfileUpdated {
-            name: name.as_str().to_owned(),
+    /// `name` is the new [`DisplayName`] sealed under the user's key (at the edge: sealing
+    /// draws a random nonce).
+    pub fn rename(&self, name: Personal) -> Vec<IdentityEvent> {
+        vec![ProfileUpdated { name }.into()]
+    }
+
+    /// Records the erasure of the user's personal data; nothing if it is already erased (a
+    /// rerun of the command only repeats the deletions).
+    pub fn erase(&self, erased_by: &str, reason: &str) -> Vec<IdentityEvent> {
+        if self.erased {
+            return Vec::new();
+        }
+        vec![PersonalDataErased {
+            erased_by: erased_by.to_owned(),
+            reason: reason.to_owned(),
         }
         .into()]
     }
@@ -302,7 +338,8 @@ impl Attempt {
                 | IdentityEvent::PasswordChanged(_)
                 | IdentityEvent::TwoFactorEnabled(_)
                 | IdentityEvent::TwoFactorDisabled(_)
-                | IdentityEvent::RoleGranted(_),
+                | IdentityEvent::RoleGranted(_)
+                | IdentityEvent::PersonalDataErased(_),
             ))
             | Ok(None)
             | Err(_) => Self::Ignored,

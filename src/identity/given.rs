@@ -5,6 +5,7 @@
 
 use chrono::{TimeZone, Utc};
 use cryptovault_events::identity::{user_stream, Credential, IdentityEvent, UserRegistered};
+use cryptovault_events::personal::Personal;
 use cryptovault_events::{EventEnvelope, EventFamily, EventMetadata, GENESIS_HASH};
 use std::fmt::Debug;
 use uuid::Uuid;
@@ -26,8 +27,9 @@ pub fn given_registered(user_id: Uuid, email: &str) -> Given {
     .and(
         UserRegistered {
             user_id,
-            email: email.to_owned(),
-            name: "Ada".to_owned(),
+            // Sealed text as the service writes it (these decisions never open it).
+            email: Personal::Sealed(format!("pii1:{user_id}:{email}")),
+            name: Personal::Sealed(format!("pii1:{user_id}:QWRh")),
             credential: Credential::Stored {
                 credential_id: Uuid::from_u128(7),
             },
@@ -58,7 +60,7 @@ impl Given {
 
     /// The folded user.
     pub fn user(&self) -> UserState {
-        UserState::fold(&self.events).expect("a registered user")
+        UserState::fold(&self.events, |p| p.as_stored().to_owned()).expect("a registered user")
     }
 
     /// Runs `decide` on the folded user.

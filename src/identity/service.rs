@@ -10,6 +10,7 @@ use cryptovault_events::identity::{
     email_stream, logins_stream, user_stream, Credential, EmailClaimed, IdentityEvent, LoginFailed,
     LoginSucceeded, UserRegistered,
 };
+use cryptovault_events::personal::{is_sealed, key_id, Personal, ERASED};
 use cryptovault_events::{DomainEvent, EventFamily, EventMetadata, NewEvent};
 use uuid::Uuid;
 
@@ -19,7 +20,9 @@ use super::domain::{
 };
 use super::tokens::{AccessTokens, Claims};
 use super::{password, totp};
+use crate::privacy::{reveal, BlindIndex, DataKey};
 use crate::store::credentials::Credentials;
+use crate::store::personal_keys::PersonalKeys;
 use crate::store::sessions::{RefreshGrant, RefreshRefusal, Sessions};
 use crate::store::{AppendBatch, AppendError, EventStore, ExpectedVersion};
 
@@ -103,6 +106,10 @@ pub struct Identity {
     pub sessions: Sessions,
     /// Password hashes, outside the log (`Self::check_password`, `Self::new_credential`).
     credentials: Credentials,
+    /// Each user's data key: every personal field of an identity event is sealed under it.
+    keys: PersonalKeys,
+    /// `EMAIL_INDEX_KEY`: the id of a new address's `email-…` stream.
+    email_index: BlindIndex,
     pub tokens: AccessTokens,
     settings: IdentitySettings,
     /// Address → user id. An `EmailClaimed` is never undone, so a found owner stays right
@@ -127,6 +134,8 @@ impl Identity {
         store: EventStore,
         sessions: Sessions,
         credentials: Credentials,
+        keys: PersonalKeys,
+        email_index: BlindIndex,
         tokens: AccessTokens,
         settings: IdentitySettings,
     ) -> Self {
@@ -134,6 +143,8 @@ impl Identity {
             store,
             sessions,
             credentials,
+            keys,
+            email_index,
             tokens,
             settings,
             owners: Arc::default(),
@@ -156,15 +167,16 @@ impl Identity {
             return Err(IdentityError::EmailTaken);
         }
         let user_id = Uuid::now_v7();
+        let key = self.data_key(user_id).await?;
         let credential_id = self.new_credential(user_id, password.expose()).await?;
-        let metadata = meta.metadata(Some(user_id.to_string()));
+        let metadata = key.seal_metadata(meta.metadata(Some(user_id.to_string())));
         let batch = AppendBatch::single(
-            email_stream(email.as_str()),
+            email_stream(&self.email_index.of(email.as_str())),
             ExpectedVersion::NoStream,
             vec![event(
                 EmailClaimed {
                     user_id,
-                    email: email.as_str().to_owned(),
+                    email: key.seal(email.as_str()),
                 },
                 metadata.clone(),
             )],
@@ -175,8 +187,8 @@ impl Identity {
             vec![event(
                 UserRegistered {
                     user_id,
-                    email: email.as_str().to_owned(),
-                    name: name.as_str().to_owned(),
+                    email: key.seal(email.as_str()),
+                    name: key.seal(name.as_str()),
                     credential: Credential::Stored { credential_id },
                     roles: vec![Role::User.as_str().to_owned()],
                 },
@@ -256,11 +268,12 @@ impl Identity {
         }
 
         let session_id = Uuid::now_v7();
+        let key = self.data_key(user.user_id).await?;
         let succeeded = LoginSucceeded {
             user_id: user.user_id,
             session_id,
-            ip: meta.ip.clone(),
-            user_agent: meta.user_agent.clone(),
+            ip: key.seal_opt(meta.ip.as_deref()),
+            user_agent: key.seal_opt(meta.user_agent.as_deref()),
         };
         self.store
             .append(AppendBatch::single(
@@ -268,7 +281,7 @@ impl Identity {
                 ExpectedVersion::Any,
                 vec![event(
                     succeeded,
-                    meta.metadata(Some(user.user_id.to_string())),
+                    key.seal_metadata(meta.metadata(Some(user.user_id.to_string()))),
                 )],
             ))
             .await
@@ -336,7 +349,125 @@ impl Identity {
             .store
             .read_stream(&user_stream(user_id), 1, 10_000)
             .await?;
-        UserState::fold(&events).ok_or(IdentityError::UnknownUser)
+        if events.is_empty() {
+            return Err(IdentityError::UnknownUser);
+        }
+        let key = self.keys.get(&user_id.to_string()).await?;
+        UserState::fold(&events, |field| reveal(field, key.as_ref()))
+            .ok_or(IdentityError::UnknownUser)
+    }
+
+    /// The data key of `user_id`, created on first use.
+    async fn data_key(&self, user_id: Uuid) -> Result<DataKey, IdentityError> {
+        Ok(self.keys.get_or_create(&user_id.to_string()).await?)
+    }
+
+    /// What an auditor may read of the personal fields in `envelopes`: per position, each
+    /// sealed field (`payload.email`, `metadata.ip`, …) opened with its subject's key, or
+    /// `[erased]` when the key was erased. The envelopes themselves stay as stored (ciphertext),
+    /// so that they still hash to their chain.
+    pub async fn personal_data(
+        &self,
+        envelopes: &[cryptovault_events::EventEnvelope],
+    ) -> Result<
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+        IdentityError,
+    > {
+        let mut fields: Vec<(u64, String, String)> = Vec::new();
+        for envelope in envelopes {
+            collect_sealed(&envelope.payload, "payload", &mut |path, text| {
+                fields.push((envelope.position, path, text.to_owned()));
+            });
+            for (name, value) in [
+                ("metadata.ip", &envelope.metadata.ip),
+                ("metadata.user_agent", &envelope.metadata.user_agent),
+            ] {
+                if let Some(text) = value.as_deref().filter(|t| is_sealed(t)) {
+                    fields.push((envelope.position, name.to_owned(), text.to_owned()));
+                }
+            }
+        }
+        let revealed = self
+            .reveal_all(fields.iter().map(|(_, _, text)| text.as_str()))
+            .await?;
+        let mut out: std::collections::BTreeMap<
+            String,
+            std::collections::BTreeMap<String, String>,
+        > = std::collections::BTreeMap::new();
+        for (position, path, text) in fields {
+            let value = revealed
+                .get(&text)
+                .cloned()
+                .unwrap_or_else(|| ERASED.to_owned());
+            out.entry(position.to_string())
+                .or_default()
+                .insert(path, value);
+        }
+        Ok(out)
+    }
+
+    /// Each sealed text among `texts` → its plaintext, or `[erased]` (one key lookup for all).
+    pub async fn reveal_all<'a>(
+        &self,
+        texts: impl Iterator<Item = &'a str>,
+    ) -> Result<HashMap<String, String>, IdentityError> {
+        let sealed: Vec<&str> = texts.filter(|t| is_sealed(t)).collect();
+        let mut ids: Vec<String> = sealed
+            .iter()
+            .filter_map(|t| key_id(t).map(str::to_owned))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let keys = self.keys.get_many(&ids).await?;
+        Ok(sealed
+            .into_iter()
+            .map(|text| {
+                let field = Personal::Sealed(text.to_owned());
+                let key = key_id(text).and_then(|id| keys.get(id));
+                (text.to_owned(), reveal(&field, key))
+            })
+            .collect())
+    }
+
+    /// Erases the personal data of `user_id` (crypto-shredding): appends `PersonalDataErased`
+    /// (audited: `erased_by`, `reason`), then deletes the user's data key — every sealed field
+    /// of theirs becomes unreadable —, their credentials, TOTP secret and refresh tokens. The
+    /// account and its money stay; nobody can log in to it again. Safe to rerun (a rerun
+    /// repeats the deletions). Returns the user as it was (its opened email, for clearing
+    /// read-model copies of schema version 1 plaintext).
+    pub async fn erase_user(
+        &self,
+        user_id: Uuid,
+        erased_by: &str,
+        reason: &str,
+        meta: &RequestMeta,
+    ) -> Result<UserState, IdentityError> {
+        let reason = reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return Err(InvalidInput {
+                field: "reason",
+                message: "must be 1 to 500 characters".into(),
+            }
+            .into());
+        }
+        let before = self.user(user_id).await?;
+        let metadata = EventMetadata {
+            actor: Some(erased_by.to_owned()),
+            ip: None,
+            user_agent: None,
+            ..meta.metadata(None)
+        };
+        self.decide_and_append(user_id, &metadata, |user| Ok(user.erase(erased_by, reason)))
+            .await?;
+        self.keys.erase(&user_id.to_string()).await?;
+        self.credentials.delete_user(user_id).await?;
+        self.sessions.delete_totp(user_id).await?;
+        self.sessions.revoke_user(user_id).await?;
+        self.owners
+            .lock()
+            .expect("owner cache poisoned")
+            .retain(|_, owner| *owner != user_id);
+        Ok(before)
     }
 
     pub async fn user_id_by_email(&self, email: &Email) -> Result<Option<Uuid>, IdentityError> {
@@ -348,14 +479,22 @@ impl Identity {
         {
             return Ok(Some(*owner));
         }
-        let events = self
-            .store
-            .read_stream(&email_stream(email.as_str()), 1, 1)
-            .await?;
-        let owner = events
-            .first()
-            .and_then(|e| EmailClaimed::from_envelope(e).ok())
-            .map(|claimed| claimed.user_id);
+        // The blind-index stream of every claim since schema version 2, then the plaintext
+        // stream id of an older log.
+        let mut owner = None;
+        for stream in [
+            email_stream(&self.email_index.of(email.as_str())),
+            email_stream(email.as_str()),
+        ] {
+            let events = self.store.read_stream(&stream, 1, 1).await?;
+            owner = events
+                .first()
+                .and_then(|e| EmailClaimed::from_envelope(e).ok())
+                .map(|claimed| claimed.user_id);
+            if owner.is_some() {
+                break;
+            }
+        }
         if let Some(owner) = owner {
             let mut owners = self.owners.lock().expect("owner cache poisoned");
             if owners.len() >= OWNER_CACHE_LIMIT {
@@ -373,8 +512,9 @@ impl Identity {
         meta: &RequestMeta,
     ) -> Result<UserState, IdentityError> {
         let name = DisplayName::parse(name, "name")?;
+        let sealed = self.data_key(user_id).await?.seal(name.as_str());
         let metadata = meta.metadata(Some(user_id.to_string()));
-        self.change_user(user_id, &metadata, |user| Ok(user.rename(&name)))
+        self.change_user(user_id, &metadata, |user| Ok(user.rename(sealed.clone())))
             .await
     }
 
@@ -416,6 +556,9 @@ impl Identity {
         password: &str,
     ) -> Result<bool, IdentityError> {
         let hash = match &user.credential {
+            // An erased user's credentials are deleted; a schema version 1 hash in the log
+            // must not let them in either.
+            _ if user.erased => None,
             Credential::Stored { credential_id } => {
                 self.credentials.hash(user.user_id, *credential_id).await?
             }
@@ -460,7 +603,36 @@ impl Identity {
     /// Decides on the current user state (a decision of `UserState`, pure) and appends its
     /// events with `metadata`, expecting that state's version; decides again when a concurrent
     /// change won the race.
+    /// Refused once the user's personal data was erased. The metadata's ip and user agent are
+    /// sealed under the user's data key.
     pub(super) async fn change_user(
+        &self,
+        user_id: Uuid,
+        metadata: &EventMetadata,
+        decide: impl Fn(&UserState) -> Result<Vec<IdentityEvent>, IdentityError>,
+    ) -> Result<UserState, IdentityError> {
+        if self.user(user_id).await?.erased {
+            return Err(IdentityError::InvalidState(
+                "this user's personal data was erased",
+            ));
+        }
+        let metadata = self
+            .data_key(user_id)
+            .await?
+            .seal_metadata(metadata.clone());
+        self.decide_and_append(user_id, &metadata, |user| {
+            if user.erased {
+                return Err(IdentityError::InvalidState(
+                    "this user's personal data was erased",
+                ));
+            }
+            decide(user)
+        })
+        .await
+    }
+
+    /// [`Self::change_user`] without the erasure check and with `metadata` as given.
+    async fn decide_and_append(
         &self,
         user_id: Uuid,
         metadata: &EventMetadata,
@@ -543,22 +715,55 @@ impl Identity {
         reason: &str,
         meta: &RequestMeta,
     ) -> Result<(), IdentityError> {
+        // A known user's attempts are sealed under their key; attempts on unknown addresses
+        // under the month's `unknown-YYYY-MM` key (deleting old months' keys shreds them).
+        // (also those of a user without a key: an erased one, or one from before keys).
+        let own_key = match user_id {
+            Some(id) => self.keys.get(&id.to_string()).await?,
+            None => None,
+        };
+        let key = match own_key {
+            Some(key) => key,
+            None => {
+                let month = format!("unknown-{}", Utc::now().format("%Y-%m"));
+                self.keys.get_or_create(&month).await?
+            }
+        };
         let failed = LoginFailed {
             user_id,
-            email: email.as_str().to_owned(),
+            email: key.seal(email.as_str()),
             reason: reason.to_owned(),
-            ip: meta.ip.clone(),
-            user_agent: meta.user_agent.clone(),
+            ip: key.seal_opt(meta.ip.as_deref()),
+            user_agent: key.seal_opt(meta.user_agent.as_deref()),
         };
+        let metadata = key.seal_metadata(meta.metadata(user_id.map(|u| u.to_string())));
         self.store
             .append(AppendBatch::single(
                 logins_stream(user_id),
                 ExpectedVersion::Any,
-                vec![event(failed, meta.metadata(user_id.map(|u| u.to_string())))],
+                vec![event(failed, metadata)],
             ))
             .await
             .map_err(|e| IdentityError::Internal(e.into()))?;
         Ok(())
+    }
+}
+
+/// Calls `found(path, text)` for every sealed string in `value` (`path` like `payload.email`).
+fn collect_sealed(value: &serde_json::Value, path: &str, found: &mut impl FnMut(String, &str)) {
+    match value {
+        serde_json::Value::String(text) if is_sealed(text) => found(path.to_owned(), text),
+        serde_json::Value::Object(map) => {
+            for (name, inner) in map {
+                collect_sealed(inner, &format!("{path}.{name}"), found);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, inner) in items.iter().enumerate() {
+                collect_sealed(inner, &format!("{path}.{i}"), found);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -18,6 +18,7 @@ pub mod document;
 pub mod error;
 pub mod idempotency;
 pub mod mongo_monitor;
+pub mod personal_keys;
 pub mod plan;
 pub mod read_models;
 pub mod schema;

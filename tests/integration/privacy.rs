@@ -149,3 +149,165 @@ async fn a_schema_version_1_user_with_the_hash_in_the_log_still_logs_in() {
     assert_eq!(taken.status(), StatusCode::CONFLICT);
     t.drop_database().await;
 }
+
+/// Every collection of the test database, as one JSON text each (name, text).
+async fn all_collections(t: &TestDb) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for name in t.db().list_collection_names().await.unwrap() {
+        let text = collection_text(t, &name).await;
+        out.push((name, text));
+    }
+    out
+}
+
+#[tokio::test]
+async fn erasing_a_user_shreds_their_personal_data_and_the_chain_still_verifies() {
+    let t = TestDb::new("erase").await;
+    let base = spawn_app(&t, &[]).await;
+    let (email, name, renamed, agent) = (
+        "alice.liddell@example.com",
+        "Alice Liddell",
+        "Alice Pleasance",
+        "privacy-test-agent/1.0",
+    );
+    let signup = Client::new()
+        .post(format!("{base}/api/auth/signup"))
+        .header("user-agent", agent)
+        .json(&json!({ "email": email, "password": PASSWORD, "name": name }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), StatusCode::CREATED);
+    let wrong = Client::new()
+        .post(format!("{base}/api/auth/login"))
+        .header("user-agent", agent)
+        .json(&json!({ "email": email, "password": "not the password" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let unknown = Client::new()
+        .post(format!("{base}/api/auth/login"))
+        .header("user-agent", agent)
+        .json(&json!({ "email": "nobody.here@example.com", "password": "not the password" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+    let alice = logged_in(&base, email).await;
+    let profile = Client::new()
+        .put(format!("{base}/api/auth/profile"))
+        .bearer_auth(&alice.token)
+        .header("user-agent", agent)
+        .json(&json!({ "name": renamed }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(profile.status(), StatusCode::OK);
+    let deposit = Client::new()
+        .post(format!("{base}/api/wallet/deposits"))
+        .bearer_auth(&alice.token)
+        .header("user-agent", agent)
+        .json(&json!({ "asset": "USD", "amount": "12.50" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deposit.status(), StatusCode::CREATED);
+    let (_, me) = get(&base, &alice, "/api/auth/me").await;
+    assert_eq!(me["user"]["email"], email, "{me}");
+    assert_eq!(me["user"]["name"], renamed, "{me}");
+
+    // New events carry personal data only encrypted: the log never holds it in plaintext.
+    let events = collection_text(&t, "events").await;
+    for secret in [email, name, renamed, agent, "nobody.here@example.com"] {
+        assert!(
+            !events.contains(secret),
+            "the log holds {secret:?} in plaintext"
+        );
+    }
+
+    signed_up(&base, "audrey@example.com").await;
+    t.grant("audrey@example.com", "auditor").await;
+    let auditor = logged_in(&base, "audrey@example.com").await;
+    let user_stream = format!("/api/audit/streams/user-{}", alice.id);
+    let (status, before) = get(&base, &auditor, &user_stream).await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+    let registered = before["events"][0]["position"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        before["personal_data"][&registered]["payload.email"], email,
+        "auditors see the decrypted value beside the envelope: {before}"
+    );
+
+    let out = t
+        .cli(&[
+            "admin",
+            "erase-user",
+            email,
+            "--reason",
+            "GDPR art. 17 request",
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "erase-user: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Shredded: nothing in MongoDB reveals the personal data, the key is gone.
+    for (collection, text) in all_collections(&t).await {
+        for secret in [email, name, renamed, agent] {
+            assert!(
+                !text.contains(secret),
+                "{collection} still holds {secret:?}"
+            );
+        }
+    }
+    let (_, after) = get(&base, &auditor, &user_stream).await;
+    let events_after = after["events"].as_array().unwrap();
+    assert_eq!(
+        events_after.last().unwrap()["event_type"],
+        "PersonalDataErased"
+    );
+    assert_eq!(
+        events_after.last().unwrap()["payload"]["reason"],
+        "GDPR art. 17 request"
+    );
+    assert_eq!(
+        after["personal_data"][&registered]["payload.email"],
+        "[erased]"
+    );
+    assert_eq!(
+        after["personal_data"][&registered]["payload.name"],
+        "[erased]"
+    );
+    // The envelopes are unchanged, so the chain still verifies.
+    let (_, verdict) = get(&base, &auditor, "/api/audit/verify").await;
+    assert_eq!(verdict["intact"], true, "{verdict}");
+    let out = t.cli(&["verify"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The audit log shows redacted values, and the erased user can no longer log in.
+    let (_, logs) = get(
+        &base,
+        &auditor,
+        &format!("/api/admin/audit-logs?actor={}", alice.id),
+    )
+    .await;
+    let text = logs.to_string();
+    assert!(!text.contains(agent), "{text}");
+    assert!(text.contains("[erased]"), "{text}");
+    assert_eq!(
+        login_status(&base, email, PASSWORD).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // The money stays: the account's balance is still in the ledger.
+    let out = t.cli(&["verify", "--json"]).await;
+    assert!(out.status.success());
+    t.drop_database().await;
+}
