@@ -115,7 +115,9 @@ impl Then<Result<Vec<IdentityEvent>, UserRefusal>> {
 
 #[cfg(test)]
 mod tests {
-    use cryptovault_events::identity::{RoleGranted, TwoFactorDisabled, TwoFactorEnabled};
+    use cryptovault_events::identity::{
+        PersonalDataErased, ProfileUpdated, RoleGranted, TwoFactorDisabled, TwoFactorEnabled,
+    };
 
     use super::*;
     use crate::identity::domain::Role;
@@ -134,6 +136,37 @@ mod tests {
         assert!(given.user().has_role(Role::Admin));
         given
             .when(|user| user.grant(Role::Admin, "someone-else"))
+            .then_expect(Vec::new());
+    }
+
+    #[test]
+    fn erasure_is_recorded_once_and_the_folded_user_shows_no_personal_data() {
+        let given = given_registered(ADA, "ada@example.com");
+        assert!(!given.user().erased);
+        assert!(given.user().email.contains("ada@example.com"));
+        let erased = given
+            .when(|user| user.erase("cli", "request 7"))
+            .then_expect(vec![PersonalDataErased {
+                erased_by: "cli".into(),
+                reason: "request 7".into(),
+            }
+            .into()]);
+        let user = erased.user();
+        assert!(user.erased);
+        assert_eq!(
+            (user.email.as_str(), user.name.as_str()),
+            ("[erased]", "[erased]")
+        );
+        // A later rename (written before the erasure was seen) does not bring a name back.
+        let renamed = erased.and(
+            ProfileUpdated {
+                name: Personal::Sealed(format!("pii1:{ADA}:Qm9i")),
+            }
+            .into(),
+        );
+        assert_eq!(renamed.user().name, "[erased]");
+        renamed
+            .when(|user| user.erase("cli", "again"))
             .then_expect(Vec::new());
     }
 
