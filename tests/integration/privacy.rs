@@ -306,7 +306,56 @@ async fn erasing_a_user_shreds_their_personal_data_and_the_chain_still_verifies(
         login_status(&base, email, PASSWORD).await,
         StatusCode::UNAUTHORIZED
     );
+    // The profile can no longer change (an access token issued before still authenticates
+    // until it expires: ARCHITECTURE.md, "Limits").
+    let late = Client::new()
+        .put(format!("{base}/api/auth/profile"))
+        .bearer_auth(&alice.token)
+        .json(&json!({ "name": "Back Again" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), StatusCode::CONFLICT);
+    // A rerun (by user id) repeats the deletions and records nothing new.
+    let out = t
+        .cli(&["admin", "erase-user", &alice.id, "--reason", "rerun"])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, again) = get(&base, &auditor, &user_stream).await;
+    let erasures = again["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "PersonalDataErased")
+        .count();
+    assert_eq!(erasures, 1, "{again}");
+    let out = t
+        .cli(&[
+            "admin",
+            "erase-user",
+            "no.such.user@example.com",
+            "--reason",
+            "x",
+        ])
+        .await;
+    assert!(!out.status.success());
     // The money stays: the account's balance is still in the ledger.
+    let (_, balance) = get(&base, &alice, "/api/wallet/balance").await;
+    let usd = balance["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["asset"] == "USD")
+        .cloned();
+    assert_eq!(
+        usd.map(|b| b["total"].clone()),
+        Some(json!("12.50")),
+        "{balance}"
+    );
     let out = t.cli(&["verify", "--json"]).await;
     assert!(out.status.success());
     t.drop_database().await;
