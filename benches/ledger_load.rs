@@ -144,6 +144,7 @@ fn main() {
             ("PORT", "0".into()),
             ("JWT_SECRET", uuid::Uuid::new_v4().to_string().repeat(2)),
             ("CSRF_SECRET", uuid::Uuid::new_v4().to_string().repeat(2)),
+            ("EMAIL_INDEX_KEY", uuid::Uuid::new_v4().to_string().repeat(2)),
             ("RATE_LIMIT_PER_IP_PER_MIN", "10000000".into()),
             ("RATE_LIMIT_LOGIN_PER_MIN", "10000000".into()),
             ("RATE_LIMIT_PER_USER_PER_MIN", "10000000".into()),

@@ -182,6 +182,7 @@ fn main() {
             ("PORT", "0".into()),
             ("JWT_SECRET", jwt.clone()),
             ("CSRF_SECRET", csrf.clone()),
+            ("EMAIL_INDEX_KEY", format!("index-{csrf}")),
             ("RATE_LIMIT_PER_IP_PER_MIN", "10000000".into()),
             ("RATE_LIMIT_LOGIN_PER_MIN", "10000000".into()),
             ("RATE_LIMIT_PER_USER_PER_MIN", "10000000".into()),
@@ -289,6 +290,7 @@ fn main() {
             .env("DB_NAME", &db_name)
             .env("JWT_SECRET", &jwt)
             .env("CSRF_SECRET", &csrf)
+            .env("EMAIL_INDEX_KEY", format!("index-{csrf}"))
             .env("RUST_LOG", "warn")
             .output()
             .unwrap();

@@ -11,4 +11,14 @@ export ENVIRONMENT="${ENVIRONMENT:-development}"
 export HOST="${HOST:-127.0.0.1}"
 export JWT_SECRET="${JWT_SECRET:-$(python3 -c 'import secrets; print(secrets.token_hex(32))')}"
 export CSRF_SECRET="${CSRF_SECRET:-$(python3 -c 'import secrets; print(secrets.token_hex(32))')}"
+# The blind-index key must stay the same for a database (addresses are found by it), so the
+# development one is generated once and kept (not in git).
+if [ -z "${EMAIL_INDEX_KEY:-}" ]; then
+  mkdir -p .dev-secrets
+  if [ ! -s .dev-secrets/email_index_key ]; then
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(32))' > .dev-secrets/email_index_key)
+  fi
+  EMAIL_INDEX_KEY="$(cat .dev-secrets/email_index_key)"
+fi
+export EMAIL_INDEX_KEY
 exec cargo run --release --bin cryptovault -- "${@:-serve}"

@@ -66,7 +66,7 @@ pub enum Command {
         #[arg(long)]
         output: Option<std::path::PathBuf>,
     },
-    /// Administration: bootstrap, grant and revoke roles.
+    /// Administration: bootstrap, grant and revoke roles, erase a user's personal data.
     #[command(subcommand)]
     Admin(AdminCommand),
 }
@@ -90,6 +90,18 @@ pub enum AdminCommand {
         email: String,
         #[arg(long)]
         role: String,
+    },
+    /// Erase a user's personal data (crypto-shredding): appends PersonalDataErased (with
+    /// `erased_by: cli` and the reason) to the user stream, deletes the user's data key (every
+    /// sealed email, name, ip and user agent of theirs becomes `[erased]`), credentials, TOTP
+    /// secret and sessions, and clears the audit read model's copies. The account and its money
+    /// stay; nobody can log in to it again. The hash chain still verifies. Safe to rerun.
+    EraseUser {
+        /// The user's id or email address.
+        user: String,
+        /// Why (recorded in the event), e.g. the reference of the erasure request.
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -196,6 +208,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{} now has roles: {}", user.email, roles.join(", "));
             Ok(0)
         }
+        Command::Admin(AdminCommand::EraseUser { user, reason }) => {
+            erase_user(&user, &reason).await
+        }
         Command::Admin(AdminCommand::Grant { email, role }) => {
             let config = Config::from_env()?;
             let client = connect(&config.store).await?;
@@ -215,6 +230,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `cryptovault admin erase-user`.
+async fn erase_user(user: &str, reason: &str) -> anyhow::Result<i32> {
+    use crate::store::read_models::audit::AuditModel;
+    use crate::store::read_models::replay::bring_up_to_date;
+    let config = Config::from_env()?;
+    let client = connect(&config.store).await?;
+    let store = EventStore::open(&client, &config.store.db_name, StoreConfig::default()).await?;
+    let db = client.database(&config.store.db_name);
+    let identity = crate::startup::identity(&config, store.clone(), &db).await?;
+    let user_id = match uuid::Uuid::parse_str(user.trim()) {
+        Ok(id) => id,
+        Err(_) => {
+            let email = Email::parse(user, "user").map_err(|e| anyhow::anyhow!("{e}"))?;
+            let Some(id) = identity.user_id_by_email(&email).await? else {
+                anyhow::bail!("no user with email {}", email.as_str());
+            };
+            id
+        }
+    };
+    let before = identity
+        .erase_user(user_id, "cli", reason, &RequestMeta::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The audit read model must have applied everything up to the erasure before its copies
+    // are cleared (a projector behind would copy them again).
+    bring_up_to_date(&client, &db, &store, AuditModel).await?;
+    let cleared = crate::store::read_models::ReadModels::new(db)
+        .erase_personal(user_id, &[before.email.as_str(), user.trim()])
+        .await?;
+    println!(
+        "erased the personal data of user {user_id}: data key, credentials, sessions deleted; \
+         {cleared} audit-log rows redacted; the account and its balances stay"
+    );
+    Ok(0)
 }
 
 /// The projections `replay` knows, by name.

@@ -51,6 +51,10 @@ pub struct Config {
     pub jwt_algorithm: String,
     /// `CSRF_SECRET`: HMAC key for CSRF tokens. At least 32 bytes in production.
     pub csrf_secret: Secret,
+    /// `EMAIL_INDEX_KEY`: HMAC key of the blind index that names `email-…` streams. At least 32
+    /// bytes in production; must never change for a database (its addresses would not be
+    /// found).
+    pub email_index_key: Secret,
     /// `CORS_ORIGINS`: JSON array or comma-separated list of allowed origins.
     pub cors_origins: Vec<String>,
     /// `USE_CROSS_SITE_COOKIES`: `true` gives `Secure; SameSite=None` cookies.
@@ -260,6 +264,7 @@ impl Config {
         }
         let jwt_secret = secret(&lookup, "JWT_SECRET", environment)?;
         let csrf_secret = secret(&lookup, "CSRF_SECRET", environment)?;
+        let email_index_key = secret(&lookup, "EMAIL_INDEX_KEY", environment)?;
         let cors_origins = match lookup("CORS_ORIGINS") {
             None => Vec::new(),
             Some(raw) => parse_origins(&raw).map_err(|reason| ConfigError::Invalid {
@@ -321,6 +326,7 @@ impl Config {
             jwt_secret,
             jwt_algorithm,
             csrf_secret,
+            email_index_key,
             cors_origins,
             use_cross_site_cookies,
             app_url: lookup("APP_URL"),
@@ -468,10 +474,14 @@ mod tests {
         move |name| map.get(name).cloned()
     }
 
-    const BASE: [(&str, &str); 3] = [
+    const BASE: [(&str, &str); 4] = [
         ("MONGO_URL", "mongodb://127.0.0.1:27017/?replicaSet=rs0"),
         ("JWT_SECRET", "a-long-random-jwt-key-0123456789abcdef"),
         ("CSRF_SECRET", "a-long-random-csrf-key-0123456789abcdef"),
+        (
+            "EMAIL_INDEX_KEY",
+            "a-long-random-index-key-0123456789abcdef",
+        ),
     ];
 
     #[test]
@@ -528,6 +538,21 @@ mod tests {
         pairs.push(("MAX_AMOUNT", "100000000000000000000"));
         let config = Config::from_lookup(lookup(&pairs)).unwrap();
         assert_eq!(config.assets.credit_cap(), 1);
+    }
+
+    #[test]
+    fn the_email_index_key_is_required_and_strong_in_production() {
+        assert_eq!(
+            Config::from_lookup(lookup(&BASE[..3])).unwrap_err(),
+            ConfigError::Missing("EMAIL_INDEX_KEY")
+        );
+        let mut pairs = BASE[..3].to_vec();
+        pairs.push(("EMAIL_INDEX_KEY", "short"));
+        pairs.push(("ENVIRONMENT", "production"));
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs)).unwrap_err(),
+            ConfigError::WeakSecret("EMAIL_INDEX_KEY")
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod period;
 /// Market prices (simulated feed, CoinCap adapter).
 pub mod prices;
+pub mod privacy;
 /// Connecting, building and serving the application.
 pub mod startup;
 /// Account statements (CSV / JSON export).

@@ -11,12 +11,16 @@ use crate::http::rate_limit::{spawn_cleanup, RateLimiters};
 use crate::http::AppState;
 use crate::idempotency::IdempotencyKeys;
 use crate::identity::csrf::CsrfTokens;
+use crate::identity::service::IdentityStores;
 use crate::identity::throttle::ThrottlePolicy;
 use crate::identity::tokens::AccessTokens;
 use crate::identity::{Identity, IdentitySettings};
 use crate::ledger::service::Ledger;
 use crate::prices::Prices;
+use crate::privacy::BlindIndex;
+use crate::store::credentials::Credentials;
 use crate::store::login_throttle::LoginThrottle;
+use crate::store::personal_keys::PersonalKeys;
 use crate::store::read_models::audit::AuditModel;
 use crate::store::read_models::balances::BalancesModel;
 use crate::store::read_models::runner;
@@ -60,7 +64,18 @@ pub async fn identity(
     let throttle = LoginThrottle::open(db)
         .await
         .context("creating the login throttle collection")?;
-    Ok(Identity::new(store, sessions, throttle, tokens, settings))
+    let credentials = Credentials::open(db)
+        .await
+        .context("creating the credentials collection")?;
+    let keys = PersonalKeys::open(db);
+    let email_index = BlindIndex::new(config.email_index_key.expose());
+    let stores = IdentityStores {
+        sessions,
+        throttle,
+        credentials,
+        keys,
+    };
+    Ok(Identity::new(store, stores, email_index, tokens, settings))
 }
 
 pub use crate::store::connect;

@@ -129,6 +129,32 @@ pub(crate) fn payload<T: DomainEvent>(envelope: &EventEnvelope) -> Result<T, Dec
     })
 }
 
+/// The payload of `envelope` read as `T`, an older schema version's shape of `event_type` (an
+/// upcasting arm converts it to the current type).
+pub(crate) fn payload_as<T: DeserializeOwned>(
+    envelope: &EventEnvelope,
+    event_type: &'static str,
+) -> Result<T, DecodeError> {
+    T::deserialize(&envelope.payload).map_err(|source| DecodeError::Payload {
+        event_type,
+        version: envelope.schema_version,
+        source,
+    })
+}
+
+/// A payload that has the shape of `event_type` but breaks a rule of its version.
+pub(crate) fn invalid_payload(
+    envelope: &EventEnvelope,
+    event_type: &'static str,
+    why: &str,
+) -> DecodeError {
+    DecodeError::Payload {
+        event_type,
+        version: envelope.schema_version,
+        source: <serde_json::Error as serde::de::Error>::custom(why),
+    }
+}
+
 /// The fall-through of a family's `decode`: an unknown version of one of `family`'s types is an
 /// error; any other type is not this family's.
 pub(crate) fn not_decoded<F>(
@@ -145,15 +171,18 @@ pub(crate) fn not_decoded<F>(
 }
 
 /// For a family enum whose variants are named like their types (`Type(Type)`), declared with
-/// each type's stable name: implements [`DomainEvent`] (schema version 1) for each type,
+/// each type's stable name and, where it is not 1, the schema version it writes
+/// (`Type = "Type" @ 2`): implements [`DomainEvent`] for each type,
 /// `From<Type>` for the family, and [`EventFamily`] for the family with the family's inherent
 /// `decode` (written by hand: it is the upcasting seam).
 macro_rules! event_family {
-    ($family:ident { $($ty:ident = $name:literal),* $(,)? }) => {
+    (@version) => { 1 };
+    (@version $version:literal) => { $version };
+    ($family:ident { $($ty:ident = $name:literal $(@ $version:literal)?),* $(,)? }) => {
         $(
             impl $crate::domain::DomainEvent for $ty {
                 const EVENT_TYPE: &'static str = $name;
-                const SCHEMA_VERSION: u32 = 1;
+                const SCHEMA_VERSION: u32 = $crate::domain::event_family!(@version $($version)?);
                 type Family = $family;
 
                 fn from_family(event: $family) -> Option<Self> {

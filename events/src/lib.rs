@@ -23,6 +23,7 @@ pub mod domain;
 pub mod envelope;
 pub mod identity;
 pub mod ledger;
+pub mod personal;
 pub mod units;
 
 pub use chain::{ChainBreak, ChainBreakKind, ChainVerifier};

@@ -4,13 +4,15 @@
 
 use chrono::{TimeZone, Utc};
 use cryptovault_events::identity::{
-    EmailClaimed, IdentityEvent, LoginFailed, LoginSucceeded, PasswordChanged, ProfileUpdated,
-    RoleGranted, RoleRevoked, TwoFactorDisabled, TwoFactorEnabled, UserRegistered,
+    Credential, EmailClaimed, IdentityEvent, LoginFailed, LoginSucceeded, PasswordChanged,
+    PersonalDataErased, ProfileUpdated, RoleGranted, RoleRevoked, TwoFactorDisabled,
+    TwoFactorEnabled, UserRegistered,
 };
 use cryptovault_events::ledger::{
     FundsDeposited, LedgerEvent, TransferReceived, TransferSent, WithdrawalApproved,
     WithdrawalCompleted, WithdrawalOpened, WithdrawalRejected, WithdrawalRequested,
 };
+use cryptovault_events::personal::Personal;
 use cryptovault_events::{
     DecodeError, DomainEvent, EventEnvelope, EventFamily, EventMetadata, EventTypeError, NewEvent,
     GENESIS_HASH,
@@ -103,25 +105,37 @@ fn ledger_samples(amount: Decimal, note: Option<String>) -> Vec<LedgerEvent> {
     ]
 }
 
+/// Sealed text as the service writes it (the events crate only carries it).
+fn sealed_text(data: &str) -> Personal {
+    Personal::sealed(format!("pii1:{}:{data}AAAA", id(1))).unwrap()
+}
+
 fn identity_samples() -> Vec<IdentityEvent> {
     let user = id(1);
     vec![
         EmailClaimed {
             user_id: user,
-            email: "a@example.com".into(),
+            email: sealed_text("a"),
         }
         .into(),
         UserRegistered {
             user_id: user,
-            email: "a@example.com".into(),
-            name: "A".into(),
-            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            email: sealed_text("b"),
+            name: sealed_text("c"),
+            credential: Credential::Stored {
+                credential_id: id(7),
+            },
             roles: vec!["user".into()],
         }
         .into(),
-        ProfileUpdated { name: "B".into() }.into(),
+        ProfileUpdated {
+            name: sealed_text("d"),
+        }
+        .into(),
         PasswordChanged {
-            password_hash: "$argon2id$x".into(),
+            credential: Credential::Stored {
+                credential_id: id(8),
+            },
         }
         .into(),
         TwoFactorEnabled {}.into(),
@@ -136,19 +150,24 @@ fn identity_samples() -> Vec<IdentityEvent> {
             revoked_by: "cli".into(),
         }
         .into(),
+        PersonalDataErased {
+            erased_by: "cli".into(),
+            reason: "request 42".into(),
+        }
+        .into(),
         LoginSucceeded {
             user_id: user,
             session_id: id(6),
-            ip: Some("127.0.0.1".into()),
+            ip: Some(sealed_text("e")),
             user_agent: None,
         }
         .into(),
         LoginFailed {
             user_id: None,
-            email: "a@example.com".into(),
+            email: sealed_text("f"),
             reason: "unknown_email".into(),
             ip: None,
-            user_agent: Some("curl".into()),
+            user_agent: Some(sealed_text("g")),
         }
         .into(),
     ]
@@ -187,6 +206,129 @@ fn every_identity_event_round_trips_through_the_family() {
         assert_eq!(IdentityEvent::decode(&envelope).unwrap(), Some(sample));
         assert!(LedgerEvent::decode(&envelope).unwrap().is_none());
     }
+}
+
+/// An envelope of `event_type` at `schema_version` with `payload`, as an old log holds it.
+fn stored_raw(event_type: &str, schema_version: u32, payload: serde_json::Value) -> EventEnvelope {
+    let at = Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap();
+    sealed(NewEvent::new(
+        id(98),
+        event_type,
+        schema_version,
+        at,
+        EventMetadata::default(),
+        payload,
+    ))
+}
+
+#[test]
+fn new_credential_events_name_a_credential_and_carry_no_hash() {
+    for sample in identity_samples() {
+        let envelope = stored(sample);
+        let text = envelope.payload.to_string();
+        assert!(!text.contains("password_hash"), "{text}");
+        if matches!(
+            envelope.event_type.as_str(),
+            "UserRegistered" | "PasswordChanged"
+        ) {
+            assert_eq!(envelope.schema_version, 2);
+            assert!(envelope.payload["credential_id"].is_string(), "{text}");
+        }
+    }
+}
+
+#[test]
+fn schema_version_1_credential_events_upcast_to_a_legacy_hash() {
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+    let registered = stored_raw(
+        "UserRegistered",
+        1,
+        serde_json::json!({
+            "user_id": id(1), "email": "a@example.com", "name": "A",
+            "password_hash": hash, "roles": ["user"],
+        }),
+    );
+    assert_eq!(
+        IdentityEvent::decode(&registered).unwrap(),
+        Some(IdentityEvent::UserRegistered(UserRegistered {
+            user_id: id(1),
+            email: Personal::Legacy("a@example.com".into()),
+            name: Personal::Legacy("A".into()),
+            credential: Credential::LegacyHash {
+                password_hash: hash.into()
+            },
+            roles: vec!["user".into()],
+        }))
+    );
+    let changed = stored_raw(
+        "PasswordChanged",
+        1,
+        serde_json::json!({ "password_hash": hash }),
+    );
+    assert_eq!(
+        PasswordChanged::from_envelope(&changed).unwrap().credential,
+        Credential::LegacyHash {
+            password_hash: hash.into()
+        }
+    );
+    // A version 2 payload never carries a hash; a version 1 payload always does.
+    let smuggled = stored_raw(
+        "PasswordChanged",
+        2,
+        serde_json::json!({ "password_hash": hash }),
+    );
+    assert!(matches!(
+        IdentityEvent::decode(&smuggled),
+        Err(DecodeError::Payload { version: 2, .. })
+    ));
+    let no_hash = stored_raw(
+        "PasswordChanged",
+        1,
+        serde_json::json!({ "credential_id": id(3) }),
+    );
+    assert!(matches!(
+        IdentityEvent::decode(&no_hash),
+        Err(DecodeError::Payload { version: 1, .. })
+    ));
+}
+
+#[test]
+fn schema_version_1_personal_fields_upcast_to_legacy_plaintext_and_version_2_must_be_sealed() {
+    let failed = stored_raw(
+        "LoginFailed",
+        1,
+        serde_json::json!({ "user_id": null, "email": "x@example.com", "reason": "unknown_email",
+                            "ip": "10.0.0.1", "user_agent": null }),
+    );
+    assert_eq!(
+        LoginFailed::from_envelope(&failed).unwrap(),
+        LoginFailed {
+            user_id: None,
+            email: Personal::Legacy("x@example.com".into()),
+            reason: "unknown_email".into(),
+            ip: Some(Personal::Legacy("10.0.0.1".into())),
+            user_agent: None,
+        }
+    );
+    let claimed = stored_raw(
+        "EmailClaimed",
+        1,
+        serde_json::json!({ "user_id": id(1), "email": "x@example.com" }),
+    );
+    assert_eq!(
+        EmailClaimed::from_envelope(&claimed).unwrap().email,
+        Personal::Legacy("x@example.com".into())
+    );
+    let renamed = stored_raw("ProfileUpdated", 1, serde_json::json!({ "name": "X" }));
+    assert_eq!(
+        ProfileUpdated::from_envelope(&renamed).unwrap().name,
+        Personal::Legacy("X".into())
+    );
+    let plaintext_v2 = stored_raw("ProfileUpdated", 2, serde_json::json!({ "name": "X" }));
+    assert!(matches!(
+        IdentityEvent::decode(&plaintext_v2),
+        Err(DecodeError::Payload { version: 2, .. })
+    ));
 }
 
 #[test]

@@ -16,6 +16,7 @@
 use chrono::{DateTime, Utc};
 use cryptovault_events::identity::{EmailClaimed, LoginFailed};
 use cryptovault_events::ledger::{TransferReceived, WithdrawalOpened};
+use cryptovault_events::personal::is_sealed;
 use cryptovault_events::{DomainEvent, EventEnvelope};
 
 /// Event types that only accompany another event of the same operation.
@@ -54,9 +55,11 @@ pub fn audit_row(event: &EventEnvelope) -> Option<AuditRow> {
         return None;
     }
     let failed = event.event_type == LoginFailed::EVENT_TYPE;
+    // A sealed address (schema version 2) is no use as an actor and is not copied.
+    let attempted = || payload_str(event, "email").filter(|e| !is_sealed(e));
     let actor = event.metadata.actor.clone().or_else(|| {
         if failed {
-            payload_str(event, "user_id").or_else(|| payload_str(event, "email"))
+            payload_str(event, "user_id").or_else(attempted)
         } else {
             payload_str(event, "user_id")
         }

@@ -87,11 +87,19 @@ pub struct Head {
     pub hash: String,
 }
 
+/// Per event position, its personal fields as an auditor may read them: each sealed field
+/// (`payload.email`, `metadata.ip`, …) opened, or `[erased]` once its subject's key was erased.
+/// Beside the envelopes, which stay exactly as stored (ciphertext) so that they still hash.
+type PersonalData = std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+
 /// A page of the log.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventsPage {
     #[schema(value_type = Vec<Envelope>)]
     pub events: Vec<EventEnvelope>,
+    /// Position → field path → decrypted value or `[erased]` (see `PersonalData`).
+    #[schema(value_type = Object)]
+    pub personal_data: PersonalData,
     /// Where the next page starts; `null` when this page is empty.
     #[schema(required = true)]
     pub next_from_position: Option<u64>,
@@ -104,6 +112,9 @@ pub struct StreamPage {
     pub stream_id: String,
     #[schema(value_type = Vec<Envelope>)]
     pub events: Vec<EventEnvelope>,
+    /// Position → field path → decrypted value or `[erased]`.
+    #[schema(value_type = Object)]
+    pub personal_data: PersonalData,
     #[schema(required = true)]
     pub next_from_version: Option<u64>,
 }
@@ -168,8 +179,10 @@ async fn events(
     let events = state.store.read_all(from, limit as usize).await?;
     let next = events.last().map(|e| e.position + 1);
     let head = state.store.head().await?;
+    let personal_data = state.identity.personal_data(&events).await?;
     Ok(Json(EventsPage {
         events,
+        personal_data,
         next_from_position: next,
         head: Head {
             position: head.0,
@@ -221,9 +234,11 @@ async fn stream(
         return Err(ApiError::NotFound(format!("no stream {stream_id:?}")));
     }
     let next = events.last().map(|e| e.stream_version + 1);
+    let personal_data = state.identity.personal_data(&events).await?;
     Ok(Json(StreamPage {
         stream_id,
         events,
+        personal_data,
         next_from_version: next,
     }))
 }
@@ -361,6 +376,16 @@ async fn audit_logs(
     let below = cursor_key(query.cursor.as_deref())?;
     let page = state.read_models.audit_page(&filter, below, limit).await?;
     let next_cursor = page.next_key.map(encode_cursor);
+    // Sealed values (schema version 2) are shown opened, or `[erased]`.
+    let revealed = state
+        .identity
+        .reveal_all(page.rows.iter().flat_map(|r| {
+            [r.ip.as_deref(), r.user_agent.as_deref()]
+                .into_iter()
+                .flatten()
+        }))
+        .await?;
+    let open = |value: Option<String>| value.map(|v| revealed.get(&v).cloned().unwrap_or(v));
     let items: Vec<AuditLogItem> = page
         .rows
         .into_iter()
@@ -370,8 +395,8 @@ async fn audit_logs(
             action: Some(r.action),
             stream_id: Some(r.stream_id),
             actor: r.actor,
-            ip: r.ip,
-            user_agent: r.user_agent,
+            ip: open(r.ip),
+            user_agent: open(r.user_agent),
             request_id: r.request_id,
             outcome: Some(r.outcome),
             reason: r.reason,

@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use cryptovault_events::identity::{
-    IdentityEvent, PasswordChanged, ProfileUpdated, RoleGranted, RoleRevoked, TwoFactorDisabled,
-    TwoFactorEnabled, UserRegistered,
+    Credential, IdentityEvent, PasswordChanged, PersonalDataErased, ProfileUpdated, RoleGranted,
+    RoleRevoked, TwoFactorDisabled, TwoFactorEnabled, UserRegistered,
 };
+use cryptovault_events::personal::{Personal, ERASED};
 use cryptovault_events::EventEnvelope;
 use serde::Serialize;
 use uuid::Uuid;
@@ -133,13 +134,17 @@ impl Role {
     }
 }
 
-/// A user as folded from the `user-…` stream.
+/// A user as folded from the `user-…` stream, its personal fields opened (`[erased]` once
+/// shredded).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserState {
     pub user_id: Uuid,
     pub email: String,
     pub name: String,
-    pub password_hash: String,
+    /// `PersonalDataErased` was recorded: personal data shredded, nobody logs in.
+    pub erased: bool,
+    /// The credential the password is checked against (`Identity::check_password`).
+    pub credential: Credential,
     pub roles: BTreeSet<Role>,
     pub totp_enabled: bool,
     pub created_at: DateTime<Utc>,
@@ -148,28 +153,43 @@ pub struct UserState {
 }
 
 impl UserState {
-    /// Folds a user stream (in version order). `None` for an empty stream.
-    pub fn fold(events: &[EventEnvelope]) -> Option<Self> {
+    /// Folds a user stream (in version order), reading each personal field with `open` (the
+    /// service opens sealed fields with the user's data key, `crate::privacy::reveal`). `None`
+    /// for an empty stream.
+    pub fn fold(events: &[EventEnvelope], open: impl Fn(&Personal) -> String) -> Option<Self> {
         let mut state: Option<Self> = None;
         for event in events {
-            state = Self::apply(state, event);
+            state = Self::apply(state, event, &open);
         }
         state
     }
 
-    fn apply(state: Option<Self>, event: &EventEnvelope) -> Option<Self> {
+    fn apply(
+        state: Option<Self>,
+        event: &EventEnvelope,
+        open: &impl Fn(&Personal) -> String,
+    ) -> Option<Self> {
         // An event this fold cannot read changes nothing but still takes its version: the next
         // append expects it.
         let decoded = IdentityEvent::decode(event).ok().flatten();
         if let Some(IdentityEvent::UserRegistered(registered)) = decoded {
-            return Some(Self::registered(registered, event));
+            return Some(Self::registered(registered, event, open));
         }
         let mut user = state?;
         user.version = event.stream_version;
         match decoded {
-            Some(IdentityEvent::ProfileUpdated(changed)) => user.name = changed.name,
+            Some(IdentityEvent::ProfileUpdated(changed)) => {
+                if !user.erased {
+                    user.name = open(&changed.name);
+                }
+            }
+            Some(IdentityEvent::PersonalDataErased(_)) => {
+                user.erased = true;
+                user.email = ERASED.to_owned();
+                user.name = ERASED.to_owned();
+            }
             Some(IdentityEvent::PasswordChanged(changed)) => {
-                user.password_hash = changed.password_hash;
+                user.credential = changed.credential;
             }
             Some(IdentityEvent::TwoFactorEnabled(_)) => user.totp_enabled = true,
             Some(IdentityEvent::TwoFactorDisabled(_)) => user.totp_enabled = false,
@@ -196,12 +216,17 @@ impl UserState {
         Some(user)
     }
 
-    fn registered(registered: UserRegistered, event: &EventEnvelope) -> Self {
+    fn registered(
+        registered: UserRegistered,
+        event: &EventEnvelope,
+        open: &impl Fn(&Personal) -> String,
+    ) -> Self {
         Self {
             user_id: registered.user_id,
-            email: registered.email,
-            name: registered.name,
-            password_hash: registered.password_hash,
+            email: open(&registered.email),
+            name: open(&registered.name),
+            erased: false,
+            credential: registered.credential,
             roles: registered
                 .roles
                 .iter()
@@ -221,7 +246,7 @@ impl UserState {
     /// the user is `later`: not if the password changed or 2FA was turned on in between (those
     /// end every session, and one whose record was written after they did must end too).
     pub fn session_outlived_by(&self, later: &UserState) -> Option<SessionVoided> {
-        if later.password_hash != self.password_hash {
+        if later.credential != self.credential {
             Some(SessionVoided::PasswordChanged)
         } else if later.totp_enabled && !self.totp_enabled {
             Some(SessionVoided::TwoFactorEnabled)
@@ -246,16 +271,32 @@ pub struct UserRefusal(pub &'static str);
 /// Decisions on a user: each returns the events to append to the `user-…` stream (none:
 /// nothing to change) or a refusal. The service appends them expecting the state's version.
 impl UserState {
-    pub fn rename(&self, name: &DisplayName) -> Vec<IdentityEvent> {
-        vec![ProfileUpdated {
-            name: name.as_str().to_owned(),
+    /// `name` is the new [`DisplayName`] sealed under the user's key (at the edge: sealing
+    /// draws a random nonce).
+    pub fn rename(&self, name: Personal) -> Vec<IdentityEvent> {
+        vec![ProfileUpdated { name }.into()]
+    }
+
+    /// Records the erasure of the user's personal data; nothing if it is already erased (a
+    /// rerun of the command only repeats the deletions).
+    pub fn erase(&self, erased_by: &str, reason: &str) -> Vec<IdentityEvent> {
+        if self.erased {
+            return Vec::new();
+        }
+        vec![PersonalDataErased {
+            erased_by: erased_by.to_owned(),
+            reason: reason.to_owned(),
         }
         .into()]
     }
 
-    /// `password_hash` is the argon2id PHC string of the new password (hashed at the edge).
-    pub fn change_password(&self, password_hash: String) -> Vec<IdentityEvent> {
-        vec![PasswordChanged { password_hash }.into()]
+    /// `credential_id` names the new password's credential, stored before this decision's
+    /// event is appended (the event is the commit point; the hash never enters the log).
+    pub fn change_password(&self, credential_id: Uuid) -> Vec<IdentityEvent> {
+        vec![PasswordChanged {
+            credential: Credential::Stored { credential_id },
+        }
+        .into()]
     }
 
     /// Idempotent: granting a role the user has changes nothing.
@@ -330,7 +371,10 @@ mod tests {
             user_id: Uuid::from_u128(1),
             email: "ada@example.com".into(),
             name: "Ada".into(),
-            password_hash: "old".into(),
+            erased: false,
+            credential: Credential::Stored {
+                credential_id: Uuid::from_u128(10),
+            },
             roles: BTreeSet::from([Role::User]),
             totp_enabled: false,
             created_at: at(0),
@@ -342,7 +386,9 @@ mod tests {
         later.roles.insert(Role::Auditor);
         assert_eq!(before.session_outlived_by(&later), None);
         let mut changed = later.clone();
-        changed.password_hash = "new".into();
+        changed.credential = Credential::Stored {
+            credential_id: Uuid::from_u128(11),
+        };
         assert_eq!(
             before.session_outlived_by(&changed),
             Some(SessionVoided::PasswordChanged)

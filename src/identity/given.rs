@@ -4,7 +4,8 @@
 //! exactly this refusal. Pure: no store, no clock read by the code under test.
 
 use chrono::{TimeZone, Utc};
-use cryptovault_events::identity::{user_stream, IdentityEvent, UserRegistered};
+use cryptovault_events::identity::{user_stream, Credential, IdentityEvent, UserRegistered};
+use cryptovault_events::personal::Personal;
 use cryptovault_events::{EventEnvelope, EventFamily, EventMetadata, GENESIS_HASH};
 use std::fmt::Debug;
 use uuid::Uuid;
@@ -26,9 +27,12 @@ pub fn given_registered(user_id: Uuid, email: &str) -> Given {
     .and(
         UserRegistered {
             user_id,
-            email: email.to_owned(),
-            name: "Ada".to_owned(),
-            password_hash: "$argon2id$test".to_owned(),
+            // Sealed text as the service writes it (these decisions never open it).
+            email: Personal::Sealed(format!("pii1:{user_id}:{email}")),
+            name: Personal::Sealed(format!("pii1:{user_id}:QWRh")),
+            credential: Credential::Stored {
+                credential_id: Uuid::from_u128(7),
+            },
             roles: vec!["user".to_owned()],
         }
         .into(),
@@ -56,7 +60,7 @@ impl Given {
 
     /// The folded user.
     pub fn user(&self) -> UserState {
-        UserState::fold(&self.events).expect("a registered user")
+        UserState::fold(&self.events, |p| p.as_stored().to_owned()).expect("a registered user")
     }
 
     /// Runs `decide` on the folded user.
@@ -112,7 +116,8 @@ impl Then<Result<Vec<IdentityEvent>, UserRefusal>> {
 #[cfg(test)]
 mod tests {
     use cryptovault_events::identity::{
-        RoleGranted, RoleRevoked, TwoFactorDisabled, TwoFactorEnabled,
+        PersonalDataErased, ProfileUpdated, RoleGranted, RoleRevoked, TwoFactorDisabled,
+        TwoFactorEnabled,
     };
 
     use super::*;
@@ -187,6 +192,37 @@ mod tests {
                 revoked_by: "cli".into(),
             }
             .into()]);
+    }
+
+    #[test]
+    fn erasure_is_recorded_once_and_the_folded_user_shows_no_personal_data() {
+        let given = given_registered(ADA, "ada@example.com");
+        assert!(!given.user().erased);
+        assert!(given.user().email.contains("ada@example.com"));
+        let erased = given
+            .when(|user| user.erase("cli", "request 7"))
+            .then_expect(vec![PersonalDataErased {
+                erased_by: "cli".into(),
+                reason: "request 7".into(),
+            }
+            .into()]);
+        let user = erased.user();
+        assert!(user.erased);
+        assert_eq!(
+            (user.email.as_str(), user.name.as_str()),
+            ("[erased]", "[erased]")
+        );
+        // A later rename (written before the erasure was seen) does not bring a name back.
+        let renamed = erased.and(
+            ProfileUpdated {
+                name: Personal::Sealed(format!("pii1:{ADA}:Qm9i")),
+            }
+            .into(),
+        );
+        assert_eq!(renamed.user().name, "[erased]");
+        renamed
+            .when(|user| user.erase("cli", "again"))
+            .then_expect(Vec::new());
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use cryptovault_events::identity::{
-    email_stream, logins_stream, user_stream, EmailClaimed, IdentityEvent, LoginFailed,
+    email_stream, logins_stream, user_stream, Credential, EmailClaimed, IdentityEvent, LoginFailed,
     LoginSucceeded, UserRegistered,
 };
+use cryptovault_events::personal::{is_sealed, key_id, Personal, ERASED};
 use cryptovault_events::{DomainEvent, EventFamily, EventMetadata, NewEvent};
 use uuid::Uuid;
 
@@ -17,7 +18,10 @@ use super::domain::{DisplayName, Email, InvalidInput, Password, Role, SessionVoi
 use super::throttle::{self, Refused, Reservation, Source, ThrottlePolicy};
 use super::tokens::{AccessTokens, Claims};
 use super::{password, totp};
+use crate::privacy::{reveal, BlindIndex, DataKey};
+use crate::store::credentials::Credentials;
 use crate::store::login_throttle::LoginThrottle;
+use crate::store::personal_keys::PersonalKeys;
 use crate::store::sessions::{EndReason, RefreshGrant, RefreshRefusal, Sessions};
 use crate::store::{AppendBatch, AppendError, EventStore, ExpectedVersion};
 
@@ -102,6 +106,12 @@ pub struct Identity {
     store: EventStore,
     pub sessions: Sessions,
     throttle: LoginThrottle,
+    /// Password hashes, outside the log (`Self::check_password`, `Self::new_credential`).
+    credentials: Credentials,
+    /// Each user's data key: every personal field of an identity event is sealed under it.
+    keys: PersonalKeys,
+    /// `EMAIL_INDEX_KEY`: the id of a new address's `email-…` stream.
+    email_index: BlindIndex,
     pub tokens: AccessTokens,
     settings: IdentitySettings,
     /// Address → user id. An `EmailClaimed` is never undone, so a found owner stays right
@@ -119,18 +129,35 @@ pub(super) fn event<E: DomainEvent>(e: E, metadata: EventMetadata) -> NewEvent {
     e.into_new_event(Uuid::now_v7(), Utc::now(), metadata)
 }
 
+/// The collections outside the log that identity commands use (all in `crate::store`).
+pub struct IdentityStores {
+    pub sessions: Sessions,
+    pub throttle: LoginThrottle,
+    pub credentials: Credentials,
+    pub keys: PersonalKeys,
+}
+
 impl Identity {
     pub fn new(
         store: EventStore,
-        sessions: Sessions,
-        throttle: LoginThrottle,
+        stores: IdentityStores,
+        email_index: BlindIndex,
         tokens: AccessTokens,
         settings: IdentitySettings,
     ) -> Self {
+        let IdentityStores {
+            sessions,
+            throttle,
+            credentials,
+            keys,
+        } = stores;
         Self {
             store,
             sessions,
             throttle,
+            credentials,
+            keys,
+            email_index,
             tokens,
             settings,
             owners: Arc::default(),
@@ -152,16 +179,17 @@ impl Identity {
         if self.user_id_by_email(&email).await?.is_some() {
             return Err(IdentityError::EmailTaken);
         }
-        let password_hash = password::hash(password.expose().to_owned()).await?;
         let user_id = Uuid::now_v7();
-        let metadata = meta.metadata(Some(user_id.to_string()));
+        let key = self.data_key(user_id).await?;
+        let credential_id = self.new_credential(user_id, password.expose()).await?;
+        let metadata = key.seal_metadata(meta.metadata(Some(user_id.to_string())));
         let batch = AppendBatch::single(
-            email_stream(email.as_str()),
+            email_stream(&self.email_index.of(email.as_str())),
             ExpectedVersion::NoStream,
             vec![event(
                 EmailClaimed {
                     user_id,
-                    email: email.as_str().to_owned(),
+                    email: key.seal(email.as_str()),
                 },
                 metadata.clone(),
             )],
@@ -172,9 +200,9 @@ impl Identity {
             vec![event(
                 UserRegistered {
                     user_id,
-                    email: email.as_str().to_owned(),
-                    name: name.as_str().to_owned(),
-                    password_hash,
+                    email: key.seal(email.as_str()),
+                    name: key.seal(name.as_str()),
+                    credential: Credential::Stored { credential_id },
                     roles: vec![Role::User.as_str().to_owned()],
                 },
                 metadata,
@@ -233,7 +261,7 @@ impl Identity {
             return Err(IdentityError::InvalidCredentials);
         };
 
-        if !password::verify(password.to_owned(), user.password_hash.clone()).await? {
+        if !self.check_password(&user, password).await? {
             self.record_failure(Some(user.user_id), &email, "invalid_password", meta)
                 .await?;
             return Err(IdentityError::InvalidCredentials);
@@ -267,11 +295,12 @@ impl Identity {
             .await?;
 
         let session_id = Uuid::now_v7();
+        let key = self.data_key(user.user_id).await?;
         let succeeded = LoginSucceeded {
             user_id: user.user_id,
             session_id,
-            ip: meta.ip.clone(),
-            user_agent: meta.user_agent.clone(),
+            ip: key.seal_opt(meta.ip.as_deref()),
+            user_agent: key.seal_opt(meta.user_agent.as_deref()),
         };
         self.store
             .append(AppendBatch::single(
@@ -279,7 +308,7 @@ impl Identity {
                 ExpectedVersion::Any,
                 vec![event(
                     succeeded,
-                    meta.metadata(Some(user.user_id.to_string())),
+                    key.seal_metadata(meta.metadata(Some(user.user_id.to_string()))),
                 )],
             ))
             .await
@@ -354,7 +383,133 @@ impl Identity {
             .store
             .read_stream(&user_stream(user_id), 1, 10_000)
             .await?;
-        UserState::fold(&events).ok_or(IdentityError::UnknownUser)
+        if events.is_empty() {
+            return Err(IdentityError::UnknownUser);
+        }
+        let key = self.keys.get(&user_id.to_string()).await?;
+        UserState::fold(&events, |field| reveal(field, key.as_ref()))
+            .ok_or(IdentityError::UnknownUser)
+    }
+
+    /// The data key of `user_id`, created on first use.
+    async fn data_key(&self, user_id: Uuid) -> Result<DataKey, IdentityError> {
+        Ok(self.keys.get_or_create(&user_id.to_string()).await?)
+    }
+
+    /// What an auditor may read of the personal fields in `envelopes`: per position, each
+    /// sealed field (`payload.email`, `metadata.ip`, …) opened with its subject's key, or
+    /// `[erased]` when the key was erased. The envelopes themselves stay as stored (ciphertext),
+    /// so that they still hash to their chain.
+    pub async fn personal_data(
+        &self,
+        envelopes: &[cryptovault_events::EventEnvelope],
+    ) -> Result<
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+        IdentityError,
+    > {
+        let mut fields: Vec<(u64, String, String)> = Vec::new();
+        for envelope in envelopes {
+            collect_sealed(&envelope.payload, "payload", &mut |path, text| {
+                fields.push((envelope.position, path, text.to_owned()));
+            });
+            for (name, value) in [
+                ("metadata.ip", &envelope.metadata.ip),
+                ("metadata.user_agent", &envelope.metadata.user_agent),
+            ] {
+                if let Some(text) = value.as_deref().filter(|t| is_sealed(t)) {
+                    fields.push((envelope.position, name.to_owned(), text.to_owned()));
+                }
+            }
+        }
+        let revealed = self
+            .reveal_all(fields.iter().map(|(_, _, text)| text.as_str()))
+            .await?;
+        let mut out: std::collections::BTreeMap<
+            String,
+            std::collections::BTreeMap<String, String>,
+        > = std::collections::BTreeMap::new();
+        for (position, path, text) in fields {
+            let value = revealed
+                .get(&text)
+                .cloned()
+                .unwrap_or_else(|| ERASED.to_owned());
+            out.entry(position.to_string())
+                .or_default()
+                .insert(path, value);
+        }
+        Ok(out)
+    }
+
+    /// Each sealed text among `texts` → its plaintext, or `[erased]` (one key lookup for all).
+    pub async fn reveal_all<'a>(
+        &self,
+        texts: impl Iterator<Item = &'a str>,
+    ) -> Result<HashMap<String, String>, IdentityError> {
+        let sealed: Vec<&str> = texts.filter(|t| is_sealed(t)).collect();
+        let mut ids: Vec<String> = sealed
+            .iter()
+            .filter_map(|t| key_id(t).map(str::to_owned))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let keys = self.keys.get_many(&ids).await?;
+        Ok(sealed
+            .into_iter()
+            .map(|text| {
+                let field = Personal::Sealed(text.to_owned());
+                let key = key_id(text).and_then(|id| keys.get(id));
+                (text.to_owned(), reveal(&field, key))
+            })
+            .collect())
+    }
+
+    /// Erases the personal data of `user_id` (crypto-shredding): appends `PersonalDataErased`
+    /// (audited: `erased_by`, `reason`), then deletes the user's data key — every sealed field
+    /// of theirs becomes unreadable —, their credentials, TOTP secret and refresh tokens. The
+    /// account and its money stay; nobody can log in to it again. Safe to rerun (a rerun
+    /// repeats the deletions). Returns the user as it was (its opened email, for clearing
+    /// read-model copies of schema version 1 plaintext).
+    pub async fn erase_user(
+        &self,
+        user_id: Uuid,
+        erased_by: &str,
+        reason: &str,
+        meta: &RequestMeta,
+    ) -> Result<UserState, IdentityError> {
+        let reason = reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return Err(InvalidInput {
+                field: "reason",
+                message: "must be 1 to 500 characters".into(),
+            }
+            .into());
+        }
+        let before = self.user(user_id).await?;
+        let metadata = EventMetadata {
+            actor: Some(erased_by.to_owned()),
+            ip: None,
+            user_agent: None,
+            ..meta.metadata(None)
+        };
+        self.decide_and_append(user_id, &metadata, |user| Ok(user.erase(erased_by, reason)))
+            .await?;
+        self.keys.erase(&user_id.to_string()).await?;
+        if !before.erased {
+            // The throttle's state of the address holds the IPs the user signed in from.
+            self.throttle
+                .forget(&self.email_index.of(&before.email))
+                .await?;
+        }
+        self.credentials.delete_user(user_id).await?;
+        self.sessions.delete_totp(user_id).await?;
+        self.sessions
+            .end_user_sessions(user_id, None, EndReason::Erased)
+            .await?;
+        self.owners
+            .lock()
+            .expect("owner cache poisoned")
+            .retain(|_, owner| *owner != user_id);
+        Ok(before)
     }
 
     pub async fn user_id_by_email(&self, email: &Email) -> Result<Option<Uuid>, IdentityError> {
@@ -366,14 +521,22 @@ impl Identity {
         {
             return Ok(Some(*owner));
         }
-        let events = self
-            .store
-            .read_stream(&email_stream(email.as_str()), 1, 1)
-            .await?;
-        let owner = events
-            .first()
-            .and_then(|e| EmailClaimed::from_envelope(e).ok())
-            .map(|claimed| claimed.user_id);
+        // The blind-index stream of every claim since schema version 2, then the plaintext
+        // stream id of an older log.
+        let mut owner = None;
+        for stream in [
+            email_stream(&self.email_index.of(email.as_str())),
+            email_stream(email.as_str()),
+        ] {
+            let events = self.store.read_stream(&stream, 1, 1).await?;
+            owner = events
+                .first()
+                .and_then(|e| EmailClaimed::from_envelope(e).ok())
+                .map(|claimed| claimed.user_id);
+            if owner.is_some() {
+                break;
+            }
+        }
         if let Some(owner) = owner {
             let mut owners = self.owners.lock().expect("owner cache poisoned");
             if owners.len() >= OWNER_CACHE_LIMIT {
@@ -391,8 +554,9 @@ impl Identity {
         meta: &RequestMeta,
     ) -> Result<UserState, IdentityError> {
         let name = DisplayName::parse(name, "name")?;
+        let sealed = self.data_key(user_id).await?.seal(name.as_str());
         let metadata = meta.metadata(Some(user_id.to_string()));
-        self.change_user(user_id, &metadata, |user| Ok(user.rename(&name)))
+        self.change_user(user_id, &metadata, |user| Ok(user.rename(sealed.clone())))
             .await
     }
 
@@ -411,10 +575,10 @@ impl Identity {
         let user = self.user(user_id).await?;
         self.step_up(&user, current, totp_code, device, meta)
             .await?;
-        let password_hash = password::hash(new.expose().to_owned()).await?;
+        let credential_id = self.new_credential(user_id, new.expose()).await?;
         let metadata = meta.metadata(Some(user_id.to_string()));
         self.change_user(user_id, &metadata, |user| {
-            Ok(user.change_password(password_hash.clone()))
+            Ok(user.change_password(credential_id))
         })
         .await?;
         // Every session ends, the caller's too: the new password logs in again.
@@ -422,6 +586,48 @@ impl Identity {
             .end_user_sessions(user_id, None, EndReason::PasswordChanged)
             .await?;
         Ok(())
+    }
+
+    /// Whether `password` is `user`'s password, checked against the credential the folded user
+    /// state names. **The one password check** (login, change-password, step-up): a stored
+    /// credential is read from `credentials`; a schema version 1 user's hash comes from its
+    /// event. A credential that is missing (deleted, or an erased user) never matches, after the
+    /// same work as a real check.
+    pub async fn check_password(
+        &self,
+        user: &UserState,
+        password: &str,
+    ) -> Result<bool, IdentityError> {
+        let hash = match &user.credential {
+            // An erased user's credentials are deleted; a schema version 1 hash in the log
+            // must not let them in either.
+            _ if user.erased => None,
+            Credential::Stored { credential_id } => {
+                self.credentials.hash(user.user_id, *credential_id).await?
+            }
+            Credential::LegacyHash { password_hash } => Some(password_hash.clone()),
+        };
+        match hash {
+            Some(hash) => Ok(password::verify(password.to_owned(), hash).await?),
+            None => {
+                tracing::warn!(user_id = %user.user_id, "the user's credential is missing: no password matches");
+                let decoy = password::decoy_hash().to_owned();
+                let _ = password::verify(password.to_owned(), decoy).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Hashes `password` (argon2id) and stores it durably as a new credential of `user_id`,
+    /// under a fresh id; the caller then appends the event naming that id (the commit point —
+    /// if the append fails, the credential is an orphan nothing names).
+    async fn new_credential(&self, user_id: Uuid, password: &str) -> Result<Uuid, IdentityError> {
+        let hash = password::hash(password.to_owned()).await?;
+        let credential_id = Uuid::new_v4();
+        self.credentials
+            .insert(user_id, credential_id, &hash)
+            .await?;
+        Ok(credential_id)
     }
 
     /// Adds a role (idempotent: granting a role the user has writes nothing). The user's open
@@ -492,7 +698,36 @@ impl Identity {
     /// Decides on the current user state (a decision of `UserState`, pure) and appends its
     /// events with `metadata`, expecting that state's version; decides again when a concurrent
     /// change won the race.
+    /// Refused once the user's personal data was erased. The metadata's ip and user agent are
+    /// sealed under the user's data key.
     pub(super) async fn change_user(
+        &self,
+        user_id: Uuid,
+        metadata: &EventMetadata,
+        decide: impl Fn(&UserState) -> Result<Vec<IdentityEvent>, IdentityError>,
+    ) -> Result<UserState, IdentityError> {
+        if self.user(user_id).await?.erased {
+            return Err(IdentityError::InvalidState(
+                "this user's personal data was erased",
+            ));
+        }
+        let metadata = self
+            .data_key(user_id)
+            .await?
+            .seal_metadata(metadata.clone());
+        self.decide_and_append(user_id, &metadata, |user| {
+            if user.erased {
+                return Err(IdentityError::InvalidState(
+                    "this user's personal data was erased",
+                ));
+            }
+            decide(user)
+        })
+        .await
+    }
+
+    /// [`Self::change_user`] without the erasure check and with `metadata` as given.
+    async fn decide_and_append(
         &self,
         user_id: Uuid,
         metadata: &EventMetadata,
@@ -609,7 +844,7 @@ impl Identity {
         let policy = self.settings.throttle;
         Ok(self
             .throttle
-            .update(email.as_str(), now, |state| {
+            .update(&self.email_index.of(email.as_str()), now, |state| {
                 throttle::reserve(state, source, &policy, now.timestamp_millis())
             })
             .await?)
@@ -628,7 +863,7 @@ impl Identity {
         let device = throttle::valid_device_id(device_id).then(|| throttle::device_hash(device_id));
         let updated = self
             .throttle
-            .update(email.as_str(), Utc::now(), |state| {
+            .update(&self.email_index.of(email.as_str()), Utc::now(), |state| {
                 let next = throttle::succeed(state, reservation, &ip, device.as_deref());
                 Ok::<_, std::convert::Infallible>((next, ()))
             })
@@ -673,7 +908,7 @@ impl Identity {
                 });
             }
         };
-        if !password::verify(current_password.to_owned(), user.password_hash.clone()).await? {
+        if !self.check_password(user, current_password).await? {
             failed("step_up_failed").await?;
             return Err(InvalidInput {
                 field: "current_password",
@@ -710,18 +945,33 @@ impl Identity {
         reason: &str,
         meta: &RequestMeta,
     ) -> Result<(), IdentityError> {
+        // A known user's attempts are sealed under their key; attempts on unknown addresses
+        // under the month's `unknown-YYYY-MM` key (deleting old months' keys shreds them).
+        // (also those of a user without a key: an erased one, or one from before keys).
+        let own_key = match user_id {
+            Some(id) => self.keys.get(&id.to_string()).await?,
+            None => None,
+        };
+        let key = match own_key {
+            Some(key) => key,
+            None => {
+                let month = format!("unknown-{}", Utc::now().format("%Y-%m"));
+                self.keys.get_or_create(&month).await?
+            }
+        };
         let failed = LoginFailed {
             user_id,
-            email: email.as_str().to_owned(),
+            email: key.seal(email.as_str()),
             reason: reason.to_owned(),
-            ip: meta.ip.clone(),
-            user_agent: meta.user_agent.clone(),
+            ip: key.seal_opt(meta.ip.as_deref()),
+            user_agent: key.seal_opt(meta.user_agent.as_deref()),
         };
+        let metadata = key.seal_metadata(meta.metadata(user_id.map(|u| u.to_string())));
         self.store
             .append(AppendBatch::single(
                 logins_stream(user_id),
                 ExpectedVersion::Any,
-                vec![event(failed, meta.metadata(user_id.map(|u| u.to_string())))],
+                vec![event(failed, metadata)],
             ))
             .await
             .map_err(|e| IdentityError::Internal(e.into()))?;
@@ -734,6 +984,24 @@ fn new_device_id() -> String {
     use base64::Engine;
     let bytes: [u8; 24] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Calls `found(path, text)` for every sealed string in `value` (`path` like `payload.email`).
+fn collect_sealed(value: &serde_json::Value, path: &str, found: &mut impl FnMut(String, &str)) {
+    match value {
+        serde_json::Value::String(text) if is_sealed(text) => found(path.to_owned(), text),
+        serde_json::Value::Object(map) => {
+            for (name, inner) in map {
+                collect_sealed(inner, &format!("{path}.{name}"), found);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, inner) in items.iter().enumerate() {
+                collect_sealed(inner, &format!("{path}.{i}"), found);
+            }
+        }
+        _ => {}
+    }
 }
 
 pub(super) fn unix_now() -> u64 {

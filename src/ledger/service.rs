@@ -96,8 +96,10 @@ fn metadata(meta: &RequestMeta, actor: Uuid) -> EventMetadata {
         correlation_id: meta.request_id.clone(),
         causation_id: None,
         actor: Some(actor.to_string()),
-        ip: meta.ip.clone(),
-        user_agent: meta.user_agent.clone(),
+        // Personal data stays out of the ledger's events (issue 14): the request's ip and user
+        // agent are in the request log, not in the immutable log.
+        ip: None,
+        user_agent: None,
     }
 }
 

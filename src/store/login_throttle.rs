@@ -1,4 +1,5 @@
-//! `login_throttle`: one document per normalised email address (registered or not) holding
+//! `login_throttle`: one document per email address (registered or not; keyed by its blind index
+//! `HMAC(EMAIL_INDEX_KEY, normalised address)`, so no address is stored in plaintext) holding
 //! the login throttle's state (`identity::throttle::ThrottleState`: per-source counters and
 //! blocks, the account-wide window, known devices and IPs). Kept out of the event log: it is
 //! operational state, rewritten on every attempt.
@@ -101,6 +102,12 @@ impl LoginThrottle {
             )
             .await?;
         Ok(updated.matched_count == 1)
+    }
+
+    /// Forgets `key`'s state (its known IPs and devices are personal data: `admin erase-user`).
+    pub async fn forget(&self, key: &str) -> Result<(), StoreError> {
+        self.states.delete_one(doc! { "_id": key }).await?;
+        Ok(())
     }
 
     /// Decides on the current state of `key` and stores the decision atomically: `decide`

@@ -13,11 +13,13 @@
 pub mod append;
 pub mod backoff;
 pub mod codec;
+pub mod credentials;
 pub mod document;
 pub mod error;
 pub mod idempotency;
 pub mod login_throttle;
 pub mod mongo_monitor;
+pub mod personal_keys;
 pub mod plan;
 pub mod read_models;
 pub mod schema;

@@ -49,6 +49,8 @@ pub enum EndReason {
     PasswordChanged,
     RefreshReused,
     TwoFactorEnabled,
+    /// The user's personal data was erased (`admin erase-user`): nobody logs in to it again.
+    Erased,
 }
 
 impl EndReason {
@@ -58,6 +60,7 @@ impl EndReason {
             Self::PasswordChanged => "password changed",
             Self::RefreshReused => "refresh token reused",
             Self::TwoFactorEnabled => "two-factor authentication enabled",
+            Self::Erased => "personal data erased",
         }
     }
 }

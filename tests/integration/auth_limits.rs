@@ -45,7 +45,15 @@ async fn repeated_failures_lock_the_account_until_the_window_passes() {
     // Every attempt is in the log, with the client's IP.
     let store = t.store().await;
     let user_id = store
-        .read_stream("email-erin@example.com", 1, 1)
+        .read_stream(
+            &format!(
+                "email-{}",
+                cryptovault::privacy::BlindIndex::new(crate::helpers::TEST_EMAIL_INDEX_KEY)
+                    .of("erin@example.com")
+            ),
+            1,
+            1,
+        )
         .await
         .unwrap()[0]
         .payload["user_id"]
@@ -74,12 +82,19 @@ async fn repeated_failures_lock_the_account_until_the_window_passes() {
             .count(),
         1
     );
+    // The ip is recorded sealed under the user's data key (issue 14): opened with it.
+    let key = cryptovault::store::personal_keys::PersonalKeys::open(&t.db())
+        .get(&user_id.to_string())
+        .await
+        .unwrap()
+        .expect("the user's data key");
+    let opened = |sealed: Option<&str>| sealed.and_then(|s| key.open(s));
     assert!(failures
         .iter()
-        .all(|f| f.ip.as_deref() == Some("127.0.0.1")));
+        .all(|f| opened(f.ip.as_ref().map(|p| p.as_stored())).as_deref() == Some("127.0.0.1")));
     assert_eq!(logins.last().unwrap().event_type, "LoginSucceeded");
     assert_eq!(
-        logins.last().unwrap().metadata.ip.as_deref(),
+        opened(logins.last().unwrap().metadata.ip.as_deref()).as_deref(),
         Some("127.0.0.1")
     );
     t.drop_database().await;

@@ -151,6 +151,7 @@ impl ServeProcess {
             .env("PORT", port.to_string())
             .env("JWT_SECRET", TEST_JWT_SECRET)
             .env("CSRF_SECRET", TEST_CSRF_SECRET)
+            .env("EMAIL_INDEX_KEY", crate::helpers::TEST_EMAIL_INDEX_KEY)
             .env("ENVIRONMENT", "test")
             .env("RATE_LIMIT_PER_IP_PER_MIN", "100000")
             .env("RATE_LIMIT_LOGIN_PER_MIN", "100000")

@@ -74,6 +74,7 @@ pub fn event(writer: &str, n: u64) -> NewEvent {
 /// Secrets of every test app (tests sign their own forged tokens with the JWT one).
 pub const TEST_JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
 pub const TEST_CSRF_SECRET: &str = "test-csrf-secret-0123456789abcdef012345678";
+pub const TEST_EMAIL_INDEX_KEY: &str = "test-email-index-key-0123456789abcdef0123";
 
 /// Sends the service's warnings and errors (`RUST_LOG` overrides the level) to the test
 /// harness's captured output, which is printed only when a test fails: a failed assertion then
@@ -103,6 +104,7 @@ pub async fn spawn_app(t: &TestDb, overrides: &[(&str, &str)]) -> String {
         ("PORT", "0".into()),
         ("JWT_SECRET", TEST_JWT_SECRET.into()),
         ("CSRF_SECRET", TEST_CSRF_SECRET.into()),
+        ("EMAIL_INDEX_KEY", TEST_EMAIL_INDEX_KEY.into()),
         ("ENVIRONMENT", "test".into()),
         ("RATE_LIMIT_PER_IP_PER_MIN", "100000".into()),
         ("RATE_LIMIT_LOGIN_PER_MIN", "100000".into()),
@@ -135,6 +137,7 @@ impl TestDb {
                 .env("DB_NAME", db)
                 .env("JWT_SECRET", TEST_JWT_SECRET)
                 .env("CSRF_SECRET", TEST_CSRF_SECRET)
+                .env("EMAIL_INDEX_KEY", TEST_EMAIL_INDEX_KEY)
                 .env("RUST_LOG", "warn")
                 .output()
                 .expect("run the cryptovault binary")

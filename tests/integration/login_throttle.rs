@@ -27,24 +27,37 @@ fn from(last: u8, cookies: bool) -> Client {
 }
 
 /// The `LoginFailed` events of `email`'s logins stream (`logins-unknown` for an unknown one).
+/// Addresses are sealed in the log (issue 14): each is opened with the key its text names.
 async fn failures(t: &TestDb, email: &str) -> Vec<LoginFailed> {
+    use cryptovault_events::personal::{key_id, Personal};
     let store = t.store().await;
+    let index = cryptovault::privacy::BlindIndex::new(crate::helpers::TEST_EMAIL_INDEX_KEY);
     let claim = store
-        .read_stream(&format!("email-{email}"), 1, 1)
+        .read_stream(&format!("email-{}", index.of(email)), 1, 1)
         .await
         .unwrap();
     let stream = match claim.first() {
         Some(claim) => format!("logins-{}", claim.payload["user_id"].as_str().unwrap()),
         None => "logins-unknown".to_owned(),
     };
-    store
-        .read_stream(&stream, 1, 10_000)
-        .await
-        .unwrap()
-        .iter()
-        .filter_map(|e| LoginFailed::from_envelope(e).ok())
-        .filter(|f| f.email == email)
-        .collect()
+    let keys = cryptovault::store::personal_keys::PersonalKeys::open(&t.db());
+    let mut found = Vec::new();
+    for event in store.read_stream(&stream, 1, 10_000).await.unwrap() {
+        let Ok(failed) = LoginFailed::from_envelope(&event) else {
+            continue;
+        };
+        let address = match &failed.email {
+            Personal::Legacy(text) => Some(text.clone()),
+            Personal::Sealed(text) => match key_id(text) {
+                Some(id) => keys.get(id).await.unwrap().and_then(|key| key.open(text)),
+                None => None,
+            },
+        };
+        if address.as_deref() == Some(email) {
+            found.push(failed);
+        }
+    }
+    found
 }
 
 fn count(failures: &[LoginFailed], reason: &str) -> usize {

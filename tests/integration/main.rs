@@ -22,6 +22,7 @@ mod ledger_concurrency;
 mod live;
 mod login_throttle;
 mod openapi;
+mod privacy;
 mod replay;
 mod sessions;
 mod snapshots;

@@ -90,6 +90,45 @@ impl ReadModel for AuditModel {
 }
 
 impl ReadModels {
+    /// Clears the personal data of `user_id` from `audit_logs`: the ip and user agent of every
+    /// row of the user's streams or with the user as actor become `[erased]` (rows of schema
+    /// version 2 events hold only ciphertext, already shredded with the key; rows of version 1
+    /// events hold plaintext), and rows whose actor is one of `emails` (refused logins of old
+    /// logs named the address) get `[erased]` as actor. Returns the rows changed.
+    pub async fn erase_personal(
+        &self,
+        user_id: uuid::Uuid,
+        emails: &[&str],
+    ) -> Result<u64, StoreError> {
+        use cryptovault_events::personal::ERASED;
+        let collection = self.db.collection::<Document>(AUDIT_LOGS);
+        let id = user_id.to_string();
+        let streams = [format!("user-{id}"), format!("logins-{id}")];
+        let emails: Vec<&str> = emails.iter().copied().filter(|e| e.contains('@')).collect();
+        let rows = doc! { "$or": [
+            { "actor": &id },
+            { "stream_id": { "$in": streams.to_vec() } },
+            { "actor": { "$in": &emails } },
+        ] };
+        let mut changed = 0;
+        for field in ["ip", "user_agent"] {
+            let mut filter = rows.clone();
+            filter.insert(field, doc! { "$nin": [null, ERASED] });
+            changed += collection
+                .update_many(filter, doc! { "$set": { field: ERASED } })
+                .await?
+                .modified_count;
+        }
+        changed += collection
+            .update_many(
+                doc! { "actor": { "$in": &emails } },
+                doc! { "$set": { "actor": ERASED } },
+            )
+            .await?
+            .modified_count;
+        Ok(changed)
+    }
+
     /// Audited operations matching `filter`, newest first, below the key `below`.
     pub async fn audit_page(
         &self,
