@@ -9,6 +9,7 @@ mod auth_tokens;
 mod bank_faults;
 mod crashed_writer;
 mod cross_instance;
+mod edge;
 mod event_store;
 mod exact_money;
 mod faults_http;
