@@ -291,3 +291,149 @@ async fn connections_over_the_per_client_bound_are_refused_and_others_held() {
     );
     t.drop_database().await;
 }
+// ---- Finding 15: operational data and caching ----
+
+/// A random key of 64 hex digits (production refuses weak ones).
+fn random_key() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+#[tokio::test]
+async fn operational_data_needs_the_ops_token_in_production() {
+    let t = TestDb::new("edge_ops").await;
+    let (jwt, csrf, ops) = (random_key(), random_key(), random_key());
+    let production = [
+        ("ENVIRONMENT", "production"),
+        ("JWT_SECRET", jwt.as_str()),
+        ("CSRF_SECRET", csrf.as_str()),
+    ];
+    let mut with_token = production.to_vec();
+    with_token.push(("OPS_TOKEN", ops.as_str()));
+    let base = spawn_app(&t, &with_token).await;
+    let client = Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = client.get(format!("{base}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(
+        get("/metrics", None).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get("/metrics", Some("not-the-ops-token-0123456789abcdef"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let metrics = get("/metrics", Some(&ops)).await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    assert!(metrics
+        .text()
+        .await
+        .unwrap()
+        .contains("http_requests_total"));
+    // Readiness for a load balancer without the token: the status and nothing else.
+    let ready = get("/ready", None).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({ "status": "ready" }));
+    let ready: serde_json::Value = get("/ready", Some(&ops))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(ready["projections"].is_object(), "{ready}");
+    let health = get("/health", None).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let body: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({ "status": "ok" }));
+
+    // Production without OPS_TOKEN: no metrics at all.
+    let t2 = TestDb::new("edge_ops_closed").await;
+    let closed = spawn_app(&t2, &production).await;
+    let response = client
+        .get(format!("{closed}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    t.drop_database().await;
+    t2.drop_database().await;
+}
+
+fn no_store(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("no-store"))
+}
+
+#[tokio::test]
+async fn answers_with_tokens_secrets_or_personal_data_are_not_stored() {
+    let t = TestDb::new("edge_nostore").await;
+    let base = spawn_app(&t, &[]).await;
+    let browser = Client::builder().cookie_store(true).build().unwrap();
+    let signup = browser
+        .post(format!("{base}/api/auth/signup"))
+        .json(&serde_json::json!({
+            "email": "nostore@example.com", "password": crate::helpers::PASSWORD, "name": "N S"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(no_store(&signup), "signup");
+    let login = browser
+        .post(format!("{base}/api/auth/login"))
+        .json(&serde_json::json!({
+            "email": "nostore@example.com", "password": crate::helpers::PASSWORD
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    assert!(no_store(&login), "login");
+    let body: serde_json::Value = login.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let csrf = body["csrf_token"].as_str().unwrap_or_default().to_owned();
+    let refresh = browser
+        .post(format!("{base}/api/auth/refresh"))
+        .header("X-CSRF-Token", csrf)
+        .send()
+        .await
+        .unwrap();
+    assert!(no_store(&refresh), "refresh ({})", refresh.status());
+    let bearer = Client::new();
+    for (method, path) in [
+        ("GET", "/api/auth/me"),
+        ("GET", "/api/wallet/balance"),
+        ("POST", "/api/auth/2fa/setup"),
+        ("GET", "/api/transactions"),
+    ] {
+        let request = match method {
+            "GET" => bearer.get(format!("{base}{path}")),
+            _ => bearer
+                .post(format!("{base}{path}"))
+                .json(&serde_json::json!({})),
+        };
+        let response = request.bearer_auth(&token).send().await.unwrap();
+        assert!(no_store(&response), "{path} ({})", response.status());
+    }
+    // Errors too (a 401 says who is not signed in, and may echo input).
+    let response = bearer
+        .get(format!("{base}/api/auth/me"))
+        .send()
+        .await
+        .unwrap();
+    assert!(no_store(&response), "401");
+    t.drop_database().await;
+}
