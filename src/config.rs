@@ -414,6 +414,8 @@ impl EdgeSettings {
         environment: Environment,
         request_timeout: Duration,
     ) -> Result<Self, ConfigError> {
+        // Checked here, before the idle timeout is compared with it.
+        within(request_timeout.as_secs(), 1, 600, "REQUEST_TIMEOUT_SECS")?;
         if parse(lookup, "TRUST_PROXY_HEADERS", false)? {
             return Err(ConfigError::Invalid {
                 var: "TRUST_PROXY_HEADERS",
@@ -509,7 +511,6 @@ fn within(value: u64, min: u64, max: u64, var: &'static str) -> Result<(), Confi
 /// names a variable.
 fn check_consistency(config: &Config) -> Result<(), ConfigError> {
     let secs = |d: Duration| d.as_secs();
-    within(secs(config.request_timeout), 1, 600, "REQUEST_TIMEOUT_SECS")?;
     within(
         secs(config.auth.access_token_ttl),
         1,
@@ -690,5 +691,164 @@ mod tests {
             vec!["https://a.example", "https://b.example"]
         );
         assert!(parse_origins("ftp://x").is_err());
+    }
+
+    /// `BASE` in production with `extra` on top.
+    fn production(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut pairs = vec![
+            BASE[0],
+            (
+                "JWT_SECRET",
+                "9f2c7e41b8d05a63f1e49c2d7b80a5e3c6d1f4a9b2e7c05d8a3f6b1e4c9d2a7f",
+            ),
+            (
+                "CSRF_SECRET",
+                "Qm7xK2pV9rT4wZ8nB3cH6jL1sD5fG0aYuE+/R-_~NiOkMvPyXqWtSzUhJgIdCbFe",
+            ),
+            ("ENVIRONMENT", "production"),
+        ];
+        for (k, v) in extra {
+            pairs.retain(|(name, _)| name != k);
+            pairs.push((k, v));
+        }
+        pairs
+    }
+
+    fn refused_naming(pairs: &[(&str, &str)], var: &str) {
+        match Config::from_lookup(lookup(pairs)) {
+            Err(ConfigError::Invalid { var: v, .. } | ConfigError::WeakSecret(v)) if v == var => {}
+            other => panic!("{pairs:?}: expected an error naming {var}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn production_accepts_random_secrets() {
+        let config = Config::from_lookup(lookup(&production(&[]))).unwrap();
+        assert_eq!(config.environment, Environment::Production);
+    }
+
+    #[test]
+    fn production_refuses_low_entropy_repeated_and_sequential_secrets() {
+        for weak in [
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", // one character
+            "abababababababababababababababababababab", // two
+            "Zx9!Qw3#Lp0$Zx9!Qw3#Lp0$Zx9!Qw3#Lp0$",     // twelve distinct, a unit repeated
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCD", // a run of consecutive characters
+            "0123456789012345678901234567890123456789", // ten distinct, repeated and a run
+            "short-but-random-Qx7",                     // under 32 bytes
+        ] {
+            refused_naming(&production(&[("JWT_SECRET", weak)]), "JWT_SECRET");
+            refused_naming(&production(&[("CSRF_SECRET", weak)]), "CSRF_SECRET");
+        }
+    }
+
+    #[test]
+    fn identical_jwt_and_csrf_secrets_are_refused() {
+        let same = "9f2c7e41b8d05a63f1e49c2d7b80a5e3c6d1f4a9b2e7c05d8a3f6b1e4c9d2a7f";
+        refused_naming(
+            &production(&[("JWT_SECRET", same), ("CSRF_SECRET", same)]),
+            "CSRF_SECRET",
+        );
+        // In every environment: there is no reason for one key to do both jobs.
+        let pairs = [
+            BASE[0],
+            ("JWT_SECRET", BASE[1].1),
+            ("CSRF_SECRET", BASE[1].1),
+        ];
+        refused_naming(&pairs, "CSRF_SECRET");
+    }
+
+    #[test]
+    fn nonsensical_timeouts_and_limits_are_refused_naming_the_variable() {
+        for (settings, var) in [
+            (
+                &[("ACCESS_TOKEN_TTL_SECS", "0")][..],
+                "ACCESS_TOKEN_TTL_SECS",
+            ),
+            (
+                &[("ACCESS_TOKEN_TTL_SECS", "31536000")][..],
+                "ACCESS_TOKEN_TTL_SECS",
+            ),
+            (
+                &[("REFRESH_TOKEN_TTL_SECS", "0")][..],
+                "REFRESH_TOKEN_TTL_SECS",
+            ),
+            (
+                &[("REFRESH_TOKEN_TTL_SECS", "60")][..],
+                "REFRESH_TOKEN_TTL_SECS",
+            ),
+            (
+                &[
+                    ("ACCESS_TOKEN_TTL_SECS", "3600"),
+                    ("REFRESH_TOKEN_TTL_SECS", "3600"),
+                ][..],
+                "REFRESH_TOKEN_TTL_SECS",
+            ),
+            (&[("REQUEST_TIMEOUT_SECS", "0")][..], "REQUEST_TIMEOUT_SECS"),
+            (
+                &[("REQUEST_TIMEOUT_SECS", "86400")][..],
+                "REQUEST_TIMEOUT_SECS",
+            ),
+            (&[("MAX_BODY_BYTES", "0")][..], "MAX_BODY_BYTES"),
+            (
+                &[("HTTP_HEADER_TIMEOUT_SECS", "0")][..],
+                "HTTP_HEADER_TIMEOUT_SECS",
+            ),
+            (
+                &[
+                    ("HTTP_HEADER_TIMEOUT_SECS", "90"),
+                    ("HTTP_IDLE_TIMEOUT_SECS", "60"),
+                ][..],
+                "HTTP_IDLE_TIMEOUT_SECS",
+            ),
+            (
+                &[
+                    ("REQUEST_TIMEOUT_SECS", "120"),
+                    ("HTTP_IDLE_TIMEOUT_SECS", "60"),
+                ][..],
+                "HTTP_IDLE_TIMEOUT_SECS",
+            ),
+            (&[("MAX_CONNECTIONS", "0")][..], "MAX_CONNECTIONS"),
+            (
+                &[("MAX_CONNECTIONS_PER_CLIENT", "0")][..],
+                "MAX_CONNECTIONS_PER_CLIENT",
+            ),
+            (
+                &[
+                    ("MAX_CONNECTIONS", "10"),
+                    ("MAX_CONNECTIONS_PER_CLIENT", "11"),
+                ][..],
+                "MAX_CONNECTIONS_PER_CLIENT",
+            ),
+            (&[("TRUSTED_PROXIES", "10.0.0.0/33")][..], "TRUSTED_PROXIES"),
+            (&[("OPS_TOKEN", "short")][..], "OPS_TOKEN"),
+            (
+                &[(
+                    "OPS_TOKEN",
+                    "has spaces in it which no token68 has, 0123456789",
+                )][..],
+                "OPS_TOKEN",
+            ),
+        ] {
+            refused_naming(&production(settings), var);
+        }
+        // Development does not judge secrets, but it does judge nonsense.
+        let mut pairs = BASE.to_vec();
+        pairs.push(("ACCESS_TOKEN_TTL_SECS", "0"));
+        refused_naming(&pairs, "ACCESS_TOKEN_TTL_SECS");
+    }
+
+    #[test]
+    fn an_unset_environment_is_development_and_flagged_for_the_start_up_warning() {
+        let config = Config::from_lookup(lookup(&BASE)).unwrap();
+        assert_eq!(config.environment, Environment::Development);
+        assert!(config.environment_defaulted);
+        let mut pairs = BASE.to_vec();
+        pairs.push(("ENVIRONMENT", "development"));
+        assert!(
+            !Config::from_lookup(lookup(&pairs))
+                .unwrap()
+                .environment_defaulted
+        );
     }
 }
