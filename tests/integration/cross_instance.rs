@@ -153,6 +153,7 @@ impl ServeProcess {
             .env("CSRF_SECRET", TEST_CSRF_SECRET)
             .env("ENVIRONMENT", "test")
             .env("RATE_LIMIT_PER_IP_PER_MIN", "100000")
+            .env("MAX_CONNECTIONS_PER_CLIENT", "4096")
             .env("RATE_LIMIT_LOGIN_PER_MIN", "100000")
             .env("RATE_LIMIT_PER_USER_PER_MIN", "100000")
             .env("RUST_LOG", "warn")
