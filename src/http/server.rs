@@ -334,6 +334,68 @@ impl AsyncWrite for Tracked {
 mod tests {
     use super::*;
 
+    fn limits(global: usize, per_client: usize, trusted: &str) -> Arc<ConnectionLimits> {
+        Arc::new(ConnectionLimits {
+            global: Arc::new(Semaphore::new(global)),
+            per_client: Mutex::new(HashMap::new()),
+            max_per_client: per_client,
+            trusted: TrustedProxies::parse(trusted).unwrap(),
+        })
+    }
+
+    #[test]
+    fn each_client_gets_its_bound_and_places_come_back_when_connections_drop() {
+        let limits = limits(10, 2, "");
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = limits.admit(a).expect("first");
+        let _second = limits.admit(a).expect("second");
+        assert!(limits.admit(a).is_none(), "third from one client");
+        assert!(limits.admit(b).is_some(), "another client");
+        drop(first);
+        let _third = limits.admit(a).expect("a place came back");
+        // The IPv4-mapped form is the same client.
+        assert!(limits.admit("::ffff:192.0.2.1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn the_global_bound_holds_for_everyone_and_trusted_proxies_only_count_there() {
+        let limits = limits(3, 1, "10.0.0.0/8");
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let held: Vec<_> = (0..3)
+            .map(|_| limits.admit(proxy).expect("proxy"))
+            .collect();
+        assert!(
+            limits.admit("192.0.2.9".parse().unwrap()).is_none(),
+            "global"
+        );
+        drop(held);
+        assert!(limits.per_client.lock().unwrap().is_empty());
+        assert!(limits.admit("192.0.2.9".parse().unwrap()).is_some());
+    }
+
+    #[tokio::test]
+    async fn the_idle_timer_fires_only_after_a_quiet_spell_and_traffic_postpones_it() {
+        let activity = Activity::default();
+        let idle = Duration::from_millis(300);
+        let started = tokio::time::Instant::now();
+        let timer = activity.idle_for(idle);
+        let toucher = async {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                activity.touch();
+            }
+        };
+        let ((), ()) = tokio::join!(timer, toucher);
+        // The last byte moved at ~450 ms; quiet for 300 ms after that.
+        assert!(
+            started.elapsed() >= Duration::from_millis(740),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
     #[test]
     fn ipv6_clients_are_keyed_by_their_64_and_ipv4_by_address() {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
