@@ -437,3 +437,61 @@ async fn answers_with_tokens_secrets_or_personal_data_are_not_stored() {
     assert!(no_store(&response), "401");
     t.drop_database().await;
 }
+
+/// Graceful shutdown with the own accept loop (parity with `axum::serve`, which passed this too): a request in flight is answered, an idle
+/// keep-alive connection is closed, and `run_until` returns; nothing is accepted afterwards.
+#[tokio::test]
+async fn shutdown_finishes_requests_closes_idle_connections_and_returns() {
+    use cryptovault::config::Config;
+    use cryptovault::startup::Application;
+    let t = TestDb::new("edge_shutdown").await;
+    let vars: std::collections::HashMap<&str, String> = [
+        ("MONGO_URL", crate::helpers::mongo_url()),
+        ("DB_NAME", t.name.clone()),
+        ("HOST", "127.0.0.1".into()),
+        ("PORT", "0".into()),
+        ("JWT_SECRET", crate::helpers::TEST_JWT_SECRET.into()),
+        ("CSRF_SECRET", crate::helpers::TEST_CSRF_SECRET.into()),
+        ("ENVIRONMENT", "test".into()),
+    ]
+    .into_iter()
+    .collect();
+    let config = Config::from_lookup(move |name: &str| vars.get(name).cloned()).unwrap();
+    let app = Application::build(config).await.unwrap();
+    let base = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let mut idle = connect_from(&base, [127, 0, 0, 1]).await;
+    assert_eq!(get_health(&mut idle).await, 200);
+    // A request in flight at shutdown: its head half sent, the rest after the signal.
+    let mut busy = connect_from(&base, [127, 0, 0, 1]).await;
+    busy.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(2)).await,
+        "the idle keep-alive connection is closed at shutdown"
+    );
+    busy.write_all(b"\r\n").await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), busy.read_to_string(&mut answer))
+        .await
+        .expect("the request in flight is answered and the connection closed")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("run_until returns once connections are done")
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr(&base)).await.is_err(),
+        "no longer accepting"
+    );
+    t.drop_database().await;
+}
