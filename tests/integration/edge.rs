@@ -438,7 +438,7 @@ async fn answers_with_tokens_secrets_or_personal_data_are_not_stored() {
     t.drop_database().await;
 }
 
-/// Graceful shutdown with the own accept loop (parity with `axum::serve`, which passed this too): a request in flight is answered, an idle
+/// Graceful shutdown with the own accept loop (the behaviour `axum::serve` had): a request in flight is answered, an idle
 /// keep-alive connection is closed, and `run_until` returns; nothing is accepted afterwards.
 #[tokio::test]
 async fn shutdown_finishes_requests_closes_idle_connections_and_returns() {
