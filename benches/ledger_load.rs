@@ -148,6 +148,7 @@ fn main() {
             ("RATE_LIMIT_PER_IP_PER_MIN", "10000000".into()),
             ("RATE_LIMIT_LOGIN_PER_MIN", "10000000".into()),
             ("RATE_LIMIT_PER_USER_PER_MIN", "10000000".into()),
+            ("MAX_CONNECTIONS_PER_CLIENT", "4096".into()),
         ];
         let config = Config::from_lookup(move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())).unwrap();
         let app = Application::build(config).await.unwrap();

@@ -66,9 +66,6 @@ pub struct Config {
     pub request_timeout: Duration,
     /// `MAX_BODY_BYTES` (default 65536): larger request bodies get 413.
     pub max_body_bytes: usize,
-    /// `TRUST_PROXY_HEADERS` (default false): take the client IP from `X-Forwarded-For`
-    /// (only behind a proxy that sets it).
-    pub trust_proxy_headers: bool,
     pub auth: AuthConfig,
     pub rate_limits: RateLimits,
     /// `ASSETS` (default `USD:2,USDT:6,BTC:8,BNB:8,SOL:9,ETH:18`) and `MAX_AMOUNT` (default
@@ -78,6 +75,10 @@ pub struct Config {
     pub read_your_writes_timeout: Duration,
     pub prices: PriceSettings,
     pub deposits: DepositSettings,
+    /// Connections, client IP, operational data: [`EdgeSettings`].
+    pub edge: EdgeSettings,
+    /// `ENVIRONMENT` was unset (and so development): start-up says so loudly.
+    pub environment_defaulted: bool,
 }
 
 /// How money enters the ledger.
@@ -318,7 +319,8 @@ impl Config {
             per_user: per_minute("RATE_LIMIT_PER_USER_PER_MIN", 100)?,
             login: per_minute("RATE_LIMIT_LOGIN_PER_MIN", 10)?,
         };
-        Ok(Self {
+        let edge = EdgeSettings::from_lookup(&lookup, environment, request_timeout)?;
+        let config = Self {
             store,
             environment,
             host,
@@ -333,7 +335,6 @@ impl Config {
             public_api_url: lookup("PUBLIC_API_URL"),
             request_timeout,
             max_body_bytes: parse(&lookup, "MAX_BODY_BYTES", 65_536usize)?,
-            trust_proxy_headers: parse(&lookup, "TRUST_PROXY_HEADERS", false)?,
             auth,
             rate_limits,
             assets: assets_from_lookup(&lookup)?,
@@ -361,7 +362,11 @@ impl Config {
                 ),
             },
             deposits: DepositSettings::from_lookup(&lookup, environment)?,
-        })
+            edge,
+            environment_defaulted: lookup("ENVIRONMENT").is_none(),
+        };
+        check_consistency(&config)?;
+        Ok(config)
     }
 }
 
@@ -430,12 +435,8 @@ fn secret(
     environment: Environment,
 ) -> Result<Secret, ConfigError> {
     let value = lookup(var).ok_or(ConfigError::Missing(var))?;
-    let weak = value.len() < 32
-        || PLACEHOLDER_SECRETS
-            .iter()
-            .any(|p| value.to_ascii_lowercase().contains(p));
-    if environment == Environment::Production && weak {
-        return Err(ConfigError::WeakSecret(var));
+    if environment == Environment::Production {
+        check_strength(var, &value)?;
     }
     Ok(Secret(value))
 }
@@ -459,6 +460,246 @@ fn parse_origins(raw: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(origins)
+}
+
+// ---- The edge: connections, client IP, operations endpoints (issue 14) ----
+
+/// `TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` entries are believed, as a comma
+/// list of CIDRs or single addresses (`10.0.0.0/8, 192.0.2.7, fd00::/8`). Empty (the default):
+/// the TCP peer is the client and `X-Forwarded-For` is ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{s:?} is neither a CIDR (10.0.0.0/8) nor an IP address"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    /// Whether `ip` (IPv4-mapped IPv6 addresses as IPv4) is a trusted proxy.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// How connections are served, whom the client IP is taken from, who reads operational data.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    /// `TRUSTED_PROXIES` (default none). `TRUST_PROXY_HEADERS=true`, which believed the
+    /// client-chosen leftmost entry, is refused with a message naming this setting.
+    pub trusted_proxies: TrustedProxies,
+    /// `HTTP_HEADER_TIMEOUT_SECS` (default 10, 1–300): a request head must be complete this long
+    /// after the server started waiting for it (accept, or the previous answer on a keep-alive
+    /// connection: idle keep-alive connections are closed after it too).
+    pub header_timeout: Duration,
+    /// `HTTP_IDLE_TIMEOUT_SECS` (default 60, up to 3600): a connection on which no byte moved
+    /// for this long is closed. Longer than the header timeout and `REQUEST_TIMEOUT_SECS`.
+    pub idle_timeout: Duration,
+    /// `MAX_CONNECTIONS` (default 4096): open connections in all; more are closed at once.
+    pub max_connections: usize,
+    /// `MAX_CONNECTIONS_PER_CLIENT` (default 64, at most `MAX_CONNECTIONS`): open connections per
+    /// peer address (IPv6: per /64); trusted proxies count only against `MAX_CONNECTIONS`.
+    pub max_connections_per_client: usize,
+    /// `OPS_TOKEN`: a Bearer token for `/metrics` and the detailed `/ready`. Unset: those are
+    /// open in development and test, and closed (`/metrics` 404, `/ready` status only) in
+    /// production.
+    pub ops_token: Option<Secret>,
+}
+
+impl EdgeSettings {
+    fn from_lookup(
+        lookup: &impl Lookup,
+        environment: Environment,
+        request_timeout: Duration,
+    ) -> Result<Self, ConfigError> {
+        // Checked here, before the idle timeout is compared with it.
+        within(request_timeout.as_secs(), 1, 600, "REQUEST_TIMEOUT_SECS")?;
+        if parse(lookup, "TRUST_PROXY_HEADERS", false)? {
+            return Err(ConfigError::Invalid {
+                var: "TRUST_PROXY_HEADERS",
+                reason: "is no longer supported: it believed the leftmost X-Forwarded-For entry, \
+                         which the client chooses. List your proxies in TRUSTED_PROXIES (CIDRs, \
+                         e.g. TRUSTED_PROXIES=10.0.0.0/8) and remove TRUST_PROXY_HEADERS"
+                    .into(),
+            });
+        }
+        let trusted_proxies = match lookup("TRUSTED_PROXIES") {
+            None => TrustedProxies::default(),
+            Some(raw) => TrustedProxies::parse(&raw).map_err(|reason| ConfigError::Invalid {
+                var: "TRUSTED_PROXIES",
+                reason,
+            })?,
+        };
+        let header_secs = parse(lookup, "HTTP_HEADER_TIMEOUT_SECS", 10u64)?;
+        within(header_secs, 1, 300, "HTTP_HEADER_TIMEOUT_SECS")?;
+        let idle_secs = parse(lookup, "HTTP_IDLE_TIMEOUT_SECS", 60u64)?;
+        within(idle_secs, 1, 3600, "HTTP_IDLE_TIMEOUT_SECS")?;
+        if idle_secs <= header_secs {
+            return Err(ConfigError::Invalid {
+                var: "HTTP_IDLE_TIMEOUT_SECS",
+                reason: format!(
+                    "{idle_secs} must be longer than HTTP_HEADER_TIMEOUT_SECS ({header_secs}): \
+                     a connection would be cut off while it sends a request head"
+                ),
+            });
+        }
+        if Duration::from_secs(idle_secs) <= request_timeout {
+            return Err(ConfigError::Invalid {
+                var: "HTTP_IDLE_TIMEOUT_SECS",
+                reason: format!(
+                    "{idle_secs} must be longer than REQUEST_TIMEOUT_SECS ({}): a request still \
+                     being worked on would be cut off",
+                    request_timeout.as_secs()
+                ),
+            });
+        }
+        let max_connections = parse(lookup, "MAX_CONNECTIONS", 4096usize)?;
+        within(max_connections as u64, 1, 1_000_000, "MAX_CONNECTIONS")?;
+        let max_connections_per_client = parse(lookup, "MAX_CONNECTIONS_PER_CLIENT", 64usize)?;
+        within(
+            max_connections_per_client as u64,
+            1,
+            max_connections as u64,
+            "MAX_CONNECTIONS_PER_CLIENT",
+        )?;
+        let ops_token = match lookup("OPS_TOKEN") {
+            None => None,
+            Some(token) => {
+                let body = token.trim_end_matches('=');
+                if body.is_empty()
+                    || !body
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+                {
+                    return Err(ConfigError::Invalid {
+                        var: "OPS_TOKEN",
+                        reason: "must be a token68 (letters, digits, - . _ ~ + /)".into(),
+                    });
+                }
+                if environment == Environment::Production {
+                    check_strength("OPS_TOKEN", &token)?;
+                }
+                Some(Secret(token))
+            }
+        };
+        Ok(Self {
+            trusted_proxies,
+            header_timeout: Duration::from_secs(header_secs),
+            idle_timeout: Duration::from_secs(idle_secs),
+            max_connections,
+            max_connections_per_client,
+            ops_token,
+        })
+    }
+}
+
+/// `value` of `var` within `min..=max`, or an error naming the variable.
+fn within(value: u64, min: u64, max: u64, var: &'static str) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            var,
+            reason: format!("{value} is outside {min}..={max}"),
+        })
+    }
+}
+
+/// Settings that are each valid but make no sense together or at their extremes; every error
+/// names a variable.
+fn check_consistency(config: &Config) -> Result<(), ConfigError> {
+    let secs = |d: Duration| d.as_secs();
+    within(
+        secs(config.auth.access_token_ttl),
+        1,
+        86_400,
+        "ACCESS_TOKEN_TTL_SECS",
+    )?;
+    within(
+        secs(config.auth.refresh_token_ttl),
+        1,
+        366 * 86_400,
+        "REFRESH_TOKEN_TTL_SECS",
+    )?;
+    if config.auth.refresh_token_ttl <= config.auth.access_token_ttl {
+        return Err(ConfigError::Invalid {
+            var: "REFRESH_TOKEN_TTL_SECS",
+            reason: format!(
+                "{} must be longer than ACCESS_TOKEN_TTL_SECS ({})",
+                secs(config.auth.refresh_token_ttl),
+                secs(config.auth.access_token_ttl)
+            ),
+        });
+    }
+    within(
+        config.max_body_bytes as u64,
+        256,
+        64 << 20,
+        "MAX_BODY_BYTES",
+    )?;
+    if config.jwt_secret == config.csrf_secret {
+        return Err(ConfigError::Invalid {
+            var: "CSRF_SECRET",
+            reason: "must differ from JWT_SECRET (one leaked key would forge both)".into(),
+        });
+    }
+    if let Some(ops) = &config.edge.ops_token {
+        if *ops == config.jwt_secret || *ops == config.csrf_secret {
+            return Err(ConfigError::Invalid {
+                var: "OPS_TOKEN",
+                reason: "must differ from JWT_SECRET and CSRF_SECRET".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Production's rule for a key: at least 32 bytes, no known placeholder
+/// ([`ConfigError::WeakSecret`]); at least 10 distinct characters, not one short unit repeated,
+/// not mostly a run of consecutive characters (`abcdef…`, `012345…`) ([`ConfigError::Invalid`]
+/// with the reason). 32 random hex digits pass (fewer than 10 distinct: p ≈ 4·10⁻⁵).
+fn check_strength(var: &'static str, value: &str) -> Result<(), ConfigError> {
+    let lower = value.to_ascii_lowercase();
+    if value.len() < 32 || PLACEHOLDER_SECRETS.iter().any(|p| lower.contains(p)) {
+        return Err(ConfigError::WeakSecret(var));
+    }
+    let bytes = value.as_bytes();
+    let weak = |reason: &str| {
+        Err(ConfigError::Invalid {
+            var,
+            reason: format!("too weak for ENVIRONMENT=production: {reason}; use 32+ random bytes"),
+        })
+    };
+    let distinct = bytes.iter().collect::<std::collections::HashSet<_>>().len();
+    if distinct < 10 {
+        return weak(&format!("only {distinct} distinct characters"));
+    }
+    if (1..=bytes.len() / 2).any(|unit| {
+        bytes.len().is_multiple_of(unit) && bytes.chunks(unit).all(|chunk| chunk == &bytes[..unit])
+    }) {
+        return weak("a short pattern repeated");
+    }
+    let steps = bytes
+        .windows(2)
+        .filter(|w| w[1].wrapping_sub(w[0]) == 1 || w[0].wrapping_sub(w[1]) == 1)
+        .count();
+    if steps * 2 >= bytes.len() {
+        return weak("mostly runs of consecutive characters");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -634,5 +875,164 @@ mod tests {
             vec!["https://a.example", "https://b.example"]
         );
         assert!(parse_origins("ftp://x").is_err());
+    }
+
+    /// `BASE` in production with `extra` on top.
+    fn production(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut pairs = vec![
+            BASE[0],
+            (
+                "JWT_SECRET",
+                "9f2c7e41b8d05a63f1e49c2d7b80a5e3c6d1f4a9b2e7c05d8a3f6b1e4c9d2a7f",
+            ),
+            (
+                "CSRF_SECRET",
+                "Qm7xK2pV9rT4wZ8nB3cH6jL1sD5fG0aYuE+/R-_~NiOkMvPyXqWtSzUhJgIdCbFe",
+            ),
+            ("ENVIRONMENT", "production"),
+        ];
+        for (k, v) in extra {
+            pairs.retain(|(name, _)| name != k);
+            pairs.push((k, v));
+        }
+        pairs
+    }
+
+    fn refused_naming(pairs: &[(&str, &str)], var: &str) {
+        match Config::from_lookup(lookup(pairs)) {
+            Err(ConfigError::Invalid { var: v, .. } | ConfigError::WeakSecret(v)) if v == var => {}
+            other => panic!("{pairs:?}: expected an error naming {var}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn production_accepts_random_secrets() {
+        let config = Config::from_lookup(lookup(&production(&[]))).unwrap();
+        assert_eq!(config.environment, Environment::Production);
+    }
+
+    #[test]
+    fn production_refuses_low_entropy_repeated_and_sequential_secrets() {
+        for weak in [
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", // one character
+            "abababababababababababababababababababab", // two
+            "Zx9!Qw3#Lp0$Zx9!Qw3#Lp0$Zx9!Qw3#Lp0$",     // twelve distinct, a unit repeated
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCD", // a run of consecutive characters
+            "0123456789012345678901234567890123456789", // ten distinct, repeated and a run
+            "short-but-random-Qx7",                     // under 32 bytes
+        ] {
+            refused_naming(&production(&[("JWT_SECRET", weak)]), "JWT_SECRET");
+            refused_naming(&production(&[("CSRF_SECRET", weak)]), "CSRF_SECRET");
+        }
+    }
+
+    #[test]
+    fn identical_jwt_and_csrf_secrets_are_refused() {
+        let same = "9f2c7e41b8d05a63f1e49c2d7b80a5e3c6d1f4a9b2e7c05d8a3f6b1e4c9d2a7f";
+        refused_naming(
+            &production(&[("JWT_SECRET", same), ("CSRF_SECRET", same)]),
+            "CSRF_SECRET",
+        );
+        // In every environment: there is no reason for one key to do both jobs.
+        let pairs = [
+            BASE[0],
+            ("JWT_SECRET", BASE[1].1),
+            ("CSRF_SECRET", BASE[1].1),
+        ];
+        refused_naming(&pairs, "CSRF_SECRET");
+    }
+
+    #[test]
+    fn nonsensical_timeouts_and_limits_are_refused_naming_the_variable() {
+        for (settings, var) in [
+            (
+                &[("ACCESS_TOKEN_TTL_SECS", "0")][..],
+                "ACCESS_TOKEN_TTL_SECS",
+            ),
+            (
+                &[("ACCESS_TOKEN_TTL_SECS", "31536000")][..],
+                "ACCESS_TOKEN_TTL_SECS",
+            ),
+            (
+                &[("REFRESH_TOKEN_TTL_SECS", "0")][..],
+                "REFRESH_TOKEN_TTL_SECS",
+            ),
+            (
+                &[("REFRESH_TOKEN_TTL_SECS", "60")][..],
+                "REFRESH_TOKEN_TTL_SECS",
+            ),
+            (
+                &[
+                    ("ACCESS_TOKEN_TTL_SECS", "3600"),
+                    ("REFRESH_TOKEN_TTL_SECS", "3600"),
+                ][..],
+                "REFRESH_TOKEN_TTL_SECS",
+            ),
+            (&[("REQUEST_TIMEOUT_SECS", "0")][..], "REQUEST_TIMEOUT_SECS"),
+            (
+                &[("REQUEST_TIMEOUT_SECS", "86400")][..],
+                "REQUEST_TIMEOUT_SECS",
+            ),
+            (&[("MAX_BODY_BYTES", "0")][..], "MAX_BODY_BYTES"),
+            (
+                &[("HTTP_HEADER_TIMEOUT_SECS", "0")][..],
+                "HTTP_HEADER_TIMEOUT_SECS",
+            ),
+            (
+                &[
+                    ("HTTP_HEADER_TIMEOUT_SECS", "90"),
+                    ("HTTP_IDLE_TIMEOUT_SECS", "60"),
+                ][..],
+                "HTTP_IDLE_TIMEOUT_SECS",
+            ),
+            (
+                &[
+                    ("REQUEST_TIMEOUT_SECS", "120"),
+                    ("HTTP_IDLE_TIMEOUT_SECS", "60"),
+                ][..],
+                "HTTP_IDLE_TIMEOUT_SECS",
+            ),
+            (&[("MAX_CONNECTIONS", "0")][..], "MAX_CONNECTIONS"),
+            (
+                &[("MAX_CONNECTIONS_PER_CLIENT", "0")][..],
+                "MAX_CONNECTIONS_PER_CLIENT",
+            ),
+            (
+                &[
+                    ("MAX_CONNECTIONS", "10"),
+                    ("MAX_CONNECTIONS_PER_CLIENT", "11"),
+                ][..],
+                "MAX_CONNECTIONS_PER_CLIENT",
+            ),
+            (&[("TRUSTED_PROXIES", "10.0.0.0/33")][..], "TRUSTED_PROXIES"),
+            (&[("OPS_TOKEN", "short")][..], "OPS_TOKEN"),
+            (
+                &[(
+                    "OPS_TOKEN",
+                    "has spaces in it which no token68 has, 0123456789",
+                )][..],
+                "OPS_TOKEN",
+            ),
+        ] {
+            refused_naming(&production(settings), var);
+        }
+        // Development does not judge secrets, but it does judge nonsense.
+        let mut pairs = BASE.to_vec();
+        pairs.push(("ACCESS_TOKEN_TTL_SECS", "0"));
+        refused_naming(&pairs, "ACCESS_TOKEN_TTL_SECS");
+    }
+
+    #[test]
+    fn an_unset_environment_is_development_and_flagged_for_the_start_up_warning() {
+        let config = Config::from_lookup(lookup(&BASE)).unwrap();
+        assert_eq!(config.environment, Environment::Development);
+        assert!(config.environment_defaulted);
+        let mut pairs = BASE.to_vec();
+        pairs.push(("ENVIRONMENT", "development"));
+        assert!(
+            !Config::from_lookup(lookup(&pairs))
+                .unwrap()
+                .environment_defaulted
+        );
     }
 }

@@ -90,6 +90,9 @@ pub struct Application {
 impl Application {
     /// Connects, opens the store and binds `config.host:config.port`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        if config.environment_defaulted {
+            warn_environment_unset();
+        }
         let client = connect(&config.store).await?;
         let store = EventStore::open(&client, &config.store.db_name, StoreConfig::default())
             .await
@@ -153,15 +156,22 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), "listening");
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("http server")
+        let edge = self.state.config.edge.clone();
+        crate::http::server::serve(self.listener, self.router, &edge, shutdown).await;
+        Ok(())
     }
+}
+
+/// `ENVIRONMENT` unset means development: open operational endpoints, weak secrets accepted.
+/// Said loudly, in the log and on stderr (the log may go somewhere nobody reads at start-up).
+fn warn_environment_unset() {
+    const BANNER: &str = "ENVIRONMENT is not set: running as DEVELOPMENT (weak secrets accepted, \
+                          /metrics and /ready details open). Set ENVIRONMENT=production for a \
+                          real deployment, or ENVIRONMENT=development to silence this warning.";
+    tracing::warn!("{}", "*".repeat(72));
+    tracing::warn!("{BANNER}");
+    tracing::warn!("{}", "*".repeat(72));
+    eprintln!("WARNING: {BANNER}");
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -12,7 +12,7 @@
 //! gives commands the request id, client IP and user agent for event metadata.
 
 use axum::extract::FromRequestParts;
-use axum::http::{header, request::Parts, HeaderMap, Method};
+use axum::http::{request::Parts, HeaderMap, Method};
 use axum_extra::extract::CookieJar;
 use uuid::Uuid;
 
@@ -51,9 +51,7 @@ impl AuthUser {
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    super::credentials::bearer_token(&parts.headers)
 }
 
 /// Whether an unsafe cookie-authenticated request of `session` carries a CSRF token issued for
@@ -158,7 +156,7 @@ impl FromRequestParts<AppState> for Meta {
         let ip = client_ip(
             &parts.extensions,
             &parts.headers,
-            state.config.trust_proxy_headers,
+            &state.config.edge.trusted_proxies,
         );
         Ok(Self(RequestMeta {
             request_id: current_request_id(),

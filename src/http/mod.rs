@@ -11,6 +11,8 @@ pub mod auth;
 pub mod client;
 /// Session cookies.
 pub mod cookies;
+/// The one `Authorization` parser (Bearer, RFC 9110 §11.4).
+pub mod credentials;
 /// `/api/admin/deposits` and `/api/webhooks/deposits`: deposits that are not self-service.
 pub mod deposits;
 /// The error type of the HTTP layer and the JSON error shape.
@@ -39,6 +41,8 @@ pub mod read_models;
 pub mod request_context;
 /// CORS and security headers.
 pub mod security;
+/// The accept loop: header and idle timeouts, connection bounds, graceful shutdown.
+pub mod server;
 /// The state every handler shares.
 mod state;
 /// `/api/transactions`: history, one transaction, statements; `GET /api/wallet/deposits`.

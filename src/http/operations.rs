@@ -1,12 +1,18 @@
 //! `GET /health` (the process is up), `GET /ready` (MongoDB answers; 503 otherwise),
 //! `GET /metrics` (Prometheus text format) and `GET /api/config` (public runtime
 //! configuration: nothing secret).
+//!
+//! Operational data (issue 14, finding 15): `/metrics` and the details of `/ready` (log
+//! position, each projection's position) need `Authorization: Bearer <OPS_TOKEN>` when
+//! `OPS_TOKEN` is set (compared in constant time). Without `OPS_TOKEN` they are open in
+//! development and test, and closed in production: `/metrics` answers 404, `/ready` only its
+//! status. `/health` is always open and says nothing but `ok`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
@@ -14,9 +20,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::credentials::bearer_token;
 use super::error::ApiError;
 use super::views::{ErrorBody, StatusBody};
 use super::AppState;
+use crate::config::Environment;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -136,14 +144,45 @@ async fn health() -> Json<StatusBody> {
 /// Longest time `/ready` waits for MongoDB before declaring the service not ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The details (`checks`, `log_position`, `projections`) only for the operations token, or
+/// where operational data is open (see the module).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadyBody {
     /// `ready`.
     pub status: String,
-    pub checks: ReadyChecks,
-    pub log_position: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<ReadyChecks>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_position: Option<u64>,
     /// Each projection's applied position.
-    pub projections: BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub projections: Option<BTreeMap<String, u64>>,
+}
+
+/// Whether this request may read operational data: `Ok(true)` yes, `Ok(false)` no (closed in
+/// production without `OPS_TOKEN`), `Err` 401 for a missing or wrong token.
+fn ops_allowed(state: &AppState, headers: &HeaderMap) -> Result<bool, ApiError> {
+    match &state.config.edge.ops_token {
+        Some(expected) => {
+            let given = bearer_token(headers).unwrap_or_default();
+            if constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
+                Ok(true)
+            } else {
+                Err(ApiError::Unauthorized(
+                    "operational data needs Authorization: Bearer <OPS_TOKEN>".into(),
+                ))
+            }
+        }
+        None => Ok(state.config.environment != Environment::Production),
+    }
+}
+
+/// Equality whose time depends on neither the contents nor the lengths (both are hashed first).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::Digest as _;
+    use subtle::ConstantTimeEq as _;
+    let (a, b) = (sha2::Sha256::digest(a), sha2::Sha256::digest(b));
+    a.as_slice().ct_eq(b.as_slice()).into()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -154,7 +193,9 @@ pub struct ReadyChecks {
     pub projections: String,
 }
 
-/// MongoDB answers and the projections have reached the log head of start-up.
+/// MongoDB answers and the projections have reached the log head of start-up. The details need
+/// the operations token where `OPS_TOKEN` is set, and are left out in production without it;
+/// the status is always answered.
 #[utoipa::path(
     get,
     path = "/ready",
@@ -165,7 +206,12 @@ pub struct ReadyChecks {
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     )
 )]
-async fn ready(State(state): State<AppState>) -> Result<Json<ReadyBody>, ApiError> {
+async fn ready(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<ReadyBody>, ApiError> {
+    // Without the token (a load balancer's probe), the status alone.
+    let detailed = ops_allowed(&state, &headers).unwrap_or(false);
     let ping = state.read_models.ping();
     match tokio::time::timeout(READY_TIMEOUT, ping).await {
         Ok(Ok(_)) => {
@@ -176,22 +222,33 @@ async fn ready(State(state): State<AppState>) -> Result<Json<ReadyBody>, ApiErro
                 .map(|p| p.name)
                 .collect();
             if !behind.is_empty() {
-                return Err(ApiError::Unavailable(format!(
-                    "projections catching up: {}",
-                    behind.join(", ")
-                )));
+                return Err(ApiError::Unavailable(if detailed {
+                    format!("projections catching up: {}", behind.join(", "))
+                } else {
+                    "projections catching up".into()
+                }));
+            }
+            if !detailed {
+                return Ok(Json(ReadyBody {
+                    status: "ready".into(),
+                    checks: None,
+                    log_position: None,
+                    projections: None,
+                }));
             }
             Ok(Json(ReadyBody {
                 status: "ready".into(),
-                checks: ReadyChecks {
+                checks: Some(ReadyChecks {
                     mongodb: "ok".into(),
                     projections: "caught_up".into(),
-                },
-                log_position: state.store.known_head(),
-                projections: projections
-                    .iter()
-                    .map(|p| (p.name.to_owned(), p.position()))
-                    .collect(),
+                }),
+                log_position: Some(state.store.known_head()),
+                projections: Some(
+                    projections
+                        .iter()
+                        .map(|p| (p.name.to_owned(), p.position()))
+                        .collect(),
+                ),
             }))
         }
         Ok(Err(error)) => {
@@ -204,16 +261,27 @@ async fn ready(State(state): State<AppState>) -> Result<Json<ReadyBody>, ApiErro
     }
 }
 
-/// Prometheus metrics (text exposition format).
+/// Prometheus metrics (text exposition format). Needs the operations token where `OPS_TOKEN`
+/// is set; 404 in production without it.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "operations",
-    responses((status = 200, description = "Prometheus text format 0.0.4.", content_type = "text/plain", body = String))
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4.", content_type = "text/plain", body = String),
+        (status = 401, description = "`unauthorized`: `OPS_TOKEN` is set and the request does not carry it.", body = ErrorBody),
+        (status = 404, description = "`not_found`: production without `OPS_TOKEN`.", body = ErrorBody),
+    )
 )]
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
+async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    if !ops_allowed(&state, &headers)? {
+        return Err(ApiError::NotFound("no such route".into()));
+    }
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
-    )
+    ))
 }

@@ -83,7 +83,7 @@ fn check(state: &AppState, request: &Request) -> Result<(), ApiError> {
     let ip = client_ip(
         request.extensions(),
         request.headers(),
-        state.config.trust_proxy_headers,
+        &state.config.edge.trusted_proxies,
     );
     limiters.check(&limiters.per_ip, &ip)?;
     let path = request.uri().path();
@@ -101,15 +101,7 @@ fn check(state: &AppState, request: &Request) -> Result<(), ApiError> {
 /// The user of a valid access token (Bearer or cookie), if any. Requests without one are left
 /// to the per-IP limit and get their 401 from the handler.
 fn authenticated_user(state: &AppState, request: &Request) -> Option<Uuid> {
-    let bearer = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::to_owned);
+    let bearer = super::credentials::bearer_token(request.headers()).map(str::to_owned);
     let token = bearer.or_else(|| {
         CookieJar::from_headers(request.headers())
             .get(ACCESS_COOKIE)

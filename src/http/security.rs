@@ -1,5 +1,11 @@
 //! Browser-facing hardening: the CORS allow-list (with credentials) and the security headers
 //! every response carries.
+//!
+//! `Cache-Control: no-store` is one of them: answers carry tokens (login, refresh), TOTP
+//! secrets (2FA setup), personal data (me, balances, history, statements) and error messages
+//! about the caller, and no browser or shared cache may keep any of it. The rule is simplest as
+//! a default for every answer; a route that wants caching opts in by setting its own
+//! `Cache-Control` (the layer only fills it in when absent). None does today.
 
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -40,7 +46,7 @@ pub fn cors(config: &Config) -> anyhow::Result<CorsLayer> {
 }
 
 /// The security headers, as `(name, value)`; each is set unless the handler set it already.
-pub const SECURITY_HEADERS: [(&str, &str); 5] = [
+pub const SECURITY_HEADERS: [(&str, &str); 6] = [
     (
         "strict-transport-security",
         "max-age=63072000; includeSubDomains; preload",
@@ -52,6 +58,7 @@ pub const SECURITY_HEADERS: [(&str, &str); 5] = [
     ("x-frame-options", "DENY"),
     ("x-content-type-options", "nosniff"),
     ("referrer-policy", "no-referrer"),
+    ("cache-control", "no-store"),
 ];
 
 pub fn header_layers() -> Vec<SetResponseHeaderLayer<HeaderValue>> {

@@ -190,6 +190,7 @@ impl Instance {
                 .env("ENVIRONMENT", "test")
                 .env("REQUEST_TIMEOUT_SECS", "10")
                 .env("RATE_LIMIT_PER_IP_PER_MIN", "100000")
+                .env("MAX_CONNECTIONS_PER_CLIENT", "4096")
                 .env("RATE_LIMIT_LOGIN_PER_MIN", "100000")
                 .env("RATE_LIMIT_PER_USER_PER_MIN", "100000")
                 .env("RUST_LOG", "warn")

@@ -154,6 +154,7 @@ impl ServeProcess {
             .env("EMAIL_INDEX_KEY", crate::helpers::TEST_EMAIL_INDEX_KEY)
             .env("ENVIRONMENT", "test")
             .env("RATE_LIMIT_PER_IP_PER_MIN", "100000")
+            .env("MAX_CONNECTIONS_PER_CLIENT", "4096")
             .env("RATE_LIMIT_LOGIN_PER_MIN", "100000")
             .env("RATE_LIMIT_PER_USER_PER_MIN", "100000")
             .env("RUST_LOG", "warn")

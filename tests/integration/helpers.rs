@@ -109,6 +109,8 @@ pub async fn spawn_app(t: &TestDb, overrides: &[(&str, &str)]) -> String {
         ("RATE_LIMIT_PER_IP_PER_MIN", "100000".into()),
         ("RATE_LIMIT_LOGIN_PER_MIN", "100000".into()),
         ("RATE_LIMIT_PER_USER_PER_MIN", "100000".into()),
+        // Load tests open many connections from 127.0.0.1; `edge.rs` tests the bound.
+        ("MAX_CONNECTIONS_PER_CLIENT", "4096".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

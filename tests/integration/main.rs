@@ -10,6 +10,7 @@ mod bank_faults;
 mod crashed_writer;
 mod cross_instance;
 mod deposits;
+mod edge;
 mod event_store;
 mod exact_money;
 mod faults_http;
