@@ -48,9 +48,12 @@ export DB_NAME="fuzz_$(date +%s)_$$"
 export ENVIRONMENT=test HOST=127.0.0.1 PORT="$port"
 export JWT_SECRET="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
 export CSRF_SECRET="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+export EMAIL_INDEX_KEY="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
 # The fuzzer sends thousands of requests from one address: rate limits would answer most of them
 # 429 (declared, so conformant, but nothing behind them would be exercised).
 export RATE_LIMIT_PER_IP_PER_MIN=1000000 RATE_LIMIT_LOGIN_PER_MIN=1000000 RATE_LIMIT_PER_USER_PER_MIN=1000000
+# Nor may the login throttle block the fuzzer's own logins after its wrong-password cases.
+export LOGIN_MAX_FAILURES=1000000 LOGIN_ACCOUNT_MAX_FAILURES=1000000
 export RUST_LOG="${RUST_LOG:-warn}"
 
 # request METHOD URL [JSON BODY] [BEARER TOKEN]: the answer's body on stdout; fails on any
