@@ -827,7 +827,13 @@ mod tests {
             Config::from_lookup(lookup(&pairs)).unwrap_err(),
             ConfigError::WeakSecret("DEPOSIT_WEBHOOK_SECRET")
         );
-        let bad = [BASE[0], BASE[1], BASE[2], ("DEPOSITS_MODE", "free")];
+        let bad = [
+            BASE[0],
+            BASE[1],
+            BASE[2],
+            BASE[3],
+            ("DEPOSITS_MODE", "free"),
+        ];
         assert!(matches!(
             Config::from_lookup(lookup(&bad)).unwrap_err(),
             ConfigError::Invalid {
@@ -889,6 +895,10 @@ mod tests {
                 "CSRF_SECRET",
                 "Qm7xK2pV9rT4wZ8nB3cH6jL1sD5fG0aYuE+/R-_~NiOkMvPyXqWtSzUhJgIdCbFe",
             ),
+            (
+                "EMAIL_INDEX_KEY",
+                "3b8e1f6a9c2d5047e8b1a4c7f0d3e6b9a2c5f8e1d4b7a0c3f6e9d2b5a8c1f4e7",
+            ),
             ("ENVIRONMENT", "production"),
         ];
         for (k, v) in extra {
@@ -938,6 +948,7 @@ mod tests {
             BASE[0],
             ("JWT_SECRET", BASE[1].1),
             ("CSRF_SECRET", BASE[1].1),
+            BASE[3],
         ];
         refused_naming(&pairs, "CSRF_SECRET");
     }
