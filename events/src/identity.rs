@@ -147,8 +147,10 @@ struct LoginSucceededV1 {
     user_agent: Option<String>,
 }
 
-/// A login attempt that was refused; `reason` is one of [`LoginFailed::COUNTED_REASONS`] or
-/// `account_locked` / `unknown_email`.
+/// A login attempt (or a step-up check) that was refused. `reason`: `invalid_password`,
+/// `invalid_totp`, `totp_missing`, `totp_reused`, `unknown_email`, `account_locked` (refused by
+/// the login throttle before any check), `step_up_failed`, `step_up_locked`. The throttle counts
+/// attempts in its own collection, not by reading these events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginFailed {
     pub user_id: Option<Uuid>,
@@ -170,16 +172,6 @@ struct LoginFailedV1 {
 
 fn legacy(text: Option<String>) -> Option<Personal> {
     text.map(Personal::Legacy)
-}
-
-impl LoginFailed {
-    /// Failures that count towards locking the account: a wrong secret was presented.
-    pub const COUNTED_REASONS: [&'static str; 3] =
-        ["invalid_password", "invalid_totp", "totp_missing"];
-
-    pub fn counts_towards_lockout(&self) -> bool {
-        Self::COUNTED_REASONS.contains(&self.reason.as_str())
-    }
 }
 
 /// Every event of the identity family: the `email-…`, `user-…` and `logins-…` streams. One

@@ -129,6 +129,7 @@ fn trust_proxy_headers_true_is_refused_naming_trusted_proxies() {
         ("MONGO_URL", "mongodb://127.0.0.1:27017/?replicaSet=rs0"),
         ("JWT_SECRET", crate::helpers::TEST_JWT_SECRET),
         ("CSRF_SECRET", crate::helpers::TEST_CSRF_SECRET),
+        ("EMAIL_INDEX_KEY", crate::helpers::TEST_EMAIL_INDEX_KEY),
         ("TRUST_PROXY_HEADERS", "true"),
     ];
     let err = cryptovault::config::Config::from_lookup(|name: &str| {
@@ -305,11 +306,12 @@ fn random_key() -> String {
 #[tokio::test]
 async fn operational_data_needs_the_ops_token_in_production() {
     let t = TestDb::new("edge_ops").await;
-    let (jwt, csrf, ops) = (random_key(), random_key(), random_key());
+    let (jwt, csrf, ops, index) = (random_key(), random_key(), random_key(), random_key());
     let production = [
         ("ENVIRONMENT", "production"),
         ("JWT_SECRET", jwt.as_str()),
         ("CSRF_SECRET", csrf.as_str()),
+        ("EMAIL_INDEX_KEY", index.as_str()),
     ];
     let mut with_token = production.to_vec();
     with_token.push(("OPS_TOKEN", ops.as_str()));
@@ -452,6 +454,10 @@ async fn shutdown_finishes_requests_closes_idle_connections_and_returns() {
         ("PORT", "0".into()),
         ("JWT_SECRET", crate::helpers::TEST_JWT_SECRET.into()),
         ("CSRF_SECRET", crate::helpers::TEST_CSRF_SECRET.into()),
+        (
+            "EMAIL_INDEX_KEY",
+            crate::helpers::TEST_EMAIL_INDEX_KEY.into(),
+        ),
         ("ENVIRONMENT", "test".into()),
     ]
     .into_iter()
