@@ -243,10 +243,13 @@ impl UserState {
     }
 
     /// Whether a session opened on the strength of this state may still be issued now that
-    /// the user is `later`: not if the password changed or 2FA was turned on in between (those
-    /// end every session, and one whose record was written after they did must end too).
+    /// the user is `later`: not if the user was erased, the password changed or 2FA was turned
+    /// on in between (those end every session, and one whose record was written after they did
+    /// must end too).
     pub fn session_outlived_by(&self, later: &UserState) -> Option<SessionVoided> {
-        if later.credential != self.credential {
+        if later.erased && !self.erased {
+            Some(SessionVoided::Erased)
+        } else if later.credential != self.credential {
             Some(SessionVoided::PasswordChanged)
         } else if later.totp_enabled && !self.totp_enabled {
             Some(SessionVoided::TwoFactorEnabled)
@@ -261,6 +264,8 @@ impl UserState {
 pub enum SessionVoided {
     PasswordChanged,
     TwoFactorEnabled,
+    /// The user's personal data was erased (`admin erase-user`).
+    Erased,
 }
 
 /// Why a decision on a user was refused; nothing is written. HTTP 409 `invalid_state`.
@@ -392,6 +397,12 @@ mod tests {
         assert_eq!(
             before.session_outlived_by(&changed),
             Some(SessionVoided::PasswordChanged)
+        );
+        let mut erased = later.clone();
+        erased.erased = true;
+        assert_eq!(
+            before.session_outlived_by(&erased),
+            Some(SessionVoided::Erased)
         );
         let mut two_factor = later.clone();
         two_factor.totp_enabled = true;

@@ -122,6 +122,8 @@ pub struct Identity {
 /// Addresses remembered before the owner cache starts afresh.
 const OWNER_CACHE_LIMIT: usize = 100_000;
 
+/// Events of a user stream read per page.
+const USER_PAGE: usize = 10_000;
 /// Retries of a user-stream update that lost an optimistic-concurrency race.
 const CONFLICT_RETRIES: usize = 8;
 
@@ -379,10 +381,19 @@ impl Identity {
 
     /// The current state of a user, folded from the user stream.
     pub async fn user(&self, user_id: Uuid) -> Result<UserState, IdentityError> {
-        let events = self
-            .store
-            .read_stream(&user_stream(user_id), 1, 10_000)
-            .await?;
+        // Every event, page by page: a decision on a state that missed the stream's tail
+        // (a revoked role, a changed password, an erasure) would be a decision on the past.
+        let stream = user_stream(user_id);
+        let mut events = Vec::new();
+        loop {
+            let from = events.len() as u64 + 1;
+            let page = self.store.read_stream(&stream, from, USER_PAGE).await?;
+            let full = page.len() == USER_PAGE;
+            events.extend(page);
+            if !full {
+                break;
+            }
+        }
         if events.is_empty() {
             return Err(IdentityError::UnknownUser);
         }
@@ -800,6 +811,7 @@ impl Identity {
                 SessionVoided::TwoFactorEnabled => {
                     (EndReason::TwoFactorEnabled, IdentityError::TotpRequired)
                 }
+                SessionVoided::Erased => (EndReason::Erased, IdentityError::InvalidCredentials),
             };
             self.sessions.end_session(session_id, reason).await?;
             return Err(refusal);
@@ -951,6 +963,11 @@ impl Identity {
         let own_key = match user_id {
             Some(id) => self.keys.get(&id.to_string()).await?,
             None => None,
+        };
+        // An erased user's attempts are not linked to their id again.
+        let user_id = match (user_id, &own_key) {
+            (Some(id), None) if self.keys.is_erased(&id.to_string()).await? => None,
+            _ => user_id,
         };
         let key = match own_key {
             Some(key) => key,

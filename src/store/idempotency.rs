@@ -9,11 +9,13 @@
 //! from the key, so even a crash between the append and the stored response cannot apply a
 //! command twice.
 //!
-//! **A finished record is kept for good.** The event ids a key derives are the key's forever,
-//! so forgetting the key would let a reuse run another command under it (a false 201). Only a
-//! *pending* record carries `expires_at` (TTL index), as a safety net for a run whose own
-//! clean-up never happened; `finish` removes it. Records written by earlier versions (which
-//! expired every record after 24 h) lose their expiry when the store opens.
+//! **A record of a success is kept for good.** The event ids a key derives are the key's
+//! forever, so forgetting the key would let a reuse run another command under it (a false
+//! 201). A *pending* record carries `expires_at` (TTL index, 24 h) as a safety net for a run
+//! whose own clean-up never happened, and so does a stored *refusal* (4xx): it wrote nothing,
+//! so after a day its key may serve another request, and refusals cannot pile up for ever.
+//! Successes written by earlier versions (which expired every record after 24 h) lose their
+//! expiry when the store opens.
 //!
 //! Faults must not leave a key stuck: each run of a keyed request owns its pending record by an
 //! `attempt` id. A run that fails on the server side removes its record (`abandon`), so the
@@ -67,7 +69,7 @@ impl IdempotencyKeys {
         // Earlier versions gave finished records an expiry too; a finished key is kept for good.
         keys.records
             .update_many(
-                doc! { "state": "done", "expires_at": { "$exists": true } },
+                doc! { "state": "done", "status": { "$lt": 400 }, "expires_at": { "$exists": true } },
                 doc! { "$unset": { "expires_at": "" } },
             )
             .await?;
@@ -153,13 +155,20 @@ impl IdempotencyKeys {
         status: u16,
         body: &str,
     ) -> Result<(), StoreError> {
+        // A success is kept for good (its events bear the key's ids); a refusal wrote nothing,
+        // so it keeps the pending record's expiry (24 h) and cannot pile up for ever.
+        let update = if status < 400 {
+            doc! {
+                "$set": { "state": "done", "status": i32::from(status), "body": body },
+                "$unset": { "expires_at": "" },
+            }
+        } else {
+            doc! { "$set": { "state": "done", "status": i32::from(status), "body": body } }
+        };
         self.records
             .update_one(
                 doc! { "_id": Self::id(user, key), "state": "pending", "attempt": attempt.to_string() },
-                doc! {
-                    "$set": { "state": "done", "status": i32::from(status), "body": body },
-                    "$unset": { "expires_at": "" },
-                },
+                update,
             )
             .await?;
         Ok(())

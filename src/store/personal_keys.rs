@@ -1,8 +1,10 @@
 //! `personal_keys`: the data key of each data subject (`_id` = key id: a user id, or
 //! `unknown-YYYY-MM` for login attempts on unknown addresses; `key`: 32 random bytes;
 //! `created_at`). Every personal field of an identity event is sealed under its subject's key
-//! (`crate::privacy`); deleting the document shreds them all. Kept out of the log on purpose:
-//! this collection is the one place that must be deletable.
+//! (`crate::privacy`); erasing the key shreds them all. Kept out of the log on purpose:
+//! this collection is the one place that must be deletable. An erased key leaves a tombstone
+//! (`erased_at`, no `key`), so a command that raced with the erasure never creates the key
+//! again: whatever it seals then is sealed under bytes nobody stored.
 
 use std::collections::HashMap;
 
@@ -85,9 +87,27 @@ impl PersonalKeys {
             .collect())
     }
 
-    /// Deletes the key `id` (shreds everything sealed under it); whether it existed.
+    /// Erases the key `id` (shreds everything sealed under it), leaving a tombstone; whether a
+    /// key existed.
     pub async fn erase(&self, id: &str) -> Result<bool, StoreError> {
-        let deleted = self.collection.delete_one(doc! { "_id": id }).await?;
-        Ok(deleted.deleted_count > 0)
+        let before = self
+            .collection
+            .find_one_and_update(
+                doc! { "_id": id },
+                doc! { "$unset": { "key": "" }, "$set": { "erased_at": BsonDateTime::now() } },
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::Before)
+            .await?;
+        Ok(before.is_some_and(|d| d.contains_key("key")))
+    }
+
+    /// Whether the key `id` was erased.
+    pub async fn is_erased(&self, id: &str) -> Result<bool, StoreError> {
+        let found = self
+            .collection
+            .find_one(doc! { "_id": id, "erased_at": { "$exists": true } })
+            .await?;
+        Ok(found.is_some())
     }
 }

@@ -488,3 +488,60 @@ async fn bad_input_gets_clear_errors_and_responses_carry_security_headers() {
     assert_eq!(events, 0);
     t.drop_database().await;
 }
+
+/// A user stream longer than one read page (10,000 events) is folded whole: the state a
+/// decision sees is the latest one, so a change appended after the first page takes effect.
+#[tokio::test]
+async fn a_user_stream_longer_than_a_page_is_folded_whole() {
+    let t = TestDb::new("auth_long_stream").await;
+    let base = spawn_app(&t, &[]).await;
+    let user = crate::helpers::signed_up(&base, "long@example.com").await;
+    let store = t.store().await;
+    let stream = format!("user-{}", user.id);
+    for chunk in 0..10 {
+        let events = (0..1000)
+            .map(|i| {
+                cryptovault_events::NewEvent::new(
+                    uuid::Uuid::now_v7(),
+                    "ProfileUpdated",
+                    1,
+                    chrono::Utc::now(),
+                    cryptovault_events::EventMetadata::default(),
+                    json!({ "name": format!("name {}", chunk * 1000 + i + 1) }),
+                )
+            })
+            .collect();
+        store
+            .append(cryptovault::store::AppendBatch::single(
+                stream.clone(),
+                cryptovault::store::ExpectedVersion::Any,
+                events,
+            ))
+            .await
+            .unwrap();
+    }
+    let me = |base: String, token: String| async move {
+        let response = Client::new()
+            .get(format!("{base}/api/auth/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json::<Value>().await.unwrap())
+    };
+    let (status, body) = me(base.clone(), user.token.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user"]["name"], "name 10000", "{body}");
+    // A command on the 10,002nd version appends after the whole stream.
+    let renamed = Client::new()
+        .put(format!("{base}/api/auth/profile"))
+        .bearer_auth(&user.token)
+        .json(&json!({ "name": "Last Name" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), StatusCode::OK);
+    let (_, body) = me(base.clone(), user.token.clone()).await;
+    assert_eq!(body["user"]["name"], "Last Name", "{body}");
+    t.drop_database().await;
+}

@@ -481,6 +481,9 @@ async fn a_reused_idempotency_key_after_the_retention_window_is_the_first_answer
     )
     .await;
     assert_eq!(withdrawal.0, StatusCode::CREATED, "{withdrawal:?}");
+    // A refusal wrote nothing: its record expires (refusals must not pile up for ever).
+    let refused = send("/api/wallet/deposits", "refused", deposit("0")).await;
+    assert_eq!(refused.0, StatusCode::UNPROCESSABLE_ENTITY, "{refused:?}");
     let written = events().await;
 
     // Time passes: whatever carries an expiry is past it, and MongoDB's TTL monitor (made to
@@ -532,5 +535,8 @@ async fn a_reused_idempotency_key_after_the_retention_window_is_the_first_answer
         "a key reused on another route: {elsewhere:?}"
     );
     assert_eq!(events().await, written, "a reused key wrote events");
+    // The refused request's key was forgotten with the window: it may serve a new request.
+    let reused = send("/api/wallet/deposits", "refused", deposit("4")).await;
+    assert_eq!(reused.0, StatusCode::CREATED, "{reused:?}");
     t.drop_database().await;
 }
