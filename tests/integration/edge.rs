@@ -501,3 +501,60 @@ async fn shutdown_finishes_requests_closes_idle_connections_and_returns() {
     );
     t.drop_database().await;
 }
+
+/// A client that pipelines requests and then stops reading their answers stalls the
+/// connection: the answers fill the socket buffers and no byte moves. After
+/// `HTTP_IDLE_TIMEOUT_SECS` the server closes it instead of holding it (and its slot) for good.
+#[tokio::test]
+async fn a_connection_whose_client_stops_reading_is_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const REQUESTS: usize = 400;
+    let t = crate::helpers::TestDb::new("edge_idle").await;
+    let base = crate::helpers::spawn_app(
+        &t,
+        &[
+            ("HTTP_HEADER_TIMEOUT_SECS", "1"),
+            ("REQUEST_TIMEOUT_SECS", "1"),
+            ("HTTP_IDLE_TIMEOUT_SECS", "2"),
+        ],
+    )
+    .await;
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    // 400 answers of the OpenAPI document (over 100 KB each) are far more than the buffers hold.
+    let request = format!("GET /api/openapi.json HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream
+        .write_all(request.repeat(REQUESTS).as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    // Now read what is there: the server has given up on the connection, so the answers end
+    // (EOF or reset) before all of them arrived.
+    let (mut answers, mut tail, mut closed) = (0usize, Vec::<u8>::new(), false);
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buffer))
+                .await;
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => {
+                tail.extend_from_slice(&buffer[..n]);
+                answers += tail.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+                let keep = tail.len().saturating_sub(11);
+                tail.drain(..keep);
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(
+        closed && answers < REQUESTS,
+        "the stalled connection was held: {answers} of {REQUESTS} answers, closed: {closed}"
+    );
+    t.drop_database().await;
+}
