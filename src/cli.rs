@@ -188,68 +188,92 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             export(request, output).await
         }
         Command::Admin(AdminCommand::Revoke { email, role }) => {
-            let config = Config::from_env()?;
-            let client = connect(&config.store).await?;
-            let store =
-                EventStore::open(&client, &config.store.db_name, StoreConfig::default()).await?;
-            let db = client.database(&config.store.db_name);
-            let identity = crate::startup::identity(&config, store, &db).await?;
-            let role = Role::parse(&role, "--role").map_err(|e| anyhow::anyhow!("{e}"))?;
-            let email = Email::parse(&email, "--email").map_err(|e| anyhow::anyhow!("{e}"))?;
-            let Some(user_id) = identity.user_id_by_email(&email).await? else {
-                anyhow::bail!("no user with email {}", email.as_str());
-            };
-            let meta = RequestMeta::default();
+            let (identity, user_id, role) = role_change(&email, &role).await?;
             let user = identity
-                .revoke_role(user_id, role, "cli", None, &meta)
+                .revoke_role(user_id, role, "cli", None, &RequestMeta::default())
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
-            println!("{} now has roles: {}", user.email, roles.join(", "));
+            print_roles(&user);
             Ok(0)
         }
         Command::Admin(AdminCommand::EraseUser { user, reason }) => {
             erase_user(&user, &reason).await
         }
         Command::Admin(AdminCommand::Grant { email, role }) => {
-            let config = Config::from_env()?;
-            let client = connect(&config.store).await?;
-            let store =
-                EventStore::open(&client, &config.store.db_name, StoreConfig::default()).await?;
-            let db = client.database(&config.store.db_name);
-            let identity = crate::startup::identity(&config, store, &db).await?;
-            let role = Role::parse(&role, "--role").map_err(|e| anyhow::anyhow!("{e}"))?;
-            let email = Email::parse(&email, "--email").map_err(|e| anyhow::anyhow!("{e}"))?;
-            let Some(user_id) = identity.user_id_by_email(&email).await? else {
-                anyhow::bail!("no user with email {}", email.as_str());
-            };
-            let meta = RequestMeta::default();
-            let user = identity.grant_role(user_id, role, "cli", &meta).await?;
-            let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
-            println!("{} now has roles: {}", user.email, roles.join(", "));
+            let (identity, user_id, role) = role_change(&email, &role).await?;
+            let user = identity
+                .grant_role(user_id, role, "cli", &RequestMeta::default())
+                .await?;
+            print_roles(&user);
             Ok(0)
         }
     }
+}
+
+/// What the `admin` commands work with: the database, its event store and the identity service.
+struct AdminContext {
+    client: crate::store::Client,
+    db: crate::store::Database,
+    store: EventStore,
+    identity: crate::identity::Identity,
+}
+
+async fn admin_context() -> anyhow::Result<AdminContext> {
+    let config = Config::from_env()?;
+    let client = connect(&config.store).await?;
+    let store = EventStore::open(&client, &config.store.db_name, StoreConfig::default()).await?;
+    let db = client.database(&config.store.db_name);
+    let identity = crate::startup::identity(&config, store.clone(), &db).await?;
+    Ok(AdminContext {
+        client,
+        db,
+        store,
+        identity,
+    })
+}
+
+/// The user with the address `raw` (`field` names the argument in errors).
+async fn user_by_email(
+    identity: &crate::identity::Identity,
+    raw: &str,
+    field: &'static str,
+) -> anyhow::Result<uuid::Uuid> {
+    let email = Email::parse(raw, field).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match identity.user_id_by_email(&email).await? {
+        Some(id) => Ok(id),
+        None => anyhow::bail!("no user with email {}", email.as_str()),
+    }
+}
+
+/// `admin grant` / `admin revoke`: the identity service, the user and the role.
+async fn role_change(
+    email: &str,
+    role: &str,
+) -> anyhow::Result<(crate::identity::Identity, uuid::Uuid, Role)> {
+    let identity = admin_context().await?.identity;
+    let role = Role::parse(role, "--role").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let user_id = user_by_email(&identity, email, "--email").await?;
+    Ok((identity, user_id, role))
+}
+
+fn print_roles(user: &crate::identity::domain::UserState) {
+    let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
+    println!("{} now has roles: {}", user.email, roles.join(", "));
 }
 
 /// `cryptovault admin erase-user`.
 async fn erase_user(user: &str, reason: &str) -> anyhow::Result<i32> {
     use crate::store::read_models::audit::AuditModel;
     use crate::store::read_models::replay::bring_up_to_date;
-    let config = Config::from_env()?;
-    let client = connect(&config.store).await?;
-    let store = EventStore::open(&client, &config.store.db_name, StoreConfig::default()).await?;
-    let db = client.database(&config.store.db_name);
-    let identity = crate::startup::identity(&config, store.clone(), &db).await?;
+    let AdminContext {
+        client,
+        db,
+        store,
+        identity,
+    } = admin_context().await?;
     let user_id = match uuid::Uuid::parse_str(user.trim()) {
         Ok(id) => id,
-        Err(_) => {
-            let email = Email::parse(user, "user").map_err(|e| anyhow::anyhow!("{e}"))?;
-            let Some(id) = identity.user_id_by_email(&email).await? else {
-                anyhow::bail!("no user with email {}", email.as_str());
-            };
-            id
-        }
+        Err(_) => user_by_email(&identity, user, "user").await?,
     };
     let before = identity
         .erase_user(user_id, "cli", reason, &RequestMeta::default())

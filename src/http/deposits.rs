@@ -28,7 +28,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::extract::{AuthUser, Meta};
 use super::idempotent::{idempotent, idempotent_with_key, IdempotencyKey};
-use super::json::{typed_body, RawBody};
+use super::json::{typed_body, ApiJson, RawBody};
 use super::views::{DepositCreated, DepositView, ErrorBody};
 use super::AppState;
 use crate::identity::domain::InvalidInput;
@@ -182,11 +182,9 @@ async fn admin_deposit(
     caller: AuthUser,
     Meta(meta): Meta,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Admin)?;
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::MalformedJson(format!("request body is not valid JSON: {e}")))?;
     let admin = caller.user_id();
     let run = async |ids| {
         let request = typed_body::<AdminDepositRequest>(&body)?;
