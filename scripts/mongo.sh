@@ -131,6 +131,7 @@ run_mongod() {
     --oplogSize "${CV_MONGO_OPLOG_MB:-1024}" \
     --setParameter transactionLifetimeLimitSeconds=10 \
     ${CV_MONGO_TEST_COMMANDS:+--setParameter enableTestCommands=1} \
+    ${CV_MONGO_TEST_COMMANDS:+--setParameter ttlMonitorSleepSecs=1} \
     --logpath "$3" --logappend --pidfilepath "$4" --fork "${@:6}" >/dev/null
 }
 

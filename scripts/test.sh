@@ -11,6 +11,7 @@
 # into multi-second requests; one at a time, timings stay far from every limit.
 # The test server runs with `enableTestCommands`: tests/integration/store_faults.rs injects
 # failures with the `failCommand` fail point, scoped to its own client's appName.
+# Its TTL monitor runs every second (`ttlMonitorSleepSecs=1`), so expiry tests finish in seconds.
 # When a test fails, the operations mongod logged as slow during the run are printed too.
 # With no arguments, the Schemathesis run of scripts/fuzz-api.sh follows a passing `cargo test`.
 # CV_MONGO_MEMBERS=3 runs the tests against a three-member replica set instead (ports 27121-27123
