@@ -68,7 +68,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub auth: AuthConfig,
     pub rate_limits: RateLimits,
-    /// `ASSETS` (default `USD:2,USDT:6,BTC:8,BNB:8,SOL:9,ETH:18`) and `MAX_AMOUNT` (default
+    /// `ASSETS` (default `USD:2,USDC:6,USDT:6,BTC:8,BNB:8,SOL:9,ETH:18`) and `MAX_AMOUNT` (default
     /// 1000000000): supported assets, their decimal places, the largest amount per command.
     pub assets: crate::ledger::amount::Assets,
     /// `READ_YOUR_WRITES_TIMEOUT_MS` (default 5000): longest wait for `?min_position=`.
@@ -381,7 +381,8 @@ pub fn assets_from_lookup(
         "MAX_AMOUNT",
         rust_decimal::Decimal::from(1_000_000_000u64),
     )?;
-    let spec = lookup("ASSETS").unwrap_or_else(|| "USD:2,USDT:6,BTC:8,BNB:8,SOL:9,ETH:18".into());
+    let spec =
+        lookup("ASSETS").unwrap_or_else(|| "USD:2,USDC:6,USDT:6,BTC:8,BNB:8,SOL:9,ETH:18".into());
     crate::ledger::amount::Assets::parse(&spec, rust_decimal::Decimal::ONE)
         .map_err(|reason| ConfigError::Invalid {
             var: "ASSETS",

@@ -2,7 +2,6 @@
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -68,9 +67,11 @@ where
     Fut: std::future::Future<Output = Result<(StatusCode, R), ApiError>>,
     R: serde::Serialize,
 {
+    // The answer is kept as JSON text, byte for byte: a body with exact number literals
+    // (the predecessor's adapters) must not pass through `serde_json::Value` and its `f64`s.
     let run = async |ids| {
         let (status, body) = run(ids).await?;
-        let body = serde_json::to_value(body).map_err(|e| ApiError::Internal(e.into()))?;
+        let body = serde_json::to_string(&body).map_err(|e| ApiError::Internal(e.into()))?;
         Ok::<_, ApiError>((status, body))
     };
     let Some(key) = key else {
@@ -88,8 +89,7 @@ where
         }
         Ok(Begin::Replay { status, body }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            let mut response = (status, Json(body)).into_response();
+            let mut response = json_text(status, body);
             response
                 .headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -105,7 +105,7 @@ where
             };
             let result = run(CommandIds::from_key(user, &key, &hash)).await;
             let stored = match &result {
-                Ok((status, body)) => Some((status.as_u16(), body.to_string())),
+                Ok((status, body)) => Some((status.as_u16(), body.clone())),
                 Err(error) if error.status().is_client_error() => {
                     // Keep the refusal too: the same request gets the same answer.
                     Some(answer_ref(error))
@@ -147,11 +147,21 @@ impl Drop for Pending<'_> {
     }
 }
 
-fn answer(result: Result<(StatusCode, Value), ApiError>) -> Response {
+fn answer(result: Result<(StatusCode, String), ApiError>) -> Response {
     match result {
-        Ok((status, body)) => (status, Json(body)).into_response(),
+        Ok((status, body)) => json_text(status, body),
         Err(error) => error.into_response(),
     }
+}
+
+/// A JSON answer from its text (already serialized, or stored).
+fn json_text(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// The status and JSON body an error answers with (for storing).

@@ -31,6 +31,8 @@ pub mod openapi;
 pub mod operations;
 /// Cursors, page sizes and date-time parameters of list endpoints.
 pub mod paging;
+/// The predecessor's web client: thin adapters over the native commands and queries.
+pub mod predecessor;
 /// Query strings with rejections in the shared error shape.
 pub mod query;
 /// Per-IP, per-user and login rate limits.
@@ -79,6 +81,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(transactions::router())
         .merge(audit::router())
         .merge(live::router())
+        .merge(predecessor::router())
         .merge(openapi::router())
 }
 

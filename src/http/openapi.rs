@@ -444,8 +444,16 @@ mod tests {
     fn no_route_is_registered_outside_the_openapi_router() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut files = vec![dir.join("startup.rs")];
-        for entry in std::fs::read_dir(dir.join("http")).expect("src/http") {
-            files.push(entry.expect("entry").path());
+        let mut dirs = vec![dir.join("http")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("a directory of src/http") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
         }
         for file in files {
             let text = std::fs::read_to_string(&file).expect("source file");

@@ -27,7 +27,7 @@ pub struct Assets {
 impl Default for Assets {
     fn default() -> Self {
         Self::parse(
-            "USD:2,USDT:6,BTC:8,BNB:8,SOL:9,ETH:18",
+            "USD:2,USDC:6,USDT:6,BTC:8,BNB:8,SOL:9,ETH:18",
             Decimal::from(1_000_000_000u64),
         )
         .expect("the default asset list is valid")
@@ -144,6 +144,12 @@ impl Assets {
         }
     }
 
+    /// A supported asset code in any letter case (`btc` is `BTC`): for the predecessor's
+    /// client, which sends currencies in lower case.
+    pub fn asset_any_case(&self, raw: &str, field: &'static str) -> Result<String, InvalidInput> {
+        self.asset(&raw.to_ascii_uppercase(), field)
+    }
+
     /// Parses an amount of `asset`: a JSON *string* of plain decimal digits (`"12.50"`), positive,
     /// with at most the asset's decimal places, not above the maximum. Rejects JSON numbers,
     /// exponent notation, signs, whitespace and everything else.
@@ -153,12 +159,64 @@ impl Assets {
         asset: &str,
         field: &'static str,
     ) -> Result<Decimal, InvalidInput> {
-        let invalid = |message: String| InvalidInput { field, message };
         let Value::String(text) = raw else {
-            return Err(invalid(
-                "must be a decimal string such as \"12.50\", not a JSON number".into(),
-            ));
+            return Err(InvalidInput {
+                field,
+                message: "must be a decimal string such as \"12.50\", not a JSON number".into(),
+            });
         };
+        self.amount_text(text, asset, field)
+    }
+
+    /// Parses an amount given as the literal JSON text of a value: a JSON *number* (`12.50`,
+    /// read from its digits, never through a binary float) or a JSON string as in
+    /// [`Self::amount`]. The rules are those of [`Self::amount_text`]; a number with an exponent
+    /// (`1e3`), a sign or a fraction without digits is refused, as are `null`, `true` and the rest.
+    pub fn amount_literal(
+        &self,
+        literal: &str,
+        asset: &str,
+        field: &'static str,
+    ) -> Result<Decimal, InvalidInput> {
+        let literal = literal.trim();
+        if literal.starts_with('"') {
+            let value: Value = serde_json::from_str(literal).map_err(|_| InvalidInput {
+                field,
+                message: "is not a valid JSON string".into(),
+            })?;
+            return self.amount(&value, asset, field);
+        }
+        let invalid = |message: &str| InvalidInput {
+            field,
+            message: message.into(),
+        };
+        if literal.starts_with('-') {
+            return Err(invalid("must be greater than zero"));
+        }
+        if literal.contains(['e', 'E'])
+            && literal.bytes().next().is_some_and(|b| b.is_ascii_digit())
+        {
+            return Err(invalid(
+                "must be written without an exponent (12.50, not 1.25e1)",
+            ));
+        }
+        if !literal.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
+            return Err(invalid(
+                "must be a number such as 12.50 or a decimal string such as \"12.50\"",
+            ));
+        }
+        self.amount_text(literal, asset, field)
+    }
+
+    /// Parses the text of an amount: plain decimal digits (`12.50`), positive, with at most the
+    /// asset's decimal places, not above the maximum.
+    pub fn amount_text(
+        &self,
+        text: &str,
+        asset: &str,
+        field: &'static str,
+    ) -> Result<Decimal, InvalidInput> {
+        let invalid = |message: String| InvalidInput { field, message };
         let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
         let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
         if whole.is_empty()
@@ -267,6 +325,51 @@ mod tests {
     }
 
     #[test]
+    fn number_literals_parse_from_their_digits_never_through_a_float() {
+        let assets = Assets::default();
+        let parse = |literal: &str, asset: &str| assets.amount_literal(literal, asset, "amount");
+        assert_eq!(parse("12.50", "USD").unwrap().to_string(), "12.50");
+        // 1 + 10⁻¹⁸ is 1.0 as an f64.
+        assert_eq!(
+            parse("1.000000000000000001", "ETH").unwrap().to_string(),
+            "1.000000000000000001"
+        );
+        assert_eq!(parse("0.1", "BTC").unwrap(), Decimal::new(1, 1));
+        assert_eq!(parse("\"7.25\"", "USD").unwrap(), Decimal::new(725, 2));
+        assert_eq!(parse("25", "USDC").unwrap(), Decimal::from(25));
+        for (literal, message) in [
+            ("1e3", "exponent"),
+            ("1.5E2", "exponent"),
+            ("-5", "greater than zero"),
+            ("0", "greater than zero"),
+            ("0.00", "greater than zero"),
+            ("0.001", "at most 2 decimal places"),
+            ("1000000000.01", "must not exceed"),
+            ("1000000001", "must not exceed"),
+            ("null", "must be a number"),
+            ("true", "must be a number"),
+            ("[1]", "must be a number"),
+            ("{}", "must be a number"),
+            ("\"1e3\"", "not a plain decimal"),
+        ] {
+            let err = parse(literal, "USD").unwrap_err();
+            assert_eq!(err.field, "amount", "{literal}");
+            assert!(err.message.contains(message), "{literal}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn currencies_of_the_predecessors_client_are_case_insensitive() {
+        let assets = Assets::default();
+        assert_eq!(assets.asset_any_case("usdc", "currency").unwrap(), "USDC");
+        assert_eq!(assets.asset_any_case("Btc", "currency").unwrap(), "BTC");
+        assert_eq!(
+            assets.asset_any_case("doge", "currency").unwrap_err().field,
+            "currency"
+        );
+    }
+
+    #[test]
     fn the_credit_cap_keeps_every_balance_within_the_representation() {
         let assets = Assets::default();
         assert_eq!(assets.credit_cap(), 170_141_183_460);
@@ -333,7 +436,18 @@ mod tests {
             let amount = Decimal::from_i128_with_scale(units as i128, places);
             prop_assume!(amount <= assets.max_amount);
             let text = assets.format(amount, asset);
+            prop_assert_eq!(assets.amount_literal(&text, asset, "amount").unwrap(), amount);
             prop_assert_eq!(assets.amount(&Value::String(text), asset, "amount").unwrap(), amount);
+        }
+
+        #[test]
+        fn any_literal_either_parses_within_the_rules_or_is_refused(raw in "[-+0-9.eE\"a-z ]{0,24}", asset in prop::sample::select(vec!["USD", "BTC", "ETH"])) {
+            let assets = Assets::default();
+            if let Ok(amount) = assets.amount_literal(&raw, asset, "amount") {
+                prop_assert!(amount > Decimal::ZERO);
+                prop_assert!(amount <= assets.max_amount);
+                prop_assert!(amount.scale() <= assets.precision(asset).unwrap());
+            }
         }
     }
 }
