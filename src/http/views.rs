@@ -41,6 +41,9 @@ pub struct UserView {
     pub roles: Vec<String>,
     pub two_factor_enabled: bool,
     pub created_at: DateTime<Utc>,
+    /// `created_at` again, under the predecessor's client's name ("Member since").
+    #[serde(rename = "createdAt")]
+    pub created_at_legacy: DateTime<Utc>,
 }
 
 impl From<&UserState> for UserView {
@@ -52,6 +55,7 @@ impl From<&UserState> for UserView {
             roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
             two_factor_enabled: user.totp_enabled,
             created_at: user.created_at,
+            created_at_legacy: user.created_at,
         }
     }
 }

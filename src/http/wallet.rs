@@ -20,14 +20,16 @@ use super::extract::{AuthUser, Meta};
 use super::idempotent::{idempotent, IdempotencyKey};
 use super::json::{typed_body, ApiJson};
 use super::paging::{number, parse_instant};
+use super::predecessor::wallet::LegacyWallet;
 use super::query::ApiQuery;
 use super::read_models::{balance_json, current_balance};
 use super::views::{BalanceRow, BalancesBody, DepositCreated, DepositView, ErrorBody};
 use super::{read_your_writes, AppState};
 use crate::config::DepositsMode;
 use crate::identity::domain::{Email, InvalidInput};
+use crate::identity::RequestMeta;
 use crate::ledger::amount::Assets;
-use crate::ledger::service::TransferRequest;
+use crate::ledger::service::{CommandIds, TransferRequest};
 use crate::store::read_models::EntriesBefore;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -72,16 +74,17 @@ pub struct WithdrawalRequest {
 }
 
 /// A withdrawal request in domain values.
-struct Withdrawal {
+pub struct Withdrawal {
     asset: String,
     amount: Decimal,
     address: String,
 }
 
-impl WithdrawalRequest {
-    fn parse(&self, assets: &Assets) -> Result<Withdrawal, InvalidInput> {
-        let (asset, amount) = asset_and_amount(assets, &self.asset, &self.amount)?;
-        let address = self.address.trim();
+impl Withdrawal {
+    /// A withdrawal of a parsed asset and amount to `address`: 1 to 128 printable ASCII
+    /// characters once surrounding spaces are trimmed.
+    pub fn new(asset: String, amount: Decimal, address: &str) -> Result<Self, InvalidInput> {
+        let address = address.trim();
         if address.is_empty()
             || address.len() > 128
             || !address.bytes().all(|b| b.is_ascii_graphic())
@@ -91,11 +94,18 @@ impl WithdrawalRequest {
                 message: "must be 1 to 128 printable ASCII characters".into(),
             });
         }
-        Ok(Withdrawal {
+        Ok(Self {
             asset,
             amount,
             address: address.to_owned(),
         })
+    }
+}
+
+impl WithdrawalRequest {
+    fn parse(&self, assets: &Assets) -> Result<Withdrawal, InvalidInput> {
+        let (asset, amount) = asset_and_amount(assets, &self.asset, &self.amount)?;
+        Withdrawal::new(asset, amount, &self.address)
     }
 }
 
@@ -116,21 +126,30 @@ pub struct TransferRequestBody {
 }
 
 /// A transfer request in domain values (the recipient still to be looked up).
-struct Transfer {
+pub struct Transfer {
     to_email: Email,
+    /// The request field that named the recipient (`to_email`, or the predecessor's
+    /// `recipient_email`): a recipient that does not exist is reported against it.
+    email_field: &'static str,
     asset: String,
     amount: Decimal,
     note: Option<String>,
 }
 
-impl TransferRequestBody {
-    fn parse(&self, assets: &Assets) -> Result<Transfer, InvalidInput> {
-        let to_email = Email::parse(&self.to_email, "to_email")?;
-        let (asset, amount) = asset_and_amount(assets, &self.asset, &self.amount)?;
-        let note = match &self.note {
+impl Transfer {
+    /// A transfer of a parsed asset and amount to the address in `email_field`, with an
+    /// optional note of at most 280 characters and no control characters.
+    pub fn new(
+        to_email: &str,
+        email_field: &'static str,
+        (asset, amount): (String, Decimal),
+        note: Option<&str>,
+    ) -> Result<Self, InvalidInput> {
+        let to_email = Email::parse(to_email, email_field)?;
+        let note = match note {
             None => None,
             Some(s) if s.chars().count() <= 280 && !s.chars().any(char::is_control) => {
-                Some(s.clone())
+                Some(s.to_owned())
             }
             Some(_) => {
                 return Err(InvalidInput {
@@ -139,12 +158,27 @@ impl TransferRequestBody {
                 })
             }
         };
-        Ok(Transfer {
+        Ok(Self {
             to_email,
+            email_field,
             asset,
             amount,
             note,
         })
+    }
+}
+
+impl TransferRequestBody {
+    fn parse(&self, assets: &Assets) -> Result<Transfer, InvalidInput> {
+        // The recipient first, as before: a request wrong in both reports the address.
+        Email::parse(&self.to_email, "to_email")?;
+        let asset_amount = asset_and_amount(assets, &self.asset, &self.amount)?;
+        Transfer::new(
+            &self.to_email,
+            "to_email",
+            asset_amount,
+            self.note.as_deref(),
+        )
     }
 }
 
@@ -216,34 +250,13 @@ async fn deposit(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Response {
-    if state.config.deposits.mode == DepositsMode::Provider {
-        return ApiError::Forbidden(
-            "self-service deposits are off (DEPOSITS_MODE=provider): money is credited by the \
-             payment provider or an admin"
-                .into(),
-        )
-        .into_response();
+    if let Err(refused) = self_service_deposits(&state) {
+        return refused.into_response();
     }
     let run = async |ids| {
-        let assets = &state.ledger.assets;
-        let (asset, amount) = typed_body::<DepositRequest>(&body)?.parse(assets)?;
-        let applied = state
-            .ledger
-            .deposit(user.user_id(), &asset, amount, ids, &meta)
-            .await?;
-        let deposit = DepositView {
-            id: applied.event.deposit_id,
-            amount: assets.format(amount, &asset),
-            asset,
-            status: "completed".into(),
-        };
-        Ok((
-            StatusCode::CREATED,
-            DepositCreated {
-                deposit,
-                position: applied.position,
-            },
-        ))
+        let (asset, amount) = typed_body::<DepositRequest>(&body)?.parse(&state.ledger.assets)?;
+        let created = run_deposit(&state, user.user_id(), asset, amount, ids, &meta).await?;
+        Ok((StatusCode::CREATED, created))
     };
     idempotent(
         &state,
@@ -279,31 +292,9 @@ async fn withdraw(
     ApiJson(body): ApiJson<Value>,
 ) -> Response {
     let run = async |ids| {
-        let assets = &state.ledger.assets;
-        let request = typed_body::<WithdrawalRequest>(&body)?.parse(assets)?;
-        let Withdrawal {
-            asset,
-            amount,
-            address,
-        } = request;
-        let applied = state
-            .ledger
-            .request_withdrawal(user.user_id(), &asset, amount, &address, ids, &meta)
-            .await?;
-        let withdrawal = WithdrawalView {
-            id: applied.event.withdrawal_id,
-            amount: assets.format(amount, &asset),
-            asset,
-            address,
-            status: "pending".into(),
-        };
-        Ok((
-            StatusCode::CREATED,
-            WithdrawalCreated {
-                withdrawal,
-                position: applied.position,
-            },
-        ))
+        let request = typed_body::<WithdrawalRequest>(&body)?.parse(&state.ledger.assets)?;
+        let created = run_withdrawal(&state, user.user_id(), request, ids, &meta).await?;
+        Ok((StatusCode::CREATED, created))
     };
     idempotent(
         &state,
@@ -338,43 +329,9 @@ async fn transfer(
     ApiJson(body): ApiJson<Value>,
 ) -> Response {
     let run = async |ids| {
-        let assets = &state.ledger.assets;
-        let Transfer {
-            to_email,
-            asset,
-            amount,
-            note,
-        } = typed_body::<TransferRequestBody>(&body)?.parse(assets)?;
-        let recipient = state
-            .identity
-            .user_id_by_email(&to_email)
-            .await?
-            .ok_or_else(|| InvalidInput {
-                field: "to_email",
-                message: "no user has this email address".into(),
-            })?;
-        let request = TransferRequest {
-            from: user.user_id(),
-            to: recipient,
-            asset: asset.clone(),
-            amount,
-            note,
-        };
-        let applied = state.ledger.transfer(&request, ids, &meta).await?;
-        let transfer = TransferView {
-            id: applied.event.transfer_id,
-            amount: assets.format(amount, &asset),
-            asset,
-            to_email: to_email.as_str().to_owned(),
-            status: "completed".into(),
-        };
-        Ok((
-            StatusCode::CREATED,
-            TransferCreated {
-                transfer,
-                position: applied.position,
-            },
-        ))
+        let request = typed_body::<TransferRequestBody>(&body)?.parse(&state.ledger.assets)?;
+        let created = run_transfer(&state, user.user_id(), request, ids, &meta).await?;
+        Ok((StatusCode::CREATED, created))
     };
     idempotent(
         &state,
@@ -385,6 +342,122 @@ async fn transfer(
         run,
     )
     .await
+}
+
+/// Refuses self-service deposits when they are off (`DEPOSITS_MODE=provider`): 403.
+pub fn self_service_deposits(state: &AppState) -> Result<(), ApiError> {
+    if state.config.deposits.mode == DepositsMode::Provider {
+        return Err(ApiError::Forbidden(
+            "self-service deposits are off (DEPOSITS_MODE=provider): money is credited by the \
+             payment provider or an admin"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+// The commands of the wallet in domain values, shared by the native handlers and the
+// predecessor's adapters (`super::predecessor`): one implementation of each rule.
+
+/// Credits `user` with `amount` of `asset` (self-service; the caller checked
+/// [`self_service_deposits`]).
+pub async fn run_deposit(
+    state: &AppState,
+    user: Uuid,
+    asset: String,
+    amount: Decimal,
+    ids: CommandIds,
+    meta: &RequestMeta,
+) -> Result<DepositCreated, ApiError> {
+    let applied = state
+        .ledger
+        .deposit(user, &asset, amount, ids, meta)
+        .await?;
+    let deposit = DepositView {
+        id: applied.event.deposit_id,
+        amount: state.ledger.assets.format(amount, &asset),
+        asset,
+        status: "completed".into(),
+    };
+    Ok(DepositCreated {
+        deposit,
+        position: applied.position,
+    })
+}
+
+/// Holds `request.amount` of `user`'s available funds for a withdrawal (status `pending`).
+pub async fn run_withdrawal(
+    state: &AppState,
+    user: Uuid,
+    request: Withdrawal,
+    ids: CommandIds,
+    meta: &RequestMeta,
+) -> Result<WithdrawalCreated, ApiError> {
+    let Withdrawal {
+        asset,
+        amount,
+        address,
+    } = request;
+    let applied = state
+        .ledger
+        .request_withdrawal(user, &asset, amount, &address, ids, meta)
+        .await?;
+    let withdrawal = WithdrawalView {
+        id: applied.event.withdrawal_id,
+        amount: state.ledger.assets.format(amount, &asset),
+        asset,
+        address,
+        status: "pending".into(),
+    };
+    Ok(WithdrawalCreated {
+        withdrawal,
+        position: applied.position,
+    })
+}
+
+/// Moves `request.amount` from `from`'s available funds to the user with `request.to_email`
+/// (422 against the request's email field when no user has it).
+pub async fn run_transfer(
+    state: &AppState,
+    from: Uuid,
+    request: Transfer,
+    ids: CommandIds,
+    meta: &RequestMeta,
+) -> Result<TransferCreated, ApiError> {
+    let Transfer {
+        to_email,
+        email_field,
+        asset,
+        amount,
+        note,
+    } = request;
+    let recipient = state
+        .identity
+        .user_id_by_email(&to_email)
+        .await?
+        .ok_or_else(|| InvalidInput {
+            field: email_field,
+            message: "no user has this email address".into(),
+        })?;
+    let request = TransferRequest {
+        from,
+        to: recipient,
+        asset: asset.clone(),
+        amount,
+        note,
+    };
+    let applied = state.ledger.transfer(&request, ids, meta).await?;
+    let transfer = TransferView {
+        id: applied.event.transfer_id,
+        amount: state.ledger.assets.format(amount, &asset),
+        asset,
+        to_email: to_email.as_str().to_owned(),
+        status: "completed".into(),
+    };
+    Ok(TransferCreated {
+        transfer,
+        position: applied.position,
+    })
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -407,25 +480,36 @@ pub struct BalanceQuery {
     tag = "wallet",
     security(("bearer" = [])),
     params(BalanceQuery),
-    responses((status = 200, description = "Balances; `as_of` present only when asked for.", body = BalancesBody))
+    responses((status = 200, description = "Balances; `as_of` present only when asked for.", body = BalanceAnswer))
 )]
 async fn balance(
     State(state): State<AppState>,
     user: AuthUser,
     ApiQuery(query): ApiQuery<BalanceQuery>,
-) -> Result<Json<BalancesBody>, ApiError> {
+) -> Result<Json<BalanceAnswer>, ApiError> {
     let min_position = number(query.min_position.as_deref(), "min_position")?;
-    match query.as_of.as_deref() {
+    let native = match query.as_of.as_deref() {
         Some(raw) => {
             let as_of = parse_instant(raw, "as_of")?;
             read_your_writes(&state, &state.transactions, min_position).await?;
-            Ok(Json(balance_as_of(&state, user.user_id(), as_of).await?))
+            balance_as_of(&state, user.user_id(), as_of).await?
         }
         None => {
             read_your_writes(&state, &state.balances, min_position).await?;
-            Ok(Json(current_balance(&state, user.user_id()).await?))
+            current_balance(&state, user.user_id()).await?
         }
-    }
+    };
+    let wallet = LegacyWallet::of(&native)?;
+    Ok(Json(BalanceAnswer { native, wallet }))
+}
+
+/// `GET /api/wallet/balance`: the native balances plus, for the predecessor's client, the same
+/// available amounts as a map of exact numbers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceAnswer {
+    #[serde(flatten)]
+    native: BalancesBody,
+    wallet: LegacyWallet,
 }
 
 /// Balances at `as_of`: the exact sum of the user's ledger entries (derived from the event

@@ -17,8 +17,8 @@ pub mod number;
 /// `GET /api/wallet/transfers`.
 mod transfers;
 /// `POST /api/wallet/deposit/create`, `POST /api/wallet/withdraw`, `POST /api/wallet/transfer`,
-/// `GET /api/portfolio`.
-mod wallet;
+/// `GET /api/portfolio`, and the `wallet` key of `GET /api/wallet/balance`.
+pub mod wallet;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -26,6 +26,20 @@ use super::AppState;
 
 /// The OpenAPI tag of these routes.
 pub const TAG: &str = "predecessor";
+
+/// An asset's name for people (`Bitcoin`), or its code when it has no well-known name.
+pub fn asset_name(asset: &str) -> &str {
+    match asset {
+        "BTC" => "Bitcoin",
+        "ETH" => "Ethereum",
+        "USDT" => "Tether",
+        "USDC" => "USD Coin",
+        "BNB" => "BNB",
+        "SOL" => "Solana",
+        "USD" => "US Dollar",
+        other => other,
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

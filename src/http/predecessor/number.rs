@@ -47,6 +47,37 @@ impl utoipa::PartialSchema for JsonNumber {
 
 impl utoipa::ToSchema for JsonNumber {}
 
+/// A decimal already written exactly in plain notation (`12.50`, or a balance of up to 39
+/// digits that no `Decimal` holds), serialized as a JSON number literal with those digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonNumberText(String);
+
+impl JsonNumberText {
+    /// `text` if it is a plain decimal (`-?digits(.digits)?`), as written by
+    /// [`crate::ledger::amount::Assets::format_units`] and `format`.
+    pub fn new(text: String) -> Option<Self> {
+        let digits = text.strip_prefix('-').unwrap_or(&text);
+        let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
+        let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        (plain(whole) && plain(fraction)).then_some(Self(text))
+    }
+}
+
+impl Serialize for JsonNumberText {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw = RawValue::from_string(self.0.clone()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+impl utoipa::PartialSchema for JsonNumberText {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        JsonNumber::schema()
+    }
+}
+
+impl utoipa::ToSchema for JsonNumberText {}
+
 /// A JSON body deserialized from its bytes (so [`Literal`] fields keep their text), with the
 /// rejections of [`crate::http::json::ApiJson`]: no JSON content type or unparseable JSON is
 /// 400 `malformed_json`, the wrong shape 422 `validation_error` naming the field, too large 413.
@@ -126,6 +157,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(text, r#"{"amount":1.000000000000000001,"value":-12.50}"#);
+        // A balance beyond a Decimal's 28 digits keeps every digit too.
+        let big = "170141183460.469231731687303715".to_owned();
+        let text = serde_json::to_string(&JsonNumberText::new(big.clone()).unwrap()).unwrap();
+        assert_eq!(text, big);
+        for bad in ["", "-", "1.", ".5", "1e5", "+1", "1,5", "NaN"] {
+            assert!(JsonNumberText::new(bad.into()).is_none(), "{bad}");
+        }
     }
 
     #[test]
