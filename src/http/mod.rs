@@ -9,6 +9,8 @@ pub mod audit;
 pub mod auth;
 /// Client IP and user agent.
 pub mod client;
+/// The wallet's commands in domain values, shared by the native and the predecessor's routes.
+pub mod commands;
 /// Session cookies.
 pub mod cookies;
 /// The one `Authorization` parser (Bearer, RFC 9110 §11.4).

@@ -165,3 +165,39 @@ pub struct DepositCreated {
     /// The log position of the event: pass as `min_position` to read your write.
     pub position: u64,
 }
+
+/// A withdrawal request as answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WithdrawalView {
+    pub id: Uuid,
+    pub asset: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", example = "0.00150000")]
+    pub amount: String,
+    pub address: String,
+    /// `pending`.
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WithdrawalCreated {
+    pub withdrawal: WithdrawalView,
+    pub position: u64,
+}
+
+/// A transfer as answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransferView {
+    pub id: Uuid,
+    pub asset: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", example = "25.000000")]
+    pub amount: String,
+    pub to_email: String,
+    /// `completed`.
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransferCreated {
+    pub transfer: TransferView,
+    pub position: u64,
+}

@@ -13,8 +13,10 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
+use super::commands::{
+    run_deposit, run_transfer, run_withdrawal, self_service_deposits, Transfer, Withdrawal,
+};
 use super::error::ApiError;
 use super::extract::{AuthUser, Meta};
 use super::idempotent::{idempotent, IdempotencyKey};
@@ -23,13 +25,12 @@ use super::paging::{number, parse_instant};
 use super::predecessor::wallet::LegacyWallet;
 use super::query::ApiQuery;
 use super::read_models::{balance_json, current_balance};
-use super::views::{BalanceRow, BalancesBody, DepositCreated, DepositView, ErrorBody};
+use super::views::{
+    BalanceRow, BalancesBody, DepositCreated, ErrorBody, TransferCreated, WithdrawalCreated,
+};
 use super::{read_your_writes, AppState};
-use crate::config::DepositsMode;
 use crate::identity::domain::{Email, InvalidInput};
-use crate::identity::RequestMeta;
 use crate::ledger::amount::Assets;
-use crate::ledger::service::{CommandIds, TransferRequest};
 use crate::store::read_models::EntriesBefore;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -73,35 +74,6 @@ pub struct WithdrawalRequest {
     address: String,
 }
 
-/// A withdrawal request in domain values.
-pub struct Withdrawal {
-    asset: String,
-    amount: Decimal,
-    address: String,
-}
-
-impl Withdrawal {
-    /// A withdrawal of a parsed asset and amount to `address`: 1 to 128 printable ASCII
-    /// characters once surrounding spaces are trimmed.
-    pub fn new(asset: String, amount: Decimal, address: &str) -> Result<Self, InvalidInput> {
-        let address = address.trim();
-        if address.is_empty()
-            || address.len() > 128
-            || !address.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(InvalidInput {
-                field: "address",
-                message: "must be 1 to 128 printable ASCII characters".into(),
-            });
-        }
-        Ok(Self {
-            asset,
-            amount,
-            address: address.to_owned(),
-        })
-    }
-}
-
 impl WithdrawalRequest {
     fn parse(&self, assets: &Assets) -> Result<Withdrawal, InvalidInput> {
         let (asset, amount) = asset_and_amount(assets, &self.asset, &self.amount)?;
@@ -123,49 +95,6 @@ pub struct TransferRequestBody {
     /// At most 280 characters, no control characters.
     #[serde(default)]
     note: Option<String>,
-}
-
-/// A transfer request in domain values (the recipient still to be looked up).
-pub struct Transfer {
-    to_email: Email,
-    /// The request field that named the recipient (`to_email`, or the predecessor's
-    /// `recipient_email`): a recipient that does not exist is reported against it.
-    email_field: &'static str,
-    asset: String,
-    amount: Decimal,
-    note: Option<String>,
-}
-
-impl Transfer {
-    /// A transfer of a parsed asset and amount to the address in `email_field`, with an
-    /// optional note of at most 280 characters and no control characters.
-    pub fn new(
-        to_email: &str,
-        email_field: &'static str,
-        (asset, amount): (String, Decimal),
-        note: Option<&str>,
-    ) -> Result<Self, InvalidInput> {
-        let to_email = Email::parse(to_email, email_field)?;
-        let note = match note {
-            None => None,
-            Some(s) if s.chars().count() <= 280 && !s.chars().any(char::is_control) => {
-                Some(s.to_owned())
-            }
-            Some(_) => {
-                return Err(InvalidInput {
-                    field: "note",
-                    message: "must be a string of at most 280 characters".into(),
-                })
-            }
-        };
-        Ok(Self {
-            to_email,
-            email_field,
-            asset,
-            amount,
-            note,
-        })
-    }
 }
 
 impl TransferRequestBody {
@@ -191,42 +120,6 @@ fn asset_and_amount(
     let asset = assets.asset(asset, "asset")?;
     let amount = assets.amount(amount, &asset, "amount")?;
     Ok((asset, amount))
-}
-
-/// A withdrawal request as answered.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct WithdrawalView {
-    pub id: Uuid,
-    pub asset: String,
-    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", example = "0.00150000")]
-    pub amount: String,
-    pub address: String,
-    /// `pending`.
-    pub status: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct WithdrawalCreated {
-    pub withdrawal: WithdrawalView,
-    pub position: u64,
-}
-
-/// A transfer as answered.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TransferView {
-    pub id: Uuid,
-    pub asset: String,
-    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", example = "25.000000")]
-    pub amount: String,
-    pub to_email: String,
-    /// `completed`.
-    pub status: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TransferCreated {
-    pub transfer: TransferView,
-    pub position: u64,
 }
 
 /// Credits the caller (self-service: development and demos; 403 with `DEPOSITS_MODE=provider`).
@@ -342,122 +235,6 @@ async fn transfer(
         run,
     )
     .await
-}
-
-/// Refuses self-service deposits when they are off (`DEPOSITS_MODE=provider`): 403.
-pub fn self_service_deposits(state: &AppState) -> Result<(), ApiError> {
-    if state.config.deposits.mode == DepositsMode::Provider {
-        return Err(ApiError::Forbidden(
-            "self-service deposits are off (DEPOSITS_MODE=provider): money is credited by the \
-             payment provider or an admin"
-                .into(),
-        ));
-    }
-    Ok(())
-}
-
-// The commands of the wallet in domain values, shared by the native handlers and the
-// predecessor's adapters (`super::predecessor`): one implementation of each rule.
-
-/// Credits `user` with `amount` of `asset` (self-service; the caller checked
-/// [`self_service_deposits`]).
-pub async fn run_deposit(
-    state: &AppState,
-    user: Uuid,
-    asset: String,
-    amount: Decimal,
-    ids: CommandIds,
-    meta: &RequestMeta,
-) -> Result<DepositCreated, ApiError> {
-    let applied = state
-        .ledger
-        .deposit(user, &asset, amount, ids, meta)
-        .await?;
-    let deposit = DepositView {
-        id: applied.event.deposit_id,
-        amount: state.ledger.assets.format(amount, &asset),
-        asset,
-        status: "completed".into(),
-    };
-    Ok(DepositCreated {
-        deposit,
-        position: applied.position,
-    })
-}
-
-/// Holds `request.amount` of `user`'s available funds for a withdrawal (status `pending`).
-pub async fn run_withdrawal(
-    state: &AppState,
-    user: Uuid,
-    request: Withdrawal,
-    ids: CommandIds,
-    meta: &RequestMeta,
-) -> Result<WithdrawalCreated, ApiError> {
-    let Withdrawal {
-        asset,
-        amount,
-        address,
-    } = request;
-    let applied = state
-        .ledger
-        .request_withdrawal(user, &asset, amount, &address, ids, meta)
-        .await?;
-    let withdrawal = WithdrawalView {
-        id: applied.event.withdrawal_id,
-        amount: state.ledger.assets.format(amount, &asset),
-        asset,
-        address,
-        status: "pending".into(),
-    };
-    Ok(WithdrawalCreated {
-        withdrawal,
-        position: applied.position,
-    })
-}
-
-/// Moves `request.amount` from `from`'s available funds to the user with `request.to_email`
-/// (422 against the request's email field when no user has it).
-pub async fn run_transfer(
-    state: &AppState,
-    from: Uuid,
-    request: Transfer,
-    ids: CommandIds,
-    meta: &RequestMeta,
-) -> Result<TransferCreated, ApiError> {
-    let Transfer {
-        to_email,
-        email_field,
-        asset,
-        amount,
-        note,
-    } = request;
-    let recipient = state
-        .identity
-        .user_id_by_email(&to_email)
-        .await?
-        .ok_or_else(|| InvalidInput {
-            field: email_field,
-            message: "no user has this email address".into(),
-        })?;
-    let request = TransferRequest {
-        from,
-        to: recipient,
-        asset: asset.clone(),
-        amount,
-        note,
-    };
-    let applied = state.ledger.transfer(&request, ids, meta).await?;
-    let transfer = TransferView {
-        id: applied.event.transfer_id,
-        amount: state.ledger.assets.format(amount, &asset),
-        asset,
-        to_email: to_email.as_str().to_owned(),
-        status: "completed".into(),
-    };
-    Ok(TransferCreated {
-        transfer,
-        position: applied.position,
-    })
 }
 
 #[derive(Deserialize, IntoParams)]

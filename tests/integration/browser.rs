@@ -60,7 +60,6 @@ impl Browser {
     }
 
     /// How many times the refresh interceptor ran.
-    #[allow(dead_code)] // TODO(e2e) used by the session test
     pub fn refreshes(&self) -> usize {
         self.refreshes.load(Ordering::SeqCst)
     }

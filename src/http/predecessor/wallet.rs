@@ -23,14 +23,14 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::number::{JsonNumber, JsonNumberText, Literal, LiteralJson};
+use crate::http::commands::{
+    run_deposit, run_transfer, run_withdrawal, self_service_deposits, Transfer, Withdrawal,
+};
 use crate::http::error::ApiError;
 use crate::http::extract::{AuthUser, Meta};
 use crate::http::idempotent::{idempotent, IdempotencyKey};
 use crate::http::read_models::current_balance;
 use crate::http::views::{BalancesBody, ErrorBody};
-use crate::http::wallet::{
-    run_deposit, run_transfer, run_withdrawal, self_service_deposits, Transfer, Withdrawal,
-};
 use crate::http::AppState;
 use crate::identity::domain::InvalidInput;
 use crate::ledger::amount::Assets;
