@@ -423,8 +423,8 @@ mod tests {
                 }
             }
         }
-        // 38 operations of the service, the document, the docs page and its files.
-        assert_eq!(operations, 41, "{:#?}", paths.keys().collect::<Vec<_>>());
+        // 39 operations of the service, the document, the docs page and its files.
+        assert_eq!(operations, 42, "{:#?}", paths.keys().collect::<Vec<_>>());
         let schemes = document["components"]["securitySchemes"]
             .as_object()
             .expect("security schemes");

@@ -306,6 +306,20 @@ mod tests {
             .map(|v| v.as_str().unwrap())
             .collect();
         assert_eq!(values.join(", "), TYPE_VALUES);
+        let transfers = &document["paths"]["/api/wallet/transfers"];
+        assert!(transfers["post"].is_object(), "the native transfer stays");
+        let get = &transfers["get"];
+        assert_eq!(get["tags"][0], "predecessor");
+        assert!(parameter(get, "skip").is_object() && parameter(get, "limit").is_object());
+        let transfer = &schemas["OldTransfer"];
+        assert_eq!(
+            transfer["required"].as_array().unwrap().len(),
+            8,
+            "{transfer}"
+        );
+        assert!(transfer["properties"]["note"]["type"]
+            .as_array()
+            .is_some_and(|t| t.contains(&"null".into())));
     }
 
     #[test]
