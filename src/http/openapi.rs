@@ -423,8 +423,8 @@ mod tests {
                 }
             }
         }
-        // 38 operations of the service, the document, the docs page and its files.
-        assert_eq!(operations, 45, "{:#?}", paths.keys().collect::<Vec<_>>());
+        // 43 operations of the service, the document, the docs page and its files.
+        assert_eq!(operations, 46, "{:#?}", paths.keys().collect::<Vec<_>>());
         let schemes = document["components"]["securitySchemes"]
             .as_object()
             .expect("security schemes");

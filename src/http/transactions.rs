@@ -1,4 +1,5 @@
-//! `/api/transactions`: the signed-in user's transaction history (cursor pages, filters), one
+//! `/api/transactions`: the signed-in user's transaction history (cursor pages, filters; and
+//! offset pages with `skip` for the predecessor's client, `http/predecessor/history.rs`), one
 //! transaction, statements; and `GET /api/wallet/deposits` (the history filtered to deposits).
 
 use axum::body::Body;
@@ -17,9 +18,10 @@ use super::error::ApiError;
 use super::extract::AuthUser;
 use super::json::ApiJson;
 use super::paging::{cursor_key, encode_cursor, number, page_size, period};
+use super::predecessor::history::{self as old, HistoryPage};
 use super::query::ApiQuery;
 use super::read_models::{item, transaction};
-use super::views::{ErrorBody, TransactionBody, TransactionItem, TransactionPage};
+use super::views::{ErrorBody, TransactionBody, TransactionPage};
 use super::{read_your_writes, AppState};
 use crate::identity::domain::InvalidInput;
 use crate::statement::{Format, StatementRequest};
@@ -39,8 +41,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// `deposit`, `withdrawal`, `transfer_in` or `transfer_out` (ignored where the route fixes
-    /// the type).
+    /// Ignored: the route fixes the type.
     #[serde(rename = "type")]
     #[param(rename = "type", inline, value_type = Option<TransactionType>)]
     kind: Option<String>,
@@ -73,22 +74,94 @@ pub enum TransactionType {
     TransferOut,
 }
 
-/// One page of `user`'s history, newest first, filtered by `query` (and `kind` if forced).
+/// Query of `GET /api/transactions`: [`ListQuery`]'s parameters, the old client's `type`
+/// values, and `skip`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// A native row type, or one of the predecessor client's: `withdraw` (= `withdrawal`),
+    /// `transfer` (= `transfer_in` or `transfer_out`), `buy` and `sell` (no trading here: an
+    /// empty page, `total` 0).
+    #[serde(rename = "type")]
+    #[param(rename = "type", inline, value_type = Option<HistoryType>)]
+    kind: Option<String>,
+    /// A configured asset.
+    asset: Option<String>,
+    /// Created at or after this instant (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
+    from: Option<String>,
+    /// Created before this instant (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
+    to: Option<String>,
+    /// The `next_cursor` of the previous page. Not with `skip`.
+    cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 200)]
+    limit: Option<String>,
+    /// Wait until the read model has applied this position.
+    #[param(value_type = Option<u64>)]
+    min_position: Option<String>,
+    /// An offset page (the predecessor's client): rows `skip` to `skip + limit` of the
+    /// filtered history, newest first, 0 to 100000; the answer adds `transactions` and
+    /// `total`. Not with `cursor`. Offsets count from the newest row when asked: a row
+    /// created between two offset pages shifts the later one (cursor pages never do).
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 100000)]
+    skip: Option<String>,
+}
+
+impl From<ListQuery> for HistoryQuery {
+    fn from(query: ListQuery) -> Self {
+        Self {
+            kind: query.kind,
+            asset: query.asset,
+            from: query.from,
+            to: query.to,
+            cursor: query.cursor,
+            limit: query.limit,
+            min_position: query.min_position,
+            skip: None,
+        }
+    }
+}
+
+/// The `type` values of `GET /api/transactions`.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // Only describes the parameter.
+pub enum HistoryType {
+    Deposit,
+    Withdrawal,
+    TransferIn,
+    TransferOut,
+    Withdraw,
+    Transfer,
+    Buy,
+    Sell,
+}
+
+/// One page of `user`'s history, newest first, filtered by `query` (and `kind` if forced):
+/// a cursor page, or with `skip` an offset page with the predecessor client's keys.
 pub async fn page(
     state: &AppState,
     user: &AuthUser,
-    query: ListQuery,
+    query: HistoryQuery,
     forced_kind: Option<TransactionKind>,
-) -> Result<Json<TransactionPage>, ApiError> {
+) -> Result<HistoryPage, ApiError> {
     let limit = page_size(query.limit.as_deref(), 50, 200)?;
     let min_position = number(query.min_position.as_deref(), "min_position")?;
-    let kind = match (forced_kind, query.kind.as_deref()) {
-        (Some(kind), _) => Some(kind),
+    let skip = old::skip(query.skip.as_deref())?;
+    if skip.is_some() && query.cursor.is_some() {
+        return Err(InvalidInput {
+            field: "skip",
+            message: "cannot be combined with cursor".into(),
+        }
+        .into());
+    }
+    let kinds = match (forced_kind, query.kind.as_deref()) {
+        (Some(kind), _) => Some(vec![kind]),
         (None, None) => None,
-        (None, Some(raw)) => Some(TransactionKind::parse(raw).ok_or_else(|| InvalidInput {
-            field: "type",
-            message: "must be one of deposit, withdrawal, transfer_in, transfer_out".into(),
-        })?),
+        (None, Some(raw)) => Some(old::kinds_of_type(raw)?),
     };
     let asset = match query.asset.as_deref() {
         Some(raw) => Some(state.ledger.assets.asset(raw, "asset")?),
@@ -96,40 +169,80 @@ pub async fn page(
     };
     let filter = HistoryFilter {
         user_id: user.user_id(),
-        kind,
+        kinds,
         asset,
         created: period(query.from.as_deref(), query.to.as_deref())?,
     };
-    read_your_writes(state, &state.transactions, min_position).await?;
     let below = cursor_key(query.cursor.as_deref())?;
-    let page = state
-        .read_models
-        .history_page(&filter, below, limit)
-        .await?;
-    let next_cursor = page.next_key.map(encode_cursor);
-    let items: Vec<TransactionItem> = page.rows.iter().map(|r| item(state, r)).collect();
-    Ok(Json(TransactionPage {
-        items,
+    read_your_writes(state, &state.transactions, min_position).await?;
+    let Some(skip) = skip else {
+        let page = state
+            .read_models
+            .history_page(&filter, below, limit)
+            .await?;
+        return Ok(HistoryPage {
+            items: page.rows.iter().map(|r| item(state, r)).collect(),
+            next_cursor: page.next_key.map(encode_cursor),
+            position: state.transactions.position(),
+            transactions: None,
+            total: None,
+        });
+    };
+    let (rows, total) = tokio::try_join!(
+        state.read_models.history_offset_page(&filter, skip, limit),
+        state.read_models.history_count(&filter),
+    )?;
+    let transactions = rows
+        .iter()
+        .map(|r| old::old_transaction(&state.ledger.assets, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The cursor after this page's last row, when rows follow it: a client may continue with
+    // cursor pages from here.
+    let more = skip.saturating_add(rows.len() as u64) < total;
+    let next_cursor = rows
+        .last()
+        .filter(|_| more)
+        .map(|r| encode_cursor(r.position.max(0) as u64));
+    Ok(HistoryPage {
+        items: rows.iter().map(|r| item(state, r)).collect(),
         next_cursor,
         position: state.transactions.position(),
+        transactions: Some(transactions),
+        total: Some(total),
+    })
+}
+
+/// A native page (of a route without `skip`).
+async fn native_page(
+    state: &AppState,
+    user: &AuthUser,
+    query: ListQuery,
+    forced_kind: TransactionKind,
+) -> Result<Json<TransactionPage>, ApiError> {
+    let page = page(state, user, query.into(), Some(forced_kind)).await?;
+    Ok(Json(TransactionPage {
+        items: page.items,
+        next_cursor: page.next_cursor,
+        position: page.position,
     }))
 }
 
-/// The caller's history, newest first, in cursor pages.
+/// The caller's history, newest first, in cursor pages, or with `skip` in offset pages (the
+/// predecessor's client: `transactions` and `total` are added).
 #[utoipa::path(
     get,
     path = "/api/transactions",
     tag = "transactions",
     security(("bearer" = [])),
-    params(ListQuery),
-    responses((status = 200, description = "One page.", body = TransactionPage))
+    params(HistoryQuery),
+    responses((status = 200, description = "One page. `transactions` and `total` only with `skip`.", body = HistoryPage))
 )]
 async fn list(
     State(state): State<AppState>,
     user: AuthUser,
-    ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<TransactionPage>, ApiError> {
-    page(&state, &user, query, None).await
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    page(&state, &user, query, None).await.map(Json)
 }
 
 /// The caller's deposits (the history filtered to deposits).
@@ -146,7 +259,7 @@ async fn list_deposits(
     user: AuthUser,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<TransactionPage>, ApiError> {
-    page(&state, &user, query, Some(TransactionKind::Deposit)).await
+    native_page(&state, &user, query, TransactionKind::Deposit).await
 }
 
 /// `GET /api/wallet/withdrawals`: the caller's history filtered to withdrawals (same cursor
@@ -165,7 +278,7 @@ async fn list_withdrawals(
     user: AuthUser,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<TransactionPage>, ApiError> {
-    page(&state, &user, query, Some(TransactionKind::Withdrawal)).await
+    native_page(&state, &user, query, TransactionKind::Withdrawal).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -24,6 +24,7 @@ mod ledger_concurrency;
 mod live;
 mod login_throttle;
 mod openapi;
+mod predecessor_history;
 mod predecessor_session;
 mod predecessor_wallet;
 mod privacy;

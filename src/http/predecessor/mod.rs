@@ -10,6 +10,8 @@
 //! ([`number::JsonNumber`]) and arrives as JSON numbers read from their literal text
 //! ([`number::LiteralJson`]), never through `f64`.
 
+/// The history in the old client's shape: offset pages, its `type` values, its rows.
+pub mod history;
 /// `GET /api/crypto`, `GET /csrf`, `GET /ping`, `GET /api/ping`.
 mod market;
 /// Exact JSON number literals in and out.

@@ -194,10 +194,58 @@ impl ReadModel for TransactionsModel {
 #[derive(Debug, Clone)]
 pub struct HistoryFilter {
     pub user_id: Uuid,
-    pub kind: Option<TransactionKind>,
+    /// The row kinds listed: every kind when `None`; `Some` of an empty set matches no row (the
+    /// queries answer without asking MongoDB).
+    pub kinds: Option<Vec<TransactionKind>>,
     pub asset: Option<String>,
     /// `created_at` from (inclusive) / to (exclusive).
     pub created: Period,
+}
+
+impl HistoryFilter {
+    /// Whether no row can match (an empty set of kinds).
+    pub fn matches_nothing(&self) -> bool {
+        self.kinds.as_ref().is_some_and(Vec::is_empty)
+    }
+
+    /// The MongoDB query of the filter. One kind is an equality on `type` (as the native
+    /// listing always queried), several an `$in`: either way the leading `user_id`, `type`
+    /// fields of the `{user_id, type, position: -1}` index.
+    pub fn query(&self) -> Document {
+        let mut query = doc! { "user_id": self.user_id.to_string() };
+        match self.kinds.as_deref() {
+            None => {}
+            Some([kind]) => {
+                query.insert("type", kind.as_str());
+            }
+            Some(kinds) => {
+                let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+                query.insert("type", doc! { "$in": kinds });
+            }
+        }
+        if let Some(asset) = &self.asset {
+            query.insert("asset", asset);
+        }
+        if let Some(created) = range(self.created) {
+            query.insert("created_at", created);
+        }
+        query
+    }
+
+    /// The index an offset page and a count of this filter are hinted to: the one whose
+    /// equality prefix the filter fixes (`type` before `asset`, as listed in
+    /// [`TransactionsModel::indexes`]), else `{user_id, position: -1}`. All of them end in
+    /// `position: -1`, so the newest-first order is read from the index, never sorted in
+    /// memory, and a count is an index scan.
+    pub fn index(&self) -> Document {
+        if self.kinds.is_some() {
+            doc! { "user_id": 1, "type": 1, "position": -1 }
+        } else if self.asset.is_some() {
+            doc! { "user_id": 1, "asset": 1, "position": -1 }
+        } else {
+            doc! { "user_id": 1, "position": -1 }
+        }
+    }
 }
 
 /// Why a sum of ledger entries could not be given exactly.
@@ -299,18 +347,56 @@ impl ReadModels {
         below: Option<u64>,
         limit: u64,
     ) -> Result<Page<HistoryRow>, StoreError> {
-        let mut query = doc! { "user_id": filter.user_id.to_string() };
-        if let Some(kind) = filter.kind {
-            query.insert("type", kind.as_str());
-        }
-        if let Some(asset) = &filter.asset {
-            query.insert("asset", asset);
-        }
-        if let Some(created) = range(filter.created) {
-            query.insert("created_at", created);
+        if filter.matches_nothing() {
+            return Ok(Page {
+                rows: Vec::new(),
+                next_key: None,
+            });
         }
         let collection = self.db.collection::<HistoryRow>(TRANSACTIONS);
+        let query = filter.query();
         newest_first(&collection, query, "position", |r| r.position, below, limit).await
+    }
+
+    /// Rows `skip..skip + limit` of a user's history, newest first (the predecessor client's
+    /// offset pages). Offsets count from the newest row at the time of the query: a row
+    /// created between two pages shifts the later page by one (cursor pages,
+    /// [`Self::history_page`], do not). Read in index order ([`HistoryFilter::index`]); the
+    /// skipped rows are index entries passed over, so callers bound `skip`.
+    pub async fn history_offset_page(
+        &self,
+        filter: &HistoryFilter,
+        skip: u64,
+        limit: u64,
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        if filter.matches_nothing() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .db
+            .collection::<HistoryRow>(TRANSACTIONS)
+            .find(filter.query())
+            .sort(doc! { "position": -1 })
+            .hint(mongodb::options::Hint::Keys(filter.index()))
+            .skip(skip)
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    /// The number of rows of a user's history that match `filter`, counted on the same index
+    /// as its pages ([`HistoryFilter::index`]).
+    pub async fn history_count(&self, filter: &HistoryFilter) -> Result<u64, StoreError> {
+        if filter.matches_nothing() {
+            return Ok(0);
+        }
+        Ok(self
+            .db
+            .collection::<HistoryRow>(TRANSACTIONS)
+            .count_documents(filter.query())
+            .hint(mongodb::options::Hint::Keys(filter.index()))
+            .await?)
     }
 
     /// `user`'s transaction `id`, if it exists (another user's never does).
@@ -429,4 +515,62 @@ pub enum EntriesBefore {
     Exclusive(DateTime<Utc>),
     /// Entries that occurred at or before this instant (a balance as of an instant).
     Inclusive(DateTime<Utc>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(kinds: Option<Vec<TransactionKind>>, asset: Option<&str>) -> HistoryFilter {
+        HistoryFilter {
+            user_id: Uuid::nil(),
+            kinds,
+            asset: asset.map(str::to_owned),
+            created: (None, None),
+        }
+    }
+
+    #[test]
+    fn one_kind_is_an_equality_several_an_in_and_none_matches_nothing() {
+        use TransactionKind::*;
+        let user = Uuid::nil().to_string();
+        assert_eq!(filter(None, None).query(), doc! { "user_id": &user });
+        assert_eq!(
+            filter(Some(vec![Deposit]), Some("BTC")).query(),
+            doc! { "user_id": &user, "type": "deposit", "asset": "BTC" }
+        );
+        assert_eq!(
+            filter(Some(vec![TransferIn, TransferOut]), None).query(),
+            doc! { "user_id": &user, "type": { "$in": ["transfer_in", "transfer_out"] } }
+        );
+        assert!(filter(Some(Vec::new()), None).matches_nothing());
+        assert!(!filter(None, None).matches_nothing());
+        assert!(!filter(Some(vec![Deposit]), None).matches_nothing());
+    }
+
+    #[test]
+    fn the_hinted_index_is_one_the_model_creates() {
+        use TransactionKind::*;
+        let created: Vec<Document> = TransactionsModel::indexes()
+            .into_iter()
+            .filter(|(collection, _)| *collection == TRANSACTIONS)
+            .map(|(_, index)| index.keys)
+            .collect();
+        for f in [
+            filter(None, None),
+            filter(None, Some("USD")),
+            filter(Some(vec![Withdrawal]), None),
+            filter(Some(vec![TransferIn, TransferOut]), Some("USD")),
+        ] {
+            assert!(created.contains(&f.index()), "{f:?}");
+        }
+        assert_eq!(
+            filter(Some(vec![Deposit]), Some("USD")).index(),
+            doc! { "user_id": 1, "type": 1, "position": -1 }
+        );
+        assert_eq!(
+            filter(None, Some("USD")).index(),
+            doc! { "user_id": 1, "asset": 1, "position": -1 }
+        );
+    }
 }
