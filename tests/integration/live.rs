@@ -158,7 +158,7 @@ async fn prices_are_served_and_streamed_and_config_is_public() {
     assert_eq!(prices["source"], "simulated");
     assert_eq!(prices["degraded"], false);
     let quotes = prices["prices"].as_array().unwrap();
-    assert_eq!(quotes.len(), 6);
+    assert_eq!(quotes.len(), 7, "USD, USDC, USDT, BTC, BNB, SOL, ETH");
     assert!(quotes
         .iter()
         .any(|q| q["asset"] == "USD" && q["usd"] == "1"));
