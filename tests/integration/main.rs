@@ -23,6 +23,7 @@ mod ledger_concurrency;
 mod live;
 mod login_throttle;
 mod openapi;
+mod predecessor_live;
 mod privacy;
 mod replay;
 mod sessions;

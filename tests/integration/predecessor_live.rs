@@ -1,0 +1,220 @@
+//! The predecessor's web client against this service (issue 15): its market list
+//! (`GET /api/crypto`) and its background pings.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::helpers::{spawn_app, TestDb};
+
+async fn get_text(base: &str, path: &str) -> (StatusCode, String, String) {
+    let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, content_type, response.text().await.unwrap())
+}
+
+/// One entry of `GET /api/crypto` with its numbers as their literal JSON text.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCoin<'a> {
+    id: String,
+    symbol: String,
+    name: String,
+    #[serde(borrow)]
+    price: &'a RawValue,
+    #[serde(borrow)]
+    change_24h: &'a RawValue,
+    #[serde(borrow)]
+    market_cap: &'a RawValue,
+    #[serde(borrow)]
+    volume_24h: &'a RawValue,
+    #[serde(borrow)]
+    image: &'a RawValue,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawList<'a> {
+    #[serde(borrow)]
+    cryptocurrencies: Vec<RawCoin<'a>>,
+}
+
+/// The predecessor's slug and name of each default asset but USD.
+const EXPECTED: [(&str, &str, &str); 6] = [
+    ("USDC", "usd-coin", "USD Coin"),
+    ("USDT", "tether", "Tether"),
+    ("BTC", "bitcoin", "Bitcoin"),
+    ("BNB", "binancecoin", "BNB"),
+    ("SOL", "solana", "Solana"),
+    ("ETH", "ethereum", "Ethereum"),
+];
+
+/// `GET /api/prices` quotes by asset, as their decimal strings.
+fn quotes(prices: &Value) -> BTreeMap<String, String> {
+    prices["prices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            (
+                q["asset"].as_str().unwrap().to_owned(),
+                q["usd"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `/api/crypto` together with the `/api/prices` snapshot it was answered from: `/api/prices`
+/// is read before and after, until both reads name the same snapshot.
+async fn crypto_with_its_snapshot(base: &str) -> (String, Value) {
+    for _ in 0..50 {
+        let (_, _, before) = get_text(base, "/api/prices").await;
+        let (status, content_type, crypto) = get_text(base, "/api/crypto").await;
+        assert_eq!(status, StatusCode::OK, "{crypto}");
+        assert!(
+            content_type.starts_with("application/json"),
+            "{content_type}"
+        );
+        let (_, _, after) = get_text(base, "/api/prices").await;
+        if before == after {
+            return (crypto, serde_json::from_str(&after).unwrap());
+        }
+    }
+    panic!("the prices never stood still for three requests");
+}
+
+/// The change the client should see: from `reference` to `price`, in percent, half-even to
+/// 2 places, written with 2.
+fn expected_change(reference: &str, price: &str) -> String {
+    let (reference, price): (Decimal, Decimal) =
+        (reference.parse().unwrap(), price.parse().unwrap());
+    let mut change = ((price - reference) / reference * Decimal::ONE_HUNDRED)
+        .round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven);
+    if change.is_zero() {
+        change = Decimal::ZERO;
+    }
+    change.rescale(2);
+    change.to_string()
+}
+
+/// Asserts every field of `/api/crypto` (`text`) against `snapshot` (`GET /api/prices`);
+/// returns the `change_24h` texts by symbol.
+fn check_crypto(text: &str, snapshot: &Value) -> BTreeMap<String, String> {
+    let quotes = quotes(snapshot);
+    let list: RawList = serde_json::from_str(text).unwrap();
+    let value: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(value.as_object().unwrap().len(), 1, "{text}");
+    assert_eq!(list.cryptocurrencies.len(), EXPECTED.len(), "{text}");
+    let reference = cryptovault::prices::simulated_prices(EXPECTED.iter().map(|e| e.0), 0);
+    // In the snapshot's order, every asset but USD.
+    let symbols: Vec<&str> = list
+        .cryptocurrencies
+        .iter()
+        .map(|c| c.symbol.as_str())
+        .collect();
+    let snapshot_order: Vec<&str> = snapshot["prices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["asset"].as_str().unwrap())
+        .filter(|a| *a != "USD")
+        .collect();
+    assert_eq!(symbols, snapshot_order);
+    let mut changes = BTreeMap::new();
+    for (coin, json) in list
+        .cryptocurrencies
+        .iter()
+        .zip(value["cryptocurrencies"].as_array().unwrap())
+    {
+        let symbol = coin.symbol.as_str();
+        let (_, id, name) = EXPECTED
+            .iter()
+            .find(|e| e.0 == symbol)
+            .unwrap_or_else(|| panic!("{symbol}"));
+        assert_eq!(
+            (coin.id.as_str(), coin.name.as_str()),
+            (*id, *name),
+            "{symbol}"
+        );
+        // JSON types: numbers and nulls.
+        assert!(json["price"].is_number(), "{json}");
+        assert!(json["change_24h"].is_number(), "{json}");
+        for null in ["market_cap", "volume_24h", "image"] {
+            assert!(json[null].is_null(), "{null}: {json}");
+        }
+        assert_eq!(coin.market_cap.get(), "null");
+        assert_eq!(coin.volume_24h.get(), "null");
+        assert_eq!(coin.image.get(), "null");
+        // The price is the quote of /api/prices, digit for digit.
+        assert_eq!(coin.price.get(), quotes[symbol], "{symbol}");
+        // The change is from the first quote of the process (the simulated feed's start).
+        let start = reference.iter().find(|q| q.asset == symbol).unwrap();
+        assert_eq!(
+            coin.change_24h.get(),
+            expected_change(&start.usd.to_string(), coin.price.get()),
+            "{symbol}"
+        );
+        changes.insert(symbol.to_owned(), coin.change_24h.get().to_owned());
+    }
+    assert!(!text.contains("\"USD\""), "{text}");
+    changes
+}
+
+#[tokio::test]
+async fn predecessor_crypto_lists_every_asset_with_the_exact_quote_and_its_change() {
+    let t = TestDb::new("pred_crypto").await;
+    // Right after start (the feed has not moved): the starting quotes, no change.
+    let still = spawn_app(&t, &[("PRICE_INTERVAL_MS", "3600000")]).await;
+    let (text, snapshot) = crypto_with_its_snapshot(&still).await;
+    let changes = check_crypto(&text, &snapshot);
+    assert!(changes.values().all(|c| c == "0.00"), "{changes:?}");
+    assert!(text.contains(r#""price":60000,"#), "{text}");
+
+    // A moving feed: the change from the first quote, exactly; dollars stay at 0.00.
+    let moving = spawn_app(&t, &[("PRICE_INTERVAL_MS", "150")]).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (text, snapshot) = crypto_with_its_snapshot(&moving).await;
+    let changes = check_crypto(&text, &snapshot);
+    assert_eq!(changes["USDT"], "0.00");
+    assert_eq!(changes["USDC"], "0.00");
+    assert!(
+        ["BTC", "ETH", "BNB", "SOL"]
+            .iter()
+            .any(|s| changes[*s] != "0.00"),
+        "the walk moved: {changes:?} ({text})"
+    );
+    t.drop_database().await;
+}
+
+#[tokio::test]
+async fn predecessor_pings_answer_ok() {
+    let t = TestDb::new("pred_pings").await;
+    let base = spawn_app(&t, &[]).await;
+    for path in ["/csrf", "/ping", "/api/ping"] {
+        let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert!(
+            response.headers().get("set-cookie").is_none(),
+            "{path} sets nothing"
+        );
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert!(content_type.starts_with("application/json"), "{path}");
+        assert_eq!(
+            response.text().await.unwrap(),
+            r#"{"status":"ok"}"#,
+            "{path}"
+        );
+    }
+    t.drop_database().await;
+}
