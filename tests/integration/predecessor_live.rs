@@ -1,5 +1,5 @@
 //! The predecessor's web client against this service (issue 15): its market list
-//! (`GET /api/crypto`) and its background pings.
+//! (`GET /api/crypto`), its background pings and its runtime configuration (`GET /api/config`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -216,5 +216,81 @@ async fn predecessor_pings_answer_ok() {
             "{path}"
         );
     }
+    t.drop_database().await;
+}
+
+async fn config(base: &str) -> Value {
+    let (status, _, text) = get_text(base, "/api/config").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn predecessor_runtime_config_keys_are_answered_and_unset_urls_left_out() {
+    let t = TestDb::new("pred_config").await;
+    let plain = config(&spawn_app(&t, &[]).await).await;
+    // The native keys are all still there.
+    for key in [
+        "assets",
+        "limits",
+        "features",
+        "access_token_ttl_secs",
+        "environment",
+    ] {
+        assert!(plain.get(key).is_some(), "{key}: {plain}");
+    }
+    assert_eq!(plain["environment"], "test");
+    assert_eq!(plain["socketIoPath"], "/socket.io");
+    assert_eq!(plain["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(plain["preferRelativeApi"], false);
+    assert_eq!(
+        plain["sentry"],
+        serde_json::json!({"enabled": false, "dsn": null, "environment": "test"})
+    );
+    for key in ["appUrl", "apiBaseUrl", "wsBaseUrl"] {
+        assert!(
+            plain.get(key).is_none(),
+            "{key} is left out when unset: {plain}"
+        );
+    }
+
+    let derived = config(
+        &spawn_app(
+            &t,
+            &[
+                ("APP_URL", "https://app.example.com"),
+                ("PUBLIC_API_URL", "https://api.example.com"),
+            ],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(derived["appUrl"], "https://app.example.com");
+    assert_eq!(derived["apiBaseUrl"], "https://api.example.com");
+    assert_eq!(derived["wsBaseUrl"], "wss://api.example.com");
+
+    let plain_http =
+        config(&spawn_app(&t, &[("PUBLIC_API_URL", "http://127.0.0.1:8000")]).await).await;
+    assert_eq!(plain_http["wsBaseUrl"], "ws://127.0.0.1:8000");
+    assert!(plain_http.get("appUrl").is_none(), "{plain_http}");
+
+    let explicit = config(
+        &spawn_app(
+            &t,
+            &[
+                ("PUBLIC_API_URL", "https://api.example.com"),
+                ("PUBLIC_WS_URL", "wss://live.example.com"),
+            ],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(explicit["apiBaseUrl"], "https://api.example.com");
+    assert_eq!(explicit["wsBaseUrl"], "wss://live.example.com");
+
+    // Only a WebSocket URL: the API base stays the client's own.
+    let ws_only = config(&spawn_app(&t, &[("PUBLIC_WS_URL", "ws://localhost:9000")]).await).await;
+    assert_eq!(ws_only["wsBaseUrl"], "ws://localhost:9000");
+    assert!(ws_only.get("apiBaseUrl").is_none(), "{ws_only}");
     t.drop_database().await;
 }
