@@ -280,7 +280,7 @@ async fn the_coincap_adapter_reads_quotes_and_degrades_when_unreachable() {
     assert_ne!(prices["as_of"], first["as_of"], "a refresh happened");
     assert_eq!(prices["source"], "simulated", "{prices}");
     assert_eq!(prices["degraded"], true);
-    assert_eq!(prices["prices"].as_array().unwrap().len(), 6);
+    assert_eq!(prices["prices"].as_array().unwrap().len(), 7);
     t.drop_database().await;
     t2.drop_database().await;
 }
