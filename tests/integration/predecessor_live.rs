@@ -1,16 +1,22 @@
 //! The predecessor's web client against this service (issue 15): its market list
-//! (`GET /api/crypto`), its background pings and its runtime configuration (`GET /api/config`).
+//! (`GET /api/crypto`), its background pings, its runtime configuration (`GET /api/config`) and
+//! its price socket protocol on `/ws/prices`, next to the native frames.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{spawn_app, TestDb};
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn get_text(base: &str, path: &str) -> (StatusCode, String, String) {
     let response = reqwest::get(format!("{base}{path}")).await.unwrap();
@@ -292,5 +298,206 @@ async fn predecessor_runtime_config_keys_are_answered_and_unset_urls_left_out() 
     let ws_only = config(&spawn_app(&t, &[("PUBLIC_WS_URL", "ws://localhost:9000")]).await).await;
     assert_eq!(ws_only["wsBaseUrl"], "ws://localhost:9000");
     assert!(ws_only.get("apiBaseUrl").is_none(), "{ws_only}");
+    t.drop_database().await;
+}
+
+async fn connect(base: &str) -> Socket {
+    let url = format!("{}/ws/prices", base.replacen("http://", "ws://", 1));
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// The next JSON text frame within `wait`; `None` when none comes (or the socket ends).
+async fn next_json(socket: &mut Socket, wait: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let message = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .ok()??
+            .ok()?;
+        if let Message::Text(text) = message {
+            return Some(serde_json::from_str(&text).unwrap());
+        }
+    }
+}
+
+/// Every JSON text frame that arrives within `wait`.
+async fn frames_for(socket: &mut Socket, wait: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut frames = Vec::new();
+    while let Some(frame) = next_json(socket, deadline - tokio::time::Instant::now()).await {
+        frames.push(frame);
+    }
+    frames
+}
+
+/// The keys of the object `frame`, sorted.
+fn keys(frame: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = frame
+        .as_object()
+        .unwrap_or_else(|| panic!("{frame}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+fn assert_native(frame: &Value) {
+    assert_eq!(
+        keys(frame),
+        ["as_of", "degraded", "prices", "source"],
+        "{frame}"
+    );
+}
+
+async fn send_text(socket: &mut Socket, text: &str) {
+    socket.send(Message::Text(text.into())).await.unwrap();
+}
+
+#[tokio::test]
+async fn ws_prices_native_clients_keep_their_snapshots_and_never_get_a_typed_frame() {
+    let t = TestDb::new("pred_ws_native").await;
+    let still = spawn_app(&t, &[("PRICE_INTERVAL_MS", "3600000")]).await;
+    let (_, _, prices) = get_text(&still, "/api/prices").await;
+    let prices: Value = serde_json::from_str(&prices).unwrap();
+    let mut socket = connect(&still).await;
+    let first = next_json(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(first, prices, "the snapshot of GET /api/prices");
+    assert_native(&first);
+    // Garbage, unknown types, other shapes, binary: never a typed frame, never a close.
+    for garbage in [
+        "not json",
+        "{",
+        r#"{"type":"subscribe","assets":["btc"]}"#,
+        r#"["ping"]"#,
+        r#"{"type":42}"#,
+    ] {
+        send_text(&mut socket, garbage).await;
+    }
+    socket
+        .send(Message::Binary(b"{\"type\":\"ping\"}".to_vec().into()))
+        .await
+        .unwrap();
+    for frame in frames_for(&mut socket, Duration::from_millis(800)).await {
+        assert_native(&frame);
+        assert_eq!(frame, prices);
+    }
+    // Still open: a ping is answered.
+    send_text(&mut socket, r#"{"type":"ping"}"#).await;
+    let frames = frames_for(&mut socket, Duration::from_millis(800)).await;
+    assert!(
+        frames.iter().any(|f| f["type"] == "pong"),
+        "the socket survived the garbage: {frames:?}"
+    );
+
+    // A moving feed: only native frames, one per change, in order.
+    let moving = spawn_app(&t, &[("PRICE_INTERVAL_MS", "150")]).await;
+    let mut socket = connect(&moving).await;
+    let frames = frames_for(&mut socket, Duration::from_millis(1500)).await;
+    assert!(frames.len() >= 4, "{frames:?}");
+    frames.iter().for_each(assert_native);
+    for pair in frames.windows(2) {
+        assert!(
+            pair[0]["as_of"].as_str() < pair[1]["as_of"].as_str(),
+            "{pair:?}"
+        );
+    }
+    socket.send(Message::Close(None)).await.unwrap();
+    t.drop_database().await;
+}
+
+/// The `prices` of a native frame as the typed frame keys them: lower-case code → decimal.
+fn lower_case_quotes(native: &Value) -> Value {
+    Value::Object(
+        quotes(native)
+            .into_iter()
+            .map(|(asset, usd)| (asset.to_ascii_lowercase(), Value::String(usd)))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn ws_prices_speaks_the_predecessors_protocol_after_a_ping() {
+    let t = TestDb::new("pred_ws_legacy").await;
+    let base = spawn_app(&t, &[("PRICE_INTERVAL_MS", "200")]).await;
+    let mut socket = connect(&base).await;
+    let first = next_json(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_native(&first);
+
+    // The old client's first ping: pong, then status once, then a price update at once (its
+    // "live" badge), and from then on one with every native snapshot.
+    send_text(&mut socket, r#"{"type":"ping"}"#).await;
+    let frames = frames_for(&mut socket, Duration::from_millis(1500)).await;
+    let kinds: Vec<&str> = frames
+        .iter()
+        .map(|f| f.get("type").and_then(Value::as_str).unwrap_or("native"))
+        .collect();
+    let position = |kind: &str| kinds.iter().position(|k| *k == kind);
+    let (pong, status, update) = (
+        position("pong").unwrap_or_else(|| panic!("{kinds:?}")),
+        position("status").unwrap_or_else(|| panic!("{kinds:?}")),
+        position("price_update").unwrap_or_else(|| panic!("{kinds:?}")),
+    );
+    assert!(pong < status && status < update, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "status").count(), 1);
+    assert!(
+        kinds.iter().filter(|k| **k == "price_update").count() >= 3,
+        "an update with every change: {kinds:?}"
+    );
+    let status_frame = &frames[status];
+    assert_eq!(status_frame["status"], "connected");
+    assert_eq!(status_frame["source"], "simulated");
+    assert!(frames[pong]["timestamp"].is_string());
+
+    // Every price update carries the quotes of the native snapshot of its instant, as
+    // lower-case codes and decimal strings; every native snapshot of the connection has its
+    // update after the ping.
+    let natives: BTreeMap<String, &Value> = frames
+        .iter()
+        .filter(|f| f.get("type").is_none())
+        .map(|f| {
+            assert_native(f);
+            (f["as_of"].as_str().unwrap().to_owned(), f)
+        })
+        .collect();
+    let mut checked = 0;
+    for update in frames.iter().filter(|f| f["type"] == "price_update") {
+        assert_eq!(
+            keys(update),
+            ["prices", "source", "timestamp", "type"],
+            "{update}"
+        );
+        assert_eq!(update["source"], "simulated");
+        let prices = update["prices"].as_object().unwrap();
+        assert_eq!(prices.len(), quotes(&first).len(), "{update}");
+        for (key, value) in prices {
+            assert_eq!(key, &key.to_ascii_lowercase());
+            let text = value.as_str().unwrap_or_else(|| panic!("{update}"));
+            text.parse::<Decimal>().unwrap();
+        }
+        let timestamp = update["timestamp"].as_str().unwrap();
+        chrono::DateTime::parse_from_rfc3339(timestamp).unwrap();
+        let native = natives
+            .get(timestamp)
+            .copied()
+            .or_else(|| (first["as_of"] == timestamp).then_some(&first))
+            .unwrap_or_else(|| panic!("no native snapshot of {timestamp}"));
+        assert_eq!(update["prices"], lower_case_quotes(native), "{update}");
+        checked += 1;
+    }
+    assert!(checked >= 3);
+
+    // Each later ping: a pong and an update at once, no second status. Garbage is ignored.
+    send_text(&mut socket, "garbage").await;
+    send_text(&mut socket, r#"{"type":"ping"}"#).await;
+    let frames = frames_for(&mut socket, Duration::from_millis(700)).await;
+    assert!(frames.iter().any(|f| f["type"] == "pong"), "{frames:?}");
+    assert!(frames.iter().any(|f| f["type"] == "price_update"));
+    assert!(!frames.iter().any(|f| f["type"] == "status"), "{frames:?}");
+    socket.send(Message::Close(None)).await.unwrap();
     t.drop_database().await;
 }
