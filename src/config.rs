@@ -62,6 +62,10 @@ pub struct Config {
     /// `APP_URL`, `PUBLIC_API_URL`: where the UI and this API are reachable (informational).
     pub app_url: Option<String>,
     pub public_api_url: Option<String>,
+    /// `PUBLIC_WS_URL`: where this service's WebSockets are reachable, a `ws://` or `wss://`
+    /// URL as given (the predecessor's client opens `{it}/ws/prices`). Unset: derived from
+    /// `PUBLIC_API_URL`, see [`Config::ws_base_url`].
+    pub public_ws_url: Option<String>,
     /// `REQUEST_TIMEOUT_SECS` (default 30): longest time a request may take.
     pub request_timeout: Duration,
     /// `MAX_BODY_BYTES` (default 65536): larger request bodies get 413.
@@ -333,6 +337,7 @@ impl Config {
             use_cross_site_cookies,
             app_url: lookup("APP_URL"),
             public_api_url: lookup("PUBLIC_API_URL"),
+            public_ws_url: ws_url(&lookup, "PUBLIC_WS_URL")?,
             request_timeout,
             max_body_bytes: parse(&lookup, "MAX_BODY_BYTES", 65_536usize)?,
             auth,
@@ -368,6 +373,55 @@ impl Config {
         check_consistency(&config)?;
         Ok(config)
     }
+}
+
+impl Config {
+    /// The WebSocket base URL clients are told (`GET /api/config`'s `wsBaseUrl`):
+    /// `PUBLIC_WS_URL`, else `PUBLIC_API_URL` with `http://` → `ws://` and `https://` →
+    /// `wss://`; `None` when neither gives one.
+    pub fn ws_base_url(&self) -> Option<String> {
+        self.public_ws_url
+            .clone()
+            .or_else(|| self.public_api_url.as_deref().and_then(ws_url_of_api))
+    }
+}
+
+/// `api` (an `http(s)://` URL) with the scheme of its WebSocket: `https://` → `wss://`,
+/// `http://` → `ws://` (case-insensitive); the rest unchanged. `None` for another scheme.
+pub fn ws_url_of_api(api: &str) -> Option<String> {
+    let api = api.trim();
+    let (scheme, rest) = api.split_once("://")?;
+    let ws = if scheme.eq_ignore_ascii_case("https") {
+        "wss"
+    } else if scheme.eq_ignore_ascii_case("http") {
+        "ws"
+    } else {
+        return None;
+    };
+    Some(format!("{ws}://{rest}"))
+}
+
+/// `var` as a `ws://` or `wss://` URL with a host, kept as given (trimmed); unset is `None`.
+fn ws_url(lookup: &impl Lookup, var: &'static str) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = lookup(var) else {
+        return Ok(None);
+    };
+    let raw = raw.trim().to_owned();
+    let invalid = |reason: String| ConfigError::Invalid { var, reason };
+    let url = reqwest::Url::parse(&raw).map_err(|e| {
+        invalid(format!(
+            "{raw:?} is not a URL ({e}); expected ws://… or wss://…"
+        ))
+    })?;
+    if !matches!(url.scheme(), "ws" | "wss") {
+        return Err(invalid(format!(
+            "{raw:?} is not a ws:// or wss:// URL (e.g. wss://api.example.com)"
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(format!("{raw:?} names no host")));
+    }
+    Ok(Some(raw))
 }
 
 /// `ASSETS` and `MAX_AMOUNT` (defaults as documented), checked against the exact
@@ -869,6 +923,60 @@ mod tests {
                 "{var}={value}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn the_public_ws_url_is_checked_or_derived_from_the_public_api_url() {
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = BASE.to_vec();
+            pairs.extend_from_slice(extra);
+            Config::from_lookup(lookup(&pairs))
+        };
+        let unset = with(&[]).unwrap();
+        assert_eq!(unset.public_ws_url, None);
+        assert_eq!(unset.ws_base_url(), None);
+        let derived = with(&[("PUBLIC_API_URL", "https://api.example.com")]).unwrap();
+        assert_eq!(
+            derived.ws_base_url().as_deref(),
+            Some("wss://api.example.com")
+        );
+        let plain = with(&[("PUBLIC_API_URL", "http://127.0.0.1:8000/base")]).unwrap();
+        assert_eq!(
+            plain.ws_base_url().as_deref(),
+            Some("ws://127.0.0.1:8000/base")
+        );
+        let set = with(&[
+            ("PUBLIC_API_URL", "https://api.example.com"),
+            ("PUBLIC_WS_URL", " wss://live.example.com:8443 "),
+        ])
+        .unwrap();
+        assert_eq!(
+            set.public_ws_url.as_deref(),
+            Some("wss://live.example.com:8443")
+        );
+        assert_eq!(
+            set.ws_base_url().as_deref(),
+            Some("wss://live.example.com:8443")
+        );
+        assert!(with(&[("PUBLIC_WS_URL", "ws://localhost:8000")]).is_ok());
+        for bad in [
+            "https://api.example.com",
+            "api.example.com",
+            "ws://",
+            "ftp://x.example",
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("PUBLIC_WS_URL", bad));
+            refused_naming(&pairs, "PUBLIC_WS_URL");
+            let err = with(&[("PUBLIC_WS_URL", bad)]).unwrap_err().to_string();
+            assert!(err.contains("PUBLIC_WS_URL"), "{err}");
+        }
+        assert_eq!(
+            ws_url_of_api("HTTPS://a.example").as_deref(),
+            Some("wss://a.example")
+        );
+        assert_eq!(ws_url_of_api("ftp://a.example"), None);
+        assert_eq!(ws_url_of_api("a.example"), None);
     }
 
     #[test]

@@ -5,12 +5,17 @@
 //! `PRICE_FEED=coincap` it asks CoinCap and, when CoinCap cannot be reached or answers
 //! nonsense, serves the simulated quotes for that tick with `degraded: true`. Quotes are
 //! informational (nothing in the ledger depends on them) but still exact decimals.
+//!
+//! The task also keeps a bounded [`PriceHistory`] (one snapshot per [`HISTORY_SPACING`] over
+//! [`HISTORY_WINDOW`], held in memory only) for the 24-hour change that the predecessor's
+//! client shows (`GET /api/crypto`).
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
+use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -180,10 +185,123 @@ async fn coincap_prices(
         .collect()
 }
 
-/// The latest prices; cheap to clone.
+/// How far apart the snapshots of a [`PriceHistory`] are, at least.
+pub const HISTORY_SPACING: Duration = Duration::from_secs(60);
+/// How far back a [`PriceHistory`] reaches: 24 hours.
+pub const HISTORY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Past snapshots, oldest first: at most one per `spacing`, none older than `window` before
+/// the newest, so never more than `window / spacing + 1` (1,441 for a day of minutes). In
+/// memory only: a restarted process starts a new history (its first snapshot).
+#[derive(Debug, Clone)]
+pub struct PriceHistory {
+    samples: VecDeque<Arc<PriceSnapshot>>,
+    spacing: chrono::Duration,
+    window: chrono::Duration,
+    capacity: usize,
+}
+
+impl Default for PriceHistory {
+    fn default() -> Self {
+        Self::new(HISTORY_SPACING, HISTORY_WINDOW)
+    }
+}
+
+impl PriceHistory {
+    /// A history keeping one snapshot per `spacing` (at least 1 ms) over `window`.
+    pub fn new(spacing: Duration, window: Duration) -> Self {
+        let spacing = spacing.max(Duration::from_millis(1));
+        let capacity = usize::try_from(window.as_millis() / spacing.as_millis())
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        let to_chrono =
+            |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        Self {
+            samples: VecDeque::new(),
+            spacing: to_chrono(spacing),
+            window: to_chrono(window),
+            capacity,
+        }
+    }
+
+    /// Keeps `snapshot` when it is at least `spacing` younger than the newest kept one (or the
+    /// first), and forgets what is older than `window` before it. A snapshot dated before the
+    /// newest kept one (a clock stepping back) is not kept.
+    pub fn record(&mut self, snapshot: Arc<PriceSnapshot>) {
+        let due = self
+            .samples
+            .back()
+            .is_none_or(|last| snapshot.as_of - last.as_of >= self.spacing);
+        if !due {
+            return;
+        }
+        let horizon = snapshot.as_of - self.window;
+        while self.samples.front().is_some_and(|s| s.as_of < horizon) {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(snapshot);
+        while self.samples.len() > self.capacity {
+            self.samples.pop_front();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// `asset`'s quote in the oldest kept snapshot within `window` before `latest` (and not
+    /// after it) from the same `source` as `latest` — quotes of the simulated feed and of
+    /// CoinCap are not compared with each other. `None` when there is none.
+    pub fn reference(&self, latest: &PriceSnapshot, asset: &str) -> Option<Decimal> {
+        let horizon = latest.as_of - self.window;
+        self.samples
+            .iter()
+            .filter(|s| s.source == latest.source && s.as_of >= horizon && s.as_of <= latest.as_of)
+            .find_map(|s| s.prices.iter().find(|q| q.asset == asset))
+            .map(|q| q.usd)
+    }
+
+    /// The percent change of `asset` from [`Self::reference`] to its quote in `latest`
+    /// ([`percent_change`]); 0 without a reference or a quote.
+    pub fn change_percent(&self, latest: &PriceSnapshot, asset: &str) -> Decimal {
+        let current = latest.prices.iter().find(|q| q.asset == asset);
+        match (self.reference(latest, asset), current) {
+            (Some(reference), Some(current)) => percent_change(reference, current.usd),
+            _ => percent_change(Decimal::ZERO, Decimal::ZERO),
+        }
+    }
+}
+
+/// `(new - old) / old × 100`, rounded half-even to 2 decimal places and written with exactly
+/// 2 (`1.50`, `-0.25`, `0.00`; never `-0.00`). A display figure, not money. 0 when `old` is
+/// not positive or the figure is beyond `Decimal`'s range.
+pub fn percent_change(old: Decimal, new: Decimal) -> Decimal {
+    let exact = if old > Decimal::ZERO {
+        new.checked_sub(old)
+            .and_then(|d| d.checked_div(old))
+            .and_then(|r| r.checked_mul(Decimal::ONE_HUNDRED))
+    } else {
+        None
+    };
+    let mut rounded = exact
+        .unwrap_or(Decimal::ZERO)
+        .round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven);
+    if rounded.is_zero() {
+        rounded = Decimal::ZERO;
+    }
+    rounded.rescale(2);
+    rounded
+}
+
+/// The latest prices and their recent history; cheap to clone.
 #[derive(Clone)]
 pub struct Prices {
     latest: watch::Receiver<Arc<PriceSnapshot>>,
+    history: Arc<Mutex<PriceHistory>>,
 }
 
 impl Prices {
@@ -198,13 +316,33 @@ impl Prices {
             as_of: Utc::now(),
             prices: simulated_prices(assets.iter().map(String::as_str), 0),
         };
-        let (tx, rx) = watch::channel(Arc::new(first));
-        tokio::spawn(refresh(settings, assets, tx));
-        Self { latest: rx }
+        let first = Arc::new(first);
+        let mut history = PriceHistory::default();
+        history.record(first.clone());
+        let history = Arc::new(Mutex::new(history));
+        let (tx, rx) = watch::channel(first);
+        tokio::spawn(refresh(settings, assets, tx, history.clone()));
+        Self {
+            latest: rx,
+            history,
+        }
     }
 
     pub fn latest(&self) -> Arc<PriceSnapshot> {
         self.latest.borrow().clone()
+    }
+
+    /// The latest snapshot and, for each of its quotes in order, the percent change over the
+    /// last 24 hours ([`PriceHistory::change_percent`]): 0 right after start.
+    pub fn latest_with_change(&self) -> (Arc<PriceSnapshot>, Vec<Decimal>) {
+        let latest = self.latest();
+        let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        let changes = latest
+            .prices
+            .iter()
+            .map(|q| history.change_percent(&latest, &q.asset))
+            .collect();
+        (latest, changes)
     }
 
     /// Wakes on every new snapshot.
@@ -217,6 +355,7 @@ async fn refresh(
     settings: PriceSettings,
     assets: Vec<String>,
     tx: watch::Sender<Arc<PriceSnapshot>>,
+    history: Arc<Mutex<PriceHistory>>,
 ) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
@@ -260,7 +399,12 @@ async fn refresh(
                 prices: simulated,
             }
         };
-        if tx.send(Arc::new(snapshot)).is_err() {
+        let snapshot = Arc::new(snapshot);
+        history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(snapshot.clone());
+        if tx.send(snapshot).is_err() {
             return;
         }
     }
@@ -279,5 +423,96 @@ mod tests {
         assert_eq!(a[2].usd, Decimal::ONE);
         assert_ne!(a[0].usd, simulated_prices(["BTC"], 0)[0].usd);
         assert!(a[0].usd > Decimal::ZERO);
+    }
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn percent_change_rounds_half_even_to_two_places() {
+        assert_eq!(percent_change(d("100"), d("101.5")).to_string(), "1.50");
+        assert_eq!(percent_change(d("60000"), d("60000")).to_string(), "0.00");
+        assert_eq!(percent_change(d("200"), d("150")).to_string(), "-25.00");
+        // Exactly halfway: to the even neighbour.
+        assert_eq!(percent_change(d("1000"), d("1000.05")).to_string(), "0.00");
+        assert_eq!(percent_change(d("1000"), d("1000.15")).to_string(), "0.02");
+        assert_eq!(percent_change(d("1000"), d("1000.25")).to_string(), "0.02");
+        assert_eq!(percent_change(d("1000"), d("1000.35")).to_string(), "0.04");
+        assert_eq!(percent_change(d("1000"), d("999.85")).to_string(), "-0.02");
+        // A change that rounds to nothing is 0.00, never -0.00.
+        assert_eq!(percent_change(d("1000"), d("999.95")).to_string(), "0.00");
+        assert_eq!(percent_change(d("1000"), d("999.99")).to_string(), "0.00");
+        // No meaningful reference: 0.
+        assert_eq!(percent_change(d("0"), d("5")).to_string(), "0.00");
+        assert_eq!(percent_change(d("-1"), d("5")).to_string(), "0.00");
+        // Beyond Decimal's range: 0, no panic.
+        assert_eq!(
+            percent_change(d("0.0000000000000000000000000001"), Decimal::MAX).to_string(),
+            "0.00"
+        );
+    }
+
+    fn snapshot(source: &'static str, secs: i64, btc: &str) -> Arc<PriceSnapshot> {
+        Arc::new(PriceSnapshot {
+            source,
+            degraded: false,
+            as_of: DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap(),
+            prices: vec![
+                Quote {
+                    asset: "BTC".into(),
+                    usd: d(btc),
+                },
+                Quote {
+                    asset: "USD".into(),
+                    usd: Decimal::ONE,
+                },
+            ],
+        })
+    }
+
+    #[test]
+    fn the_history_keeps_one_snapshot_a_minute_for_a_day() {
+        let mut history = PriceHistory::default();
+        let first = snapshot("simulated", 0, "100");
+        history.record(first.clone());
+        // Right after start the reference is the latest itself: no change.
+        assert_eq!(history.change_percent(&first, "BTC").to_string(), "0.00");
+        // Sooner than a minute after the last kept one: not kept.
+        history.record(snapshot("simulated", 30, "150"));
+        assert_eq!(history.len(), 1);
+        let later = snapshot("simulated", 59, "110");
+        assert_eq!(history.change_percent(&later, "BTC").to_string(), "10.00");
+        // Two days of 2-second ticks: bounded, and the reference is about a day old.
+        for tick in 1..=(2 * 24 * 1800) {
+            history.record(snapshot("simulated", tick * 2, &format!("{}", 100 + tick)));
+        }
+        assert!(history.len() <= 24 * 60 + 1, "{}", history.len());
+        let latest = snapshot("simulated", 2 * 24 * 3600, "200");
+        // Kept: every whole minute; the oldest within the day before the latest is the one
+        // exactly 24 h before it (tick 43,200).
+        assert_eq!(history.len(), 24 * 60 + 1);
+        assert_eq!(history.reference(&latest, "BTC"), Some(d("43300")));
+        assert_eq!(history.change_percent(&latest, "BTC").to_string(), "-99.54");
+        // An asset the history never quoted: 0.
+        assert_eq!(history.change_percent(&latest, "ETH").to_string(), "0.00");
+        // Another source's quotes are no reference.
+        let coincap = snapshot("coincap", 2 * 24 * 3600 + 60, "200");
+        assert_eq!(history.reference(&coincap, "BTC"), None);
+        assert_eq!(history.change_percent(&coincap, "BTC").to_string(), "0.00");
+        history.record(coincap.clone());
+        assert_eq!(history.reference(&coincap, "BTC"), Some(d("200")));
+    }
+
+    #[test]
+    fn a_clock_stepping_back_keeps_the_history_bounded_and_ordered() {
+        let mut history = PriceHistory::new(Duration::from_secs(60), Duration::from_secs(600));
+        history.record(snapshot("simulated", 1_000, "100"));
+        history.record(snapshot("simulated", 10, "50"));
+        assert_eq!(history.len(), 1);
+        for minute in 1..100 {
+            history.record(snapshot("simulated", 1_000 + minute * 60, "100"));
+        }
+        assert_eq!(history.len(), 11);
     }
 }

@@ -1,6 +1,20 @@
 //! Live data: `GET /api/prices`, WebSocket `/ws/prices`, and WebSocket `/ws/account`, which
 //! pushes the signed-in user's balance and transaction updates as the projectors apply events.
 //!
+//! `/ws/prices` is public. Every connection gets the snapshot of `GET /api/prices` as a JSON
+//! text frame on connect and at every change (a frame without `type`: the native frame). It
+//! also speaks the predecessor web client's protocol, to connections that ask for it: a
+//! connection that sends the text frame `{"type":"ping"}` (that client does on open and every
+//! 30 s) is answered `{"type":"pong","timestamp"}`, then once `{"type":"status","status":
+//! "connected","source","degraded","timestamp"}`, and from then on, after every native
+//! snapshot and in answer to every ping, `{"type":"price_update","prices":{"btc":"64250.12",
+//! …},"source","timestamp"}` ([`PriceUpdate`]: every quote of the snapshot keyed by its
+//! lower-case asset code, exact decimal *strings*; `timestamp` the snapshot's RFC 3339
+//! instant). A connection that never pings never receives a frame with a `type`. Any client
+//! frame is answered with the current native snapshot (as before the typed frames existed);
+//! beyond that, frames other than a ping (unparseable, unknown types, binary, larger than
+//! [`MAX_CLIENT_FRAME`]) are ignored: they never close the socket.
+//!
 //! `/ws/account` is authenticated like any request (the `access_token` cookie — from an allowed
 //! `Origin` only, see [`allowed_origin`] — or `Authorization: Bearer`); it filters every applied event down to the ones whose ledger
 //! entries or history rows belong to the caller, so no other user's data is ever sent.
@@ -11,16 +25,18 @@
 //! `{"type":"balance","balances":[…],"position":N}` and
 //! `{"type":"transaction","transaction":{…},"position":N}`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::Json;
+use chrono::{DateTime, Utc};
 use cryptovault_events::ledger::{postings, Account};
 use cryptovault_events::EventEnvelope;
 use cryptovault_projections::history::{history_change, HistoryChange};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa_axum::router::OpenApiRouter;
@@ -53,13 +69,22 @@ async fn prices(State(state): State<AppState>) -> Json<PriceSnapshot> {
 }
 
 /// WebSocket: the price snapshot (as `GET /api/prices`) as a JSON text frame on connect and at
-/// every change.
+/// every change; the predecessor client's typed frames to a connection that sends
+/// `{"type":"ping"}` (module docs).
 #[utoipa::path(
     get,
     path = "/ws/prices",
     tag = "live",
     responses(
-        (status = 101, description = "Switching Protocols: a WebSocket of JSON text frames shaped as `GET /api/prices`."),
+        (status = 101, description = "Switching Protocols: a WebSocket of JSON text frames \
+            shaped as `GET /api/prices`, on connect and at every change. A client that sends the \
+            text frame `{\"type\":\"ping\"}` (the predecessor's web client) is answered \
+            `{\"type\":\"pong\",\"timestamp\"}`, then once `{\"type\":\"status\",\"status\":\"connected\",\
+            \"source\",\"degraded\",\"timestamp\"}`, and from then on, at every change and in answer \
+            to every ping, also `{\"type\":\"price_update\",\"prices\":{\"btc\":\"64250.12\",…},\
+            \"source\",\"timestamp\"}` (lower-case asset codes, exact decimal strings, RFC 3339). \
+            A client that never pings receives no frame with a `type`; other client frames are \
+            ignored."),
         (status = 400, description = "Not a WebSocket handshake (axum's rejection).", content_type = "text/plain", body = String),
         (status = 426, description = "The connection cannot be upgraded.", content_type = "text/plain", body = String),
     )
@@ -68,20 +93,134 @@ async fn ws_prices(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> 
     upgrade.on_upgrade(move |socket| push_prices(state, socket))
 }
 
+/// Client frames longer than this (bytes) are ignored unread: a ping is 15.
+pub const MAX_CLIENT_FRAME: usize = 1024;
+
+/// The one thing read from a client's text frame: its `type`, if any. Other keys are ignored.
+#[derive(Debug, Deserialize)]
+struct ClientFrame {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+}
+
+/// Whether `text` is the predecessor client's `{"type":"ping"}` (other keys allowed; an
+/// object, not serde's other forms of a struct).
+fn is_ping(text: &str) -> bool {
+    text.len() <= MAX_CLIENT_FRAME
+        && text.trim_start().starts_with('{')
+        && serde_json::from_str::<ClientFrame>(text)
+            .is_ok_and(|frame| frame.kind.as_deref() == Some("ping"))
+}
+
+/// The predecessor client's frames (module docs), written as `{"type":"…",…}`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum LegacyFrame {
+    /// The answer to `{"type":"ping"}`.
+    Pong {
+        timestamp: DateTime<Utc>,
+    },
+    /// Once, after the first pong.
+    Status {
+        /// `connected`.
+        status: &'static str,
+        source: &'static str,
+        degraded: bool,
+        timestamp: DateTime<Utc>,
+    },
+    PriceUpdate(PriceUpdate),
+}
+
+/// `{"type":"price_update",…}`: one snapshot's quotes.
+#[derive(Debug, Serialize)]
+struct PriceUpdate {
+    /// Lower-case asset code → the exact quote in USD as a decimal string.
+    prices: BTreeMap<String, String>,
+    /// The snapshot's `source`.
+    source: &'static str,
+    /// The snapshot's `as_of`.
+    timestamp: DateTime<Utc>,
+}
+
+impl From<&PriceSnapshot> for PriceUpdate {
+    fn from(snapshot: &PriceSnapshot) -> Self {
+        Self {
+            prices: snapshot
+                .prices
+                .iter()
+                .map(|q| (q.asset.to_ascii_lowercase(), q.usd.to_string()))
+                .collect(),
+            source: snapshot.source,
+            timestamp: snapshot.as_of,
+        }
+    }
+}
+
+async fn send_text(socket: &mut WebSocket, text: String) -> bool {
+    socket.send(Message::Text(text.into())).await.is_ok()
+}
+
+async fn send_legacy(socket: &mut WebSocket, frame: &LegacyFrame) -> bool {
+    match serde_json::to_string(frame) {
+        Ok(text) => send_text(socket, text).await,
+        Err(_) => false,
+    }
+}
+
 async fn push_prices(state: AppState, mut socket: WebSocket) {
     let mut prices = state.prices.watch();
+    // Set by the first `{"type":"ping"}`: from then on the typed frames too.
+    let mut legacy = false;
+    let mut snapshot = prices.borrow_and_update().clone();
+    // What the next turn sends: the native frame (on connect, at every change and, as ever,
+    // after any client frame) and the typed price update (at every change once `legacy`, and
+    // after every ping).
+    let (mut native_due, mut update_due) = (true, false);
     loop {
-        let snapshot = prices.borrow_and_update().clone();
-        let text = json!(*snapshot).to_string();
-        if socket.send(Message::Text(text.into())).await.is_err() {
+        if native_due && !send_text(&mut socket, json!(*snapshot).to_string()).await {
+            return;
+        }
+        if update_due
+            && !send_legacy(&mut socket, &LegacyFrame::PriceUpdate((&*snapshot).into())).await
+        {
             return;
         }
         tokio::select! {
-            changed = prices.changed() => if changed.is_err() { return },
+            changed = prices.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                (native_due, update_due) = (true, legacy);
+            }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
+                Some(Ok(Message::Text(text))) if is_ping(text.as_str()) => {
+                    if !send_legacy(&mut socket, &LegacyFrame::Pong { timestamp: Utc::now() }).await {
+                        return;
+                    }
+                    if !legacy {
+                        legacy = true;
+                        let status = LegacyFrame::Status {
+                            status: "connected",
+                            source: snapshot.source,
+                            degraded: snapshot.degraded,
+                            timestamp: Utc::now(),
+                        };
+                        if !send_legacy(&mut socket, &status).await {
+                            return;
+                        }
+                    }
+                    (native_due, update_due) = (true, true);
+                }
+                // Anything else is not read; answered with the snapshot as before.
+                Some(Ok(_)) => (native_due, update_due) = (true, false),
             },
+        }
+        let latest = prices.borrow_and_update().clone();
+        if !std::sync::Arc::ptr_eq(&latest, &snapshot) {
+            // A change that came while a client frame was handled: the update is due too.
+            (native_due, update_due) = (true, update_due || legacy);
+            snapshot = latest;
         }
     }
 }
@@ -278,4 +417,75 @@ async fn close(socket: &mut WebSocket, reason: String) {
         reason: reason.into(),
     };
     let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prices::Quote;
+
+    #[test]
+    fn only_a_ping_is_a_ping_and_nothing_a_client_sends_is_an_error() {
+        assert!(is_ping(r#"{"type":"ping"}"#));
+        assert!(is_ping(r#" {"type": "ping", "at": 1} "#));
+        for other in [
+            r#"{"type":"pong"}"#,
+            r#"{"type":"PING"}"#,
+            r#"{"type":1}"#,
+            r#"{"kind":"ping"}"#,
+            r#"["ping"]"#,
+            "ping",
+            "{",
+            "",
+            "\u{0}\u{ffff}",
+        ] {
+            assert!(!is_ping(other), "{other:?}");
+        }
+        let padded = format!(
+            r#"{{"type":"ping","pad":"{}"}}"#,
+            "x".repeat(MAX_CLIENT_FRAME)
+        );
+        assert!(!is_ping(&padded), "an oversized frame is not read");
+    }
+
+    #[test]
+    fn the_typed_frames_have_the_predecessors_shape() {
+        let as_of = DateTime::from_timestamp(1_700_000_000, 120_000_000).unwrap();
+        let snapshot = PriceSnapshot {
+            source: "simulated",
+            degraded: false,
+            as_of,
+            prices: vec![
+                Quote {
+                    asset: "BTC".into(),
+                    usd: "64250.12".parse().unwrap(),
+                },
+                Quote {
+                    asset: "USD".into(),
+                    usd: rust_decimal::Decimal::ONE,
+                },
+            ],
+        };
+        let update = serde_json::to_string(&LegacyFrame::PriceUpdate((&snapshot).into())).unwrap();
+        assert_eq!(
+            update,
+            r#"{"type":"price_update","prices":{"btc":"64250.12","usd":"1"},"source":"simulated","timestamp":"2023-11-14T22:13:20.120Z"}"#
+        );
+        let pong = serde_json::to_string(&LegacyFrame::Pong { timestamp: as_of }).unwrap();
+        assert_eq!(
+            pong,
+            r#"{"type":"pong","timestamp":"2023-11-14T22:13:20.120Z"}"#
+        );
+        let status = serde_json::to_string(&LegacyFrame::Status {
+            status: "connected",
+            source: "coincap",
+            degraded: false,
+            timestamp: as_of,
+        })
+        .unwrap();
+        assert_eq!(
+            status,
+            r#"{"type":"status","status":"connected","source":"coincap","degraded":false,"timestamp":"2023-11-14T22:13:20.120Z"}"#
+        );
+    }
 }

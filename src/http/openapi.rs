@@ -59,6 +59,7 @@ use super::AppState;
         (name = "admin", description = "User and withdrawal administration (admin role)"),
         (name = "audit", description = "The raw log, its verification, audit logs (auditor or admin role)"),
         (name = "live", description = "Prices and WebSockets"),
+        (name = "predecessor", description = "Routes only the predecessor's web client calls (its market list and background pings)"),
         (name = "docs", description = "This document and its docs page"),
     )
 )]
@@ -423,8 +424,8 @@ mod tests {
                 }
             }
         }
-        // 43 operations of the service, the document, the docs page and its files.
-        assert_eq!(operations, 46, "{:#?}", paths.keys().collect::<Vec<_>>());
+        // 47 operations of the service, the document, the docs page and its files.
+        assert_eq!(operations, 50, "{:#?}", paths.keys().collect::<Vec<_>>());
         let schemes = document["components"]["securitySchemes"]
             .as_object()
             .expect("security schemes");

@@ -2,6 +2,12 @@
 //! `GET /metrics` (Prometheus text format) and `GET /api/config` (public runtime
 //! configuration: nothing secret).
 //!
+//! `GET /api/config` also answers the predecessor's web client, which merges it over its own
+//! `RuntimeConfig` fallback (missing keys are fine): the camel-case keys `appUrl`, `apiBaseUrl`,
+//! `wsBaseUrl` (each left out when its setting is unset, never `null`), `socketIoPath`,
+//! `version`, `preferRelativeApi` and `sentry`, next to the native keys (`environment` is
+//! shared: same value, same meaning).
+//!
 //! Operational data (issue 14, finding 15): `/metrics` and the details of `/ready` (log
 //! position, each projection's position) need `Authorization: Bearer <OPS_TOKEN>` when
 //! `OPS_TOKEN` is set (compared in constant time). Without `OPS_TOKEN` they are open in
@@ -42,6 +48,45 @@ pub struct PublicConfig {
     pub features: Features,
     pub access_token_ttl_secs: u64,
     /// `development`, `test` or `production`.
+    pub environment: String,
+    /// `APP_URL`: where the web UI is served. Left out when unset.
+    #[serde(rename = "appUrl", skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub app_url: Option<String>,
+    /// `PUBLIC_API_URL`: the base URL of this API. Left out when unset (the predecessor's
+    /// client then keeps its build-time `VITE_API_BASE_URL`).
+    #[serde(rename = "apiBaseUrl", skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub api_base_url: Option<String>,
+    /// `PUBLIC_WS_URL`, else `PUBLIC_API_URL` with `http`→`ws`, `https`→`wss`: the base of
+    /// `{wsBaseUrl}/ws/prices`. Left out when neither is set.
+    #[serde(rename = "wsBaseUrl", skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub ws_base_url: Option<String>,
+    /// `/socket.io`: where the predecessor's client tries Socket.IO. This service does not
+    /// serve it (no page data of that client depends on it).
+    #[serde(rename = "socketIoPath")]
+    pub socket_io_path: String,
+    /// This service's version (`Cargo.toml`).
+    #[schema(example = "0.1.0")]
+    pub version: String,
+    /// Always `false`: the client keeps its build-time API base unless `apiBaseUrl` says
+    /// otherwise.
+    #[serde(rename = "preferRelativeApi")]
+    pub prefer_relative_api: bool,
+    /// Error reporting of the predecessor's client: always off.
+    pub sentry: SentryConfig,
+}
+
+/// The predecessor client's Sentry settings: this service configures none.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SentryConfig {
+    /// Always `false`.
+    pub enabled: bool,
+    /// Always `null`.
+    #[schema(required = true)]
+    pub dsn: Option<String>,
+    /// The same as the top-level `environment`.
     pub environment: String,
 }
 
@@ -85,7 +130,9 @@ pub struct Features {
     get,
     path = "/api/config",
     tag = "operations",
-    responses((status = 200, description = "Assets, limits, features.", body = PublicConfig))
+    responses((status = 200, description = "Assets, limits, features; and the predecessor web \
+        client's runtime keys (`appUrl`, `apiBaseUrl`, `wsBaseUrl` only when configured, \
+        `socketIoPath`, `version`, `preferRelativeApi`, `sentry`).", body = PublicConfig))
 )]
 async fn public_config(State(state): State<AppState>) -> Json<PublicConfig> {
     let config = &state.config;
@@ -98,6 +145,7 @@ async fn public_config(State(state): State<AppState>) -> Json<PublicConfig> {
             precision,
         })
         .collect();
+    let environment = format!("{:?}", config.environment).to_lowercase();
     Json(PublicConfig {
         assets,
         limits: Limits {
@@ -124,7 +172,18 @@ async fn public_config(State(state): State<AppState>) -> Json<PublicConfig> {
             .into(),
         },
         access_token_ttl_secs: config.auth.access_token_ttl.as_secs(),
-        environment: format!("{:?}", config.environment).to_lowercase(),
+        environment: environment.clone(),
+        app_url: config.app_url.clone(),
+        api_base_url: config.public_api_url.clone(),
+        ws_base_url: config.ws_base_url(),
+        socket_io_path: "/socket.io".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        prefer_relative_api: false,
+        sentry: SentryConfig {
+            enabled: false,
+            dsn: None,
+            environment,
+        },
     })
 }
 

@@ -158,7 +158,7 @@ async fn prices_are_served_and_streamed_and_config_is_public() {
     assert_eq!(prices["source"], "simulated");
     assert_eq!(prices["degraded"], false);
     let quotes = prices["prices"].as_array().unwrap();
-    assert_eq!(quotes.len(), 6);
+    assert_eq!(quotes.len(), 7, "USD, USDC, USDT, BTC, BNB, SOL, ETH");
     assert!(quotes
         .iter()
         .any(|q| q["asset"] == "USD" && q["usd"] == "1"));
@@ -280,7 +280,7 @@ async fn the_coincap_adapter_reads_quotes_and_degrades_when_unreachable() {
     assert_ne!(prices["as_of"], first["as_of"], "a refresh happened");
     assert_eq!(prices["source"], "simulated", "{prices}");
     assert_eq!(prices["degraded"], true);
-    assert_eq!(prices["prices"].as_array().unwrap().len(), 6);
+    assert_eq!(prices["prices"].as_array().unwrap().len(), 7);
     t.drop_database().await;
     t2.drop_database().await;
 }

@@ -25,6 +25,7 @@ mod live;
 mod login_throttle;
 mod openapi;
 mod predecessor_history;
+mod predecessor_live;
 mod predecessor_session;
 mod predecessor_wallet;
 mod privacy;
