@@ -20,6 +20,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::asset_identity;
 use super::number::JsonNumber;
 use crate::http::views::StatusBody;
 use crate::http::AppState;
@@ -68,23 +69,6 @@ pub struct Cryptocurrency {
     pub image: Option<String>,
 }
 
-/// The predecessor's slug and display name of `asset` (an upper-case code).
-fn identity(asset: &str) -> (String, String) {
-    let known = match asset {
-        "BTC" => Some(("bitcoin", "Bitcoin")),
-        "ETH" => Some(("ethereum", "Ethereum")),
-        "USDT" => Some(("tether", "Tether")),
-        "USDC" => Some(("usd-coin", "USD Coin")),
-        "BNB" => Some(("binancecoin", "BNB")),
-        "SOL" => Some(("solana", "Solana")),
-        _ => None,
-    };
-    match known {
-        Some((id, name)) => (id.to_owned(), name.to_owned()),
-        None => (asset.to_ascii_lowercase(), asset.to_owned()),
-    }
-}
-
 /// Market data of every configured asset except `USD` (see the module docs).
 #[utoipa::path(
     get,
@@ -104,7 +88,7 @@ async fn crypto(State(state): State<AppState>) -> Json<CryptoList> {
         .zip(changes)
         .filter(|(quote, _)| quote.asset != "USD")
         .map(|(quote, change)| {
-            let (id, name) = identity(&quote.asset);
+            let (id, name) = asset_identity(&quote.asset);
             Cryptocurrency {
                 id,
                 symbol: quote.asset.to_ascii_uppercase(),
@@ -169,7 +153,7 @@ mod tests {
     fn known_assets_have_the_predecessors_slugs_and_others_their_code() {
         let ids: Vec<(String, String)> = ["BTC", "ETH", "USDT", "USDC", "BNB", "SOL", "DOGE"]
             .into_iter()
-            .map(identity)
+            .map(asset_identity)
             .collect();
         let expected = [
             ("bitcoin", "Bitcoin"),

@@ -29,17 +29,21 @@ use super::AppState;
 /// The OpenAPI tag of these routes.
 pub const TAG: &str = "predecessor";
 
-/// An asset's name for people (`Bitcoin`), or its code when it has no well-known name.
-pub fn asset_name(asset: &str) -> &str {
-    match asset {
-        "BTC" => "Bitcoin",
-        "ETH" => "Ethereum",
-        "USDT" => "Tether",
-        "USDC" => "USD Coin",
-        "BNB" => "BNB",
-        "SOL" => "Solana",
-        "USD" => "US Dollar",
-        other => other,
+/// The predecessor's slug and display name of `asset` (an upper-case code).
+pub fn asset_identity(asset: &str) -> (String, String) {
+    let known = match asset {
+        "BTC" => Some(("bitcoin", "Bitcoin")),
+        "ETH" => Some(("ethereum", "Ethereum")),
+        "USDT" => Some(("tether", "Tether")),
+        "USDC" => Some(("usd-coin", "USD Coin")),
+        "BNB" => Some(("binancecoin", "BNB")),
+        "SOL" => Some(("solana", "Solana")),
+        "USD" => Some(("usd", "US Dollar")),
+        _ => None,
+    };
+    match known {
+        Some((id, name)) => (id.to_owned(), name.to_owned()),
+        None => (asset.to_ascii_lowercase(), asset.to_owned()),
     }
 }
 

@@ -437,7 +437,7 @@ async fn portfolio(
         })?;
         holdings.push(Holding {
             symbol: row.asset.clone(),
-            name: super::asset_name(&row.asset).to_owned(),
+            name: super::asset_identity(&row.asset).1,
             amount: JsonNumberText::new(row.total.clone()).ok_or_else(|| {
                 ApiError::Internal(anyhow::anyhow!("balance text {:?}", row.total))
             })?,
