@@ -13,7 +13,8 @@
 //! instant). A connection that never pings never receives a frame with a `type`. Any client
 //! frame is answered with the current native snapshot (as before the typed frames existed);
 //! beyond that, frames other than a ping (unparseable, unknown types, binary, larger than
-//! [`MAX_CLIENT_FRAME`]) are ignored: they never close the socket.
+//! [`MAX_CLIENT_FRAME`]) are ignored. A client message over [`MAX_CLIENT_MESSAGE`] closes the
+//! socket (1009, message too big): no client of this socket sends one.
 //!
 //! `/ws/account` is authenticated like any request (the `access_token` cookie — from an allowed
 //! `Origin` only, see [`allowed_origin`] — or `Authorization: Bearer`); it filters every applied event down to the ones whose ledger
@@ -90,11 +91,17 @@ async fn prices(State(state): State<AppState>) -> Json<PriceSnapshot> {
     )
 )]
 async fn ws_prices(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(move |socket| push_prices(state, socket))
+    upgrade
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| push_prices(state, socket))
 }
 
-/// Client frames longer than this (bytes) are ignored unread: a ping is 15.
+/// Client frames longer than this (bytes) are ignored without being parsed: a ping is 15.
 pub const MAX_CLIENT_FRAME: usize = 1024;
+
+/// The largest client message `/ws/prices` receives (bytes); a larger one closes the socket.
+pub const MAX_CLIENT_MESSAGE: usize = 64 << 10;
 
 /// The one thing read from a client's text frame: its `type`, if any. Other keys are ignored.
 #[derive(Debug, Deserialize)]

@@ -59,7 +59,7 @@ use super::AppState;
         (name = "admin", description = "User and withdrawal administration (admin role)"),
         (name = "audit", description = "The raw log, its verification, audit logs (auditor or admin role)"),
         (name = "live", description = "Prices and WebSockets"),
-        (name = "predecessor", description = "Routes only the predecessor's web client calls (its market list and background pings)"),
+        (name = "predecessor", description = "Routes only the predecessor's web client calls: its wallet writes (JSON-number amounts), portfolio, transfer list, market list and background pings; thin adapters over the native commands and queries"),
         (name = "docs", description = "This document and its docs page"),
     )
 )]

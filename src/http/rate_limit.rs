@@ -90,7 +90,10 @@ fn check(state: &AppState, request: &Request) -> Result<(), ApiError> {
     if path == "/api/auth/login" || path == "/api/auth/signup" {
         limiters.check(&limiters.login, &ip)?;
     }
-    if path.starts_with("/api/wallet") || path.starts_with("/api/transactions") {
+    if path.starts_with("/api/wallet")
+        || path.starts_with("/api/transactions")
+        || path == "/api/portfolio"
+    {
         if let Some(user) = authenticated_user(state, request) {
             limiters.check(&limiters.per_user, &user)?;
         }

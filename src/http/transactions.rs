@@ -190,7 +190,7 @@ pub async fn page(
     };
     let (rows, total) = tokio::try_join!(
         state.read_models.history_offset_page(&filter, skip, limit),
-        state.read_models.history_count(&filter),
+        state.read_models.history_count(&filter, old::MAX_TOTAL),
     )?;
     let transactions = rows
         .iter()

@@ -423,7 +423,7 @@ async fn offset_pages_old_types_and_transfers_across_instances() {
         ("skip=x", "skip"),
         ("skip=100001", "skip"),
         ("limit=0", "limit"),
-        ("limit=201", "limit"),
+        ("limit=51", "limit"),
         ("type=transfer", "type"),
     ] {
         let (status, _, body) =

@@ -64,6 +64,10 @@ async fn the_old_clients_wallet_calls_work_with_cookies_and_exact_numbers() {
     let login = sign_in(&alice, "alice@example.com", "Alice").await;
     // §2: `user` with `createdAt` ("Member since").
     let user = &login.json["user"];
+    assert!(
+        user["id"].as_str().unwrap().parse::<uuid::Uuid>().is_ok(),
+        "{user}"
+    );
     assert_eq!(user["email"], "alice@example.com");
     assert_eq!(user["name"], "Alice");
     let created_at = user["createdAt"].as_str().expect("createdAt is a string");
@@ -289,6 +293,13 @@ async fn every_rejected_old_client_call_is_a_clear_error_and_writes_nothing() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_error",
             "extra",
+        ),
+        (
+            "/api/wallet/deposit/create",
+            r#"[20, "btc"]"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error",
+            "body",
         ),
         (
             "/api/wallet/deposit/create",

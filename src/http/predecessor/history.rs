@@ -21,6 +21,10 @@ use crate::store::read_models::HistoryRow;
 /// cost of a page grows with it. The old client pages by 20; 100,000 is 5,000 pages.
 pub const MAX_SKIP: u64 = 100_000;
 
+/// The most rows a `total` counts: the furthest an offset page can reach (`MAX_SKIP` plus the
+/// largest page). A history longer than that answers this number.
+pub const MAX_TOTAL: u64 = MAX_SKIP + 200;
+
 /// `skip`: a non-negative integer up to [`MAX_SKIP`] (422 naming `skip` otherwise).
 pub fn skip(raw: Option<&str>) -> Result<Option<u64>, InvalidInput> {
     match number(raw, "skip")? {
@@ -166,7 +170,8 @@ pub struct HistoryPage {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Vec<OldTransaction>)]
     pub transactions: Option<Vec<OldTransaction>>,
-    /// Offset pages only (`skip` given): the number of rows matching the filter.
+    /// Offset pages only (`skip` given): the number of rows matching the filter, counted up to
+    /// 100,200 (the furthest an offset page reaches); a longer history answers 100,200.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = u64)]
     pub total: Option<u64>,

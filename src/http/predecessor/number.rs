@@ -78,6 +78,24 @@ impl utoipa::PartialSchema for JsonNumberText {
 
 impl utoipa::ToSchema for JsonNumberText {}
 
+/// The OpenAPI schema of an amount in the predecessor's calls: a JSON number (what the old
+/// client sends) or, as in the native API, a decimal string.
+pub fn amount_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(r"^[0-9]+(\.[0-9]+)?$")),
+        )
+        .description(Some(
+            "A JSON number read exactly from its digits (no exponent), or a decimal string.",
+        ))
+        .build()
+        .into()
+}
+
 /// A JSON body deserialized from its bytes (so [`Literal`] fields keep their text), with the
 /// rejections of [`crate::http::json::ApiJson`]: no JSON content type or unparseable JSON is
 /// 400 `malformed_json`, the wrong shape 422 `validation_error` naming the field, too large 413.
@@ -109,6 +127,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for LiteralJson<T> {
 
 /// `bytes` as `T`, with the rejections of [`LiteralJson`].
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde's derive would also take a struct from an array of its fields in order
+    // (`[100, "btc"]`), past `deny_unknown_fields` and the declared object schema.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::Validation {
+            field: "body".into(),
+            message: "body must be a JSON object".into(),
+        });
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let detail = e.to_string();
@@ -182,6 +208,11 @@ mod tests {
         assert!(
             matches!(&missing, ApiError::Validation { field, .. } if field == "amount"),
             "{missing:?}"
+        );
+        let array = parse::<Body>(br#"[1, "btc"]"#).unwrap_err();
+        assert!(
+            matches!(&array, ApiError::Validation { field, .. } if field == "body"),
+            "{array:?}"
         );
         for bad in [
             &b"{"[..],

@@ -20,7 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::history::{created_at, row_amount, row_kind, skip};
+use super::history::{created_at, row_amount, row_kind, skip, MAX_TOTAL};
 use super::number::JsonNumber;
 use crate::http::error::ApiError;
 use crate::http::extract::AuthUser;
@@ -42,8 +42,9 @@ struct TransfersQuery {
     /// Rows `skip` to `skip + limit`, newest first; 0 to 100000 (default 0).
     #[param(value_type = Option<u64>, minimum = 0, maximum = 100000)]
     skip: Option<String>,
-    /// Page size, 1 to 200 (default 50).
-    #[param(value_type = Option<u64>, minimum = 1, maximum = 200)]
+    /// Page size, 1 to 50 (default 50, what the predecessor's page asks for): each distinct
+    /// counterparty on a page costs an identity read.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 50)]
     limit: Option<String>,
     /// Wait until the read model has applied this position.
     #[param(value_type = Option<u64>)]
@@ -147,7 +148,15 @@ fn counterparty(row: &HistoryRow) -> Option<Uuid> {
     row.counterparty_id.as_deref()?.parse().ok()
 }
 
-/// The other parties of `rows`: one identity read per distinct counterparty, concurrently.
+/// The largest page: at most this many identity reads per request.
+const MAX_LIMIT: u64 = 50;
+
+/// How many identity reads of one page run at once (each reads a user stream): a page must not
+/// take the connection pool from the ledger's writes.
+const LOOKUP_CONCURRENCY: usize = 4;
+
+/// The other parties of `rows`: one identity read per distinct counterparty, at most
+/// [`LOOKUP_CONCURRENCY`] at a time.
 /// An unknown user (never for a row the ledger wrote) shows as erased rather than failing
 /// the page; a store failure fails it.
 async fn parties(
@@ -173,10 +182,11 @@ async fn parties(
             Err(other) => Err(ApiError::from(other)),
         }
     });
-    Ok(futures::future::try_join_all(lookups)
-        .await?
-        .into_iter()
-        .collect())
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(lookups)
+        .buffer_unordered(LOOKUP_CONCURRENCY)
+        .try_collect()
+        .await
 }
 
 /// The caller's transfers, both directions, newest first, in offset pages (the predecessor's
@@ -194,7 +204,7 @@ async fn list(
     user: AuthUser,
     ApiQuery(query): ApiQuery<TransfersQuery>,
 ) -> Result<Json<TransfersPage>, ApiError> {
-    let limit = page_size(query.limit.as_deref(), 50, 200)?;
+    let limit = page_size(query.limit.as_deref(), 50, MAX_LIMIT)?;
     let skip = skip(query.skip.as_deref())?.unwrap_or(0);
     let min_position = number(query.min_position.as_deref(), "min_position")?;
     let filter = HistoryFilter {
@@ -206,7 +216,7 @@ async fn list(
     read_your_writes(&state, &state.transactions, min_position).await?;
     let (rows, total) = tokio::try_join!(
         state.read_models.history_offset_page(&filter, skip, limit),
-        state.read_models.history_count(&filter),
+        state.read_models.history_count(&filter, MAX_TOTAL),
     )?;
     let parties = parties(&state, &rows).await?;
     let transfers = rows

@@ -6,7 +6,10 @@
 //! Each write parses the old body (a JSON-number `amount` read from its literal text, a
 //! `currency` in any letter case) into the native domain values and runs the native command
 //! under the same `Idempotency-Key` rules (the old client sends none; a client that does gets
-//! the native guarantees). Rejections are the native ones, in the same error shape.
+//! the native guarantees). Rejections are the native ones, in the same error shape. One
+//! difference: a body of the wrong shape (a missing or unknown field, a wrong type) is refused
+//! before the key is looked at, so it is not remembered under the key (it wrote nothing; the
+//! native routes remember it and answer a later, valid body under the key 409).
 
 use std::collections::BTreeMap;
 
@@ -22,7 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::number::{JsonNumber, JsonNumberText, Literal, LiteralJson};
+use super::number::{amount_schema, JsonNumber, JsonNumberText, Literal, LiteralJson};
 use crate::http::commands::{
     run_deposit, run_transfer, run_withdrawal, self_service_deposits, Transfer, Withdrawal,
 };
@@ -55,7 +58,7 @@ const MIN_DEPOSIT_USD: Decimal = Decimal::TEN;
 pub struct DepositCreateRequest {
     /// US dollars to credit: a JSON number (or a decimal string) of at least 10 with at most
     /// USD's decimal places; no exponent.
-    #[schema(value_type = f64, minimum = 10, example = 100)]
+    #[schema(schema_with = amount_schema, example = 100)]
     amount: Literal,
     /// The cryptocurrency the invoice would be paid in (`btc`, `eth`, `usdt`, `usdc`; any
     /// letter case): a configured asset.
@@ -167,7 +170,7 @@ fn usd_amount(assets: &Assets, literal: &Literal) -> Result<Decimal, InvalidInpu
 #[serde(deny_unknown_fields)]
 pub struct WithdrawRequest {
     /// A JSON number (or a decimal string) with at most the asset's decimal places.
-    #[schema(value_type = f64, example = 0.0015)]
+    #[schema(schema_with = amount_schema, example = 0.0015)]
     amount: Literal,
     /// A configured asset, any letter case (`btc`).
     #[schema(example = "btc")]
@@ -253,7 +256,7 @@ pub struct TransferRequest {
     /// The recipient's email address (a registered user other than the caller).
     recipient_email: String,
     /// A JSON number (or a decimal string) with at most the asset's decimal places.
-    #[schema(value_type = f64, example = 25)]
+    #[schema(schema_with = amount_schema, example = 25)]
     amount: Literal,
     /// A configured asset, any letter case (`USD`).
     #[schema(example = "USD")]

@@ -386,8 +386,13 @@ impl ReadModels {
     }
 
     /// The number of rows of a user's history that match `filter`, counted on the same index
-    /// as its pages ([`HistoryFilter::index`]).
-    pub async fn history_count(&self, filter: &HistoryFilter) -> Result<u64, StoreError> {
+    /// as its pages ([`HistoryFilter::index`]), but at most `at_most` (a count reads every row it
+    /// counts: the bound keeps one request's work bounded).
+    pub async fn history_count(
+        &self,
+        filter: &HistoryFilter,
+        at_most: u64,
+    ) -> Result<u64, StoreError> {
         if filter.matches_nothing() {
             return Ok(0);
         }
@@ -396,6 +401,7 @@ impl ReadModels {
             .collection::<HistoryRow>(TRANSACTIONS)
             .count_documents(filter.query())
             .hint(mongodb::options::Hint::Keys(filter.index()))
+            .limit(at_most)
             .await?)
     }
 
