@@ -23,6 +23,7 @@ pub mod domain;
 pub mod envelope;
 pub mod identity;
 pub mod ledger;
+pub mod merkle;
 pub mod personal;
 pub mod units;
 
