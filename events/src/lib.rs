@@ -16,13 +16,21 @@
 //! **API boundary:** [`NewEvent`] is what a command hands to the store; [`EventEnvelope`] is what
 //! the store hands back; `LedgerEvent::decode` / `IdentityEvent::decode` read it back;
 //! [`chain::ChainVerifier`] checks a log in position order.
+//!
+//! **Offline verification (issue 16):** [`merkle`] is the RFC 6962 Merkle tree over the log
+//! (hashing, proof generation over stored subtree hashes, proof verification, the incremental
+//! [`merkle::Frontier`]); [`checkpoint`] is the C2SP signed-note / `tlog-checkpoint` format with
+//! Ed25519. Both are pure: the leaf definition, the signing key and every stored hash come from
+//! the caller.
 
 pub mod canonical;
 pub mod chain;
+pub mod checkpoint;
 pub mod domain;
 pub mod envelope;
 pub mod identity;
 pub mod ledger;
+pub mod merkle;
 pub mod personal;
 pub mod units;
 
