@@ -60,6 +60,11 @@ struct Inner {
     collection: Collection<Document>,
     writer_id: String,
     lsids: Mutex<Vec<Document>>,
+    /// Held while the registration document is written or removed; `true` once removed for
+    /// good. A heartbeat that read the session ids before [`WriterSessions::deregister`] must
+    /// not upsert the document back after the removal (a dead writer's registration would stay
+    /// behind, listing sessions, until its TTL).
+    registration: tokio::sync::Mutex<bool>,
     heartbeat_started: AtomicBool,
     reaping: AtomicBool,
     last_reap: Mutex<Option<Instant>>,
@@ -84,6 +89,7 @@ impl WriterSessions {
                 collection,
                 writer_id: uuid::Uuid::now_v7().to_string(),
                 lsids: Mutex::new(Vec::new()),
+                registration: tokio::sync::Mutex::new(false),
                 heartbeat_started: AtomicBool::new(false),
                 reaping: AtomicBool::new(false),
                 last_reap: Mutex::new(None),
@@ -134,6 +140,8 @@ impl WriterSessions {
 
     /// Removes this writer's registration (its task is ending: no transaction of it is open).
     pub async fn deregister(&self) {
+        let mut removed = self.inner.registration.lock().await;
+        *removed = true;
         self.inner.heartbeat_started.store(true, Ordering::SeqCst);
         self.inner.lsids.lock().unwrap().clear();
         if let Err(error) = self
@@ -178,6 +186,10 @@ impl Inner {
     /// Writes the registration: every session id and a fresh heartbeat (server time).
     /// Recreates it if a reaper removed it (this writer only looked dead).
     async fn renew(&self) -> Result<(), StoreError> {
+        let removed = self.registration.lock().await;
+        if *removed {
+            return Ok(());
+        }
         let lsids: Vec<Bson> = self
             .lsids
             .lock()
