@@ -77,6 +77,46 @@ impl Browser {
             .map(|(_, v)| v.to_owned())
     }
 
+    /// Signs `email` up and logs in, as the client's auth page does (asserting 201, 200 and a
+    /// `csrf_token` cookie); the login's answer.
+    pub async fn sign_up_and_log_in(&self, email: &str, name: &str) -> Answer {
+        let password = super::helpers::PASSWORD;
+        let signup = self
+            .post(
+                "/api/auth/signup",
+                &format!(r#"{{"email":"{email}","password":"{password}","name":"{name}"}}"#),
+            )
+            .await;
+        assert_eq!(signup.status, StatusCode::CREATED, "{signup:?}");
+        let login = self
+            .post(
+                "/api/auth/login",
+                &format!(r#"{{"email":"{email}","password":"{password}"}}"#),
+            )
+            .await;
+        assert_eq!(login.status, StatusCode::OK, "{login:?}");
+        assert!(self.cookie("csrf_token").is_some(), "no csrf_token cookie");
+        login
+    }
+
+    /// `GET path` until `done` holds for the answer (the projections are asynchronous; the old
+    /// client simply polls), at most 15 s; every answer must be 200.
+    pub async fn eventually(&self, path: &str, done: impl Fn(&Answer) -> bool) -> Answer {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let answer = self.get(path).await;
+            assert_eq!(answer.status, StatusCode::OK, "{path}: {answer:?}");
+            if done(&answer) {
+                return answer;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{path} never got there: {answer:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Answer {
         self.call(Method::GET, path, None).await
     }

@@ -15,26 +15,10 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::browser::{number_text, Answer, Browser};
-use super::helpers::{spawn_app, TestDb, PASSWORD};
+use super::helpers::{spawn_app, TestDb};
 
 /// Access tokens that expire during the test, so the refresh interceptor has to run.
 const ACCESS_TTL_SECS: u64 = 3;
-
-async fn eventually(browser: &Browser, path: &str, done: impl Fn(&Answer) -> bool) -> Answer {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let answer = browser.get(path).await;
-        assert_eq!(answer.status, StatusCode::OK, "{path}: {answer:?}");
-        if done(&answer) {
-            return answer;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{path} never got there: {answer:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// What every page load sends before anything else; each answers 200 (or, for `me` before
 /// login, 401 after a refresh that fails — the client then shows the login page).
@@ -44,23 +28,6 @@ async fn page_load(browser: &Browser) -> Answer {
         assert_eq!(answer.status, StatusCode::OK, "{path}: {answer:?}");
     }
     browser.get("/api/auth/me").await
-}
-
-async fn sign_up_and_log_in(browser: &Browser, email: &str, name: &str) {
-    let signup = browser
-        .post(
-            "/api/auth/signup",
-            &format!(r#"{{"email":"{email}","password":"{PASSWORD}","name":"{name}"}}"#),
-        )
-        .await;
-    assert_eq!(signup.status, StatusCode::CREATED, "{signup:?}");
-    let login = browser
-        .post(
-            "/api/auth/login",
-            &format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#),
-        )
-        .await;
-    assert_eq!(login.status, StatusCode::OK, "{login:?}");
 }
 
 fn ids(answer: &Answer, list: &str) -> Vec<String> {
@@ -84,12 +51,12 @@ async fn a_browser_session_of_the_old_client_end_to_end() {
     let alice = Browser::new(&a);
     let me = page_load(&alice).await;
     assert_eq!(me.status, StatusCode::UNAUTHORIZED, "{me:?}");
-    sign_up_and_log_in(&alice, "alice@example.com", "Alice").await;
+    alice.sign_up_and_log_in("alice@example.com", "Alice").await;
     let me = page_load(&alice.at(&b)).await;
     assert_eq!(me.status, StatusCode::OK, "{me:?}");
     assert_eq!(me.json["user"]["email"], "alice@example.com");
     let bob = Browser::new(&b);
-    sign_up_and_log_in(&bob, "bob@example.com", "Bob").await;
+    bob.sign_up_and_log_in("bob@example.com", "Bob").await;
 
     // Deposit page: four invoices of USD, paid in different currencies.
     for (amount, currency) in [
@@ -105,10 +72,12 @@ async fn a_browser_session_of_the_old_client_end_to_end() {
     }
 
     // Dashboard: the portfolio is worth the deposits; the latest five transactions.
-    let portfolio = eventually(&alice.at(&b), "/api/portfolio", |a| {
-        a.json["portfolio"]["totalBalance"].as_f64() == Some(145.75)
-    })
-    .await;
+    let portfolio = alice
+        .at(&b)
+        .eventually("/api/portfolio", |a| {
+            a.json["portfolio"]["totalBalance"].as_f64() == Some(145.75)
+        })
+        .await;
     assert_eq!(
         number_text(&portfolio.text, "/portfolio/totalBalance"),
         "145.75"
@@ -138,10 +107,11 @@ async fn a_browser_session_of_the_old_client_end_to_end() {
         .await;
     assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
     assert!(sent.json["message"].is_string());
-    let transfers = eventually(&alice, "/api/wallet/transfers?skip=0&limit=50", |a| {
-        a.json["total"] == 1
-    })
-    .await;
+    let transfers = alice
+        .eventually("/api/wallet/transfers?skip=0&limit=50", |a| {
+            a.json["total"] == 1
+        })
+        .await;
     let transfer = &transfers.json["transfers"][0];
     assert_eq!(transfer["direction"], "sent");
     assert_eq!(transfer["currency"], "USD");
@@ -149,10 +119,12 @@ async fn a_browser_session_of_the_old_client_end_to_end() {
     assert_eq!(transfer["otherParty"]["email"], "bob@example.com");
     assert_eq!(transfer["otherParty"]["name"], "Bob");
     assert_eq!(number_text(&transfers.text, "/transfers/0/amount"), "45.75");
-    let received = eventually(&bob.at(&a), "/api/wallet/transfers?skip=0&limit=50", |a| {
-        a.json["total"] == 1
-    })
-    .await;
+    let received = bob
+        .at(&a)
+        .eventually("/api/wallet/transfers?skip=0&limit=50", |a| {
+            a.json["total"] == 1
+        })
+        .await;
     assert_eq!(received.json["transfers"][0]["direction"], "received");
     assert_eq!(
         received.json["transfers"][0]["otherParty"]["email"],
@@ -167,12 +139,12 @@ async fn a_browser_session_of_the_old_client_end_to_end() {
         )
         .await;
     assert_eq!(withdraw.status, StatusCode::CREATED, "{withdraw:?}");
-    let withdrawals = eventually(
-        &alice.at(&b),
-        "/api/transactions?skip=0&limit=20&type=withdraw",
-        |a| a.json["total"] == 1,
-    )
-    .await;
+    let withdrawals = alice
+        .at(&b)
+        .eventually("/api/transactions?skip=0&limit=20&type=withdraw", |a| {
+            a.json["total"] == 1
+        })
+        .await;
     assert_eq!(withdrawals.json["transactions"][0]["status"], "pending");
     assert_eq!(
         number_text(&withdrawals.text, "/transactions/0/amount"),

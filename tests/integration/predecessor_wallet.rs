@@ -8,49 +8,8 @@ use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use super::browser::{number_text, Answer, Browser};
-use super::helpers::{event_count, spawn_app, TestDb, PASSWORD};
-
-/// Signs `email` up and logs in through `browser`, as the client's auth page does.
-async fn sign_in(browser: &Browser, email: &str, name: &str) -> Answer {
-    let signup = browser
-        .post(
-            "/api/auth/signup",
-            &format!(r#"{{"email":"{email}","password":"{PASSWORD}","name":"{name}"}}"#),
-        )
-        .await;
-    assert_eq!(signup.status, StatusCode::CREATED, "{signup:?}");
-    let login = browser
-        .post(
-            "/api/auth/login",
-            &format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#),
-        )
-        .await;
-    assert_eq!(login.status, StatusCode::OK, "{login:?}");
-    assert!(
-        browser.cookie("csrf_token").is_some(),
-        "no csrf_token cookie"
-    );
-    login
-}
-
-/// `GET path` until `done` holds for the answer (the projections are asynchronous; the old
-/// client simply polls), at most 15 s.
-async fn eventually(browser: &Browser, path: &str, done: impl Fn(&Answer) -> bool) -> Answer {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let answer = browser.get(path).await;
-        assert_eq!(answer.status, StatusCode::OK, "{path}: {answer:?}");
-        if done(&answer) {
-            return answer;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{path} never got there: {answer:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
+use super::browser::{number_text, Browser};
+use super::helpers::{event_count, spawn_app, TestDb};
 
 fn decimal(text: &str) -> Decimal {
     text.parse().unwrap()
@@ -61,7 +20,7 @@ async fn the_old_clients_wallet_calls_work_with_cookies_and_exact_numbers() {
     let t = TestDb::new("pred_wallet").await;
     let (a, b) = (spawn_app(&t, &[]).await, spawn_app(&t, &[]).await);
     let alice = Browser::new(&a);
-    let login = sign_in(&alice, "alice@example.com", "Alice").await;
+    let login = alice.sign_up_and_log_in("alice@example.com", "Alice").await;
     // §2: `user` with `createdAt` ("Member since").
     let user = &login.json["user"];
     assert!(
@@ -75,7 +34,7 @@ async fn the_old_clients_wallet_calls_work_with_cookies_and_exact_numbers() {
     let me = alice.at(&b).get("/api/auth/me").await;
     assert_eq!(me.json["user"]["createdAt"], created_at, "{me:?}");
     let bob = Browser::new(&b);
-    sign_in(&bob, "bob@example.com", "Bob").await;
+    bob.sign_up_and_log_in("bob@example.com", "Bob").await;
 
     // Deposit: a USD invoice "paid" in btc, the amount a JSON number.
     let deposit = alice
@@ -109,12 +68,14 @@ async fn the_old_clients_wallet_calls_work_with_cookies_and_exact_numbers() {
     assert_eq!(native.status, StatusCode::CREATED, "{native:?}");
 
     // The P2P page reads `wallet.balances` (available amounts, numbers) on the other instance.
-    let balance = eventually(&alice.at(&b), "/api/wallet/balance", |a| {
-        a.json["wallet"]["balances"]["ETH"].is_number()
-            && a.json["wallet"]["balances"]["USD"].as_f64() == Some(100.25)
-            && a.json["wallet"]["balances"]["ETH"].as_f64() == Some(1.0)
-    })
-    .await;
+    let balance = alice
+        .at(&b)
+        .eventually("/api/wallet/balance", |a| {
+            a.json["wallet"]["balances"]["ETH"].is_number()
+                && a.json["wallet"]["balances"]["USD"].as_f64() == Some(100.25)
+                && a.json["wallet"]["balances"]["ETH"].as_f64() == Some(1.0)
+        })
+        .await;
     assert_eq!(
         number_text(&balance.text, "/wallet/balances/ETH"),
         "1.000000000000000002"
@@ -150,11 +111,13 @@ async fn the_old_clients_wallet_calls_work_with_cookies_and_exact_numbers() {
         )
         .await;
     assert_eq!(usd.status, StatusCode::CREATED, "{usd:?}");
-    let bobs = eventually(&bob.at(&a), "/api/wallet/balance", |a| {
-        a.json["wallet"]["balances"]["USD"].as_f64() == Some(25.5)
-            && a.json["wallet"]["balances"]["ETH"].as_f64() > Some(0.0)
-    })
-    .await;
+    let bobs = bob
+        .at(&a)
+        .eventually("/api/wallet/balance", |a| {
+            a.json["wallet"]["balances"]["USD"].as_f64() == Some(25.5)
+                && a.json["wallet"]["balances"]["ETH"].as_f64() > Some(0.0)
+        })
+        .await;
     assert_eq!(number_text(&bobs.text, "/wallet/balances/USD"), "25.50");
     assert_eq!(
         number_text(&bobs.text, "/wallet/balances/ETH"),
@@ -174,13 +137,15 @@ async fn the_old_clients_wallet_calls_work_with_cookies_and_exact_numbers() {
     assert_eq!(number_text(&withdraw.text, "/withdrawal/amount"), "10.05");
 
     // Portfolio: available + held, valued at the quote it names, and a total that adds up.
-    let portfolio = eventually(&alice.at(&b), "/api/portfolio", |a| {
-        a.json["portfolio"]["holdings"].as_array().is_some_and(|h| {
-            h.iter()
-                .any(|h| h["symbol"] == "USD" && h["amount"].as_f64() == Some(74.75))
+    let portfolio = alice
+        .at(&b)
+        .eventually("/api/portfolio", |a| {
+            a.json["portfolio"]["holdings"].as_array().is_some_and(|h| {
+                h.iter()
+                    .any(|h| h["symbol"] == "USD" && h["amount"].as_f64() == Some(74.75))
+            })
         })
-    })
-    .await;
+        .await;
     let holdings = portfolio.json["portfolio"]["holdings"].as_array().unwrap();
     assert_eq!(holdings.len(), 2, "{portfolio:?}");
     let mut total = Decimal::ZERO;
@@ -219,8 +184,10 @@ async fn every_rejected_old_client_call_is_a_clear_error_and_writes_nothing() {
     let t = TestDb::new("pred_wallet_reject").await;
     let base = spawn_app(&t, &[]).await;
     let alice = Browser::new(&base);
-    sign_in(&alice, "alice@example.com", "Alice").await;
-    sign_in(&Browser::new(&base), "bob@example.com", "Bob").await;
+    alice.sign_up_and_log_in("alice@example.com", "Alice").await;
+    Browser::new(&base)
+        .sign_up_and_log_in("bob@example.com", "Bob")
+        .await;
     let funded = alice
         .post(
             "/api/wallet/deposit/create",
