@@ -360,6 +360,18 @@ impl SignerKey {
             signature: self.key.sign(text.as_bytes()).to_bytes().to_vec(),
         })
     }
+
+    /// A 32-byte secret derived from this key's seed for `label`: `HMAC-SHA256(key = seed,
+    /// message = label)`. For secrets the service must not keep apart from the signing key
+    /// (the liabilities salts, [`crate::liabilities::SaltKey`]); distinct labels give independent
+    /// secrets, and none reveals the seed or signs anything.
+    pub fn derive_secret(&self, label: &str) -> [u8; 32] {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key.to_bytes())
+            .expect("HMAC accepts keys of any length");
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
 }
 
 /// One signature line of a note: key name, key id and the signature bytes (after the id).

@@ -21,7 +21,8 @@
 //! (hashing, proof generation over stored subtree hashes, proof verification, the incremental
 //! [`merkle::Frontier`]); [`checkpoint`] is the C2SP signed-note / `tlog-checkpoint` format with
 //! Ed25519. Both are pure: the leaf definition, the signing key and every stored hash come from
-//! the caller.
+//! the caller. [`liabilities`] is the proof of liabilities: a Merkle sum tree per asset over
+//! salted user hashes and balances, its signed note and the per-user bundle.
 
 pub mod canonical;
 pub mod chain;
@@ -30,6 +31,7 @@ pub mod domain;
 pub mod envelope;
 pub mod identity;
 pub mod ledger;
+pub mod liabilities;
 pub mod merkle;
 pub mod personal;
 pub mod units;
