@@ -15,6 +15,8 @@ pub mod identity;
 pub mod invariant_monitor;
 /// Assets, accounts and the commands that move money.
 pub mod ledger;
+/// Proof of liabilities: issuance at a checkpoint, users' bundles, the offline verifier.
+pub mod liabilities;
 /// Client-given periods and instants (RFC 3339) and their MongoDB range.
 pub mod period;
 /// Market prices (simulated feed, CoinCap adapter).

@@ -290,23 +290,60 @@ impl SumTree {
         self.levels.first()?.get(index).copied()
     }
 
+    /// The user hash of the leaf at `index`.
+    pub fn user_hash(&self, index: u64) -> Option<&Hash> {
+        self.users.get(usize::try_from(index).ok()?)
+    }
+
+    /// Every node as `(level, index in level, node)`, leaves (level 0) first: what a store
+    /// keeps so that a proof is [`proof_positions`] read back.
+    pub fn nodes(&self) -> impl Iterator<Item = (u32, u64, SumNode)> + '_ {
+        self.levels.iter().enumerate().flat_map(|(level, nodes)| {
+            nodes
+                .iter()
+                .enumerate()
+                .map(move |(index, node)| (level as u32, index as u64, *node))
+        })
+    }
+
     /// The siblings `(hash, sum)` of the leaf at `index`, from the leaf towards the root.
     pub fn proof(&self, index: u64) -> Result<Vec<SumNode>, LiabilitiesError> {
-        let count = self.leaf_count();
-        if index >= count {
-            return Err(LiabilitiesError::IndexOutOfRange { index, count });
-        }
-        let mut proof = Vec::new();
-        let mut at = index as usize;
-        for level in &self.levels[..self.levels.len() - 1] {
-            let sibling = at ^ 1;
-            if let Some(node) = level.get(sibling) {
-                proof.push(*node);
-            }
-            at >>= 1;
-        }
-        Ok(proof)
+        proof_positions(index, self.leaf_count())?
+            .into_iter()
+            .map(|(level, at)| {
+                self.levels
+                    .get(level as usize)
+                    .and_then(|nodes| nodes.get(at as usize))
+                    .copied()
+                    .ok_or(LiabilitiesError::IndexOutOfRange {
+                        index,
+                        count: self.leaf_count(),
+                    })
+            })
+            .collect()
     }
+}
+
+/// Where the siblings of leaf `index` in a tree of `count` leaves are, as `(level, index in
+/// level)` in [`SumTree::nodes`]' numbering, from the leaf towards the root: at each level the
+/// neighbour, when the node is not an unpaired last one (a level of `m` nodes has `⌈m/2⌉` above
+/// it).
+pub fn proof_positions(index: u64, count: u64) -> Result<Vec<(u32, u64)>, LiabilitiesError> {
+    if index >= count {
+        return Err(LiabilitiesError::IndexOutOfRange { index, count });
+    }
+    let mut positions = Vec::new();
+    let (mut at, mut len, mut level) = (index, count, 0u32);
+    while len > 1 {
+        let sibling = at ^ 1;
+        if sibling < len {
+            positions.push((level, sibling));
+        }
+        at >>= 1;
+        len = len.div_ceil(2);
+        level += 1;
+    }
+    Ok(positions)
 }
 
 /// The root that `proof` leads to from `leaf` at `index` in a tree of `count` leaves: the RFC
@@ -921,6 +958,23 @@ mod tests {
             tree.proof(3),
             Err(LiabilitiesError::IndexOutOfRange { index: 3, count: 3 })
         );
+    }
+
+    #[test]
+    fn stored_nodes_serve_the_same_proofs() {
+        let tree = SumTree::build((0..11u8).map(|i| (user(i), u128::from(i))).collect()).unwrap();
+        let stored: std::collections::HashMap<(u32, u64), SumNode> =
+            tree.nodes().map(|(l, i, n)| ((l, i), n)).collect();
+        assert_eq!(stored[&(4, 0)], tree.root());
+        for index in 0..11 {
+            let read: Vec<SumNode> = proof_positions(index, 11)
+                .unwrap()
+                .iter()
+                .map(|p| stored[p])
+                .collect();
+            assert_eq!(read, tree.proof(index).unwrap());
+        }
+        assert_eq!(tree.user_hash(3), Some(&user(3)));
     }
 
     #[test]

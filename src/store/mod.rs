@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod document;
 pub mod error;
 pub mod idempotency;
+pub mod liabilities;
 pub mod login_throttle;
 pub mod mongo_monitor;
 pub mod personal_keys;

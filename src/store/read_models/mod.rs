@@ -20,6 +20,7 @@ pub use balances::BalanceRow;
 pub use runner::Change;
 pub use transactions::{
     EntriesBefore, EntryError, HistoryFilter, HistoryRow, Movement, Movements, SumError,
+    UserBalance,
 };
 pub use withdrawals::WithdrawalRow;
 
@@ -41,6 +42,11 @@ pub struct ReadModels {
 impl ReadModels {
     pub fn new(db: Database) -> Self {
         Self { db }
+    }
+
+    /// The issued proofs of liabilities (`store/liabilities.rs`).
+    pub fn liabilities(&self) -> crate::store::liabilities::LiabilitiesStore {
+        crate::store::liabilities::LiabilitiesStore::new(&self.db)
     }
 
     /// Whether MongoDB answers (`/ready`).

@@ -248,6 +248,15 @@ impl HistoryFilter {
     }
 }
 
+/// One user's total balance of one asset ([`ReadModels::balances_at`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserBalance {
+    pub user_id: String,
+    pub asset: String,
+    /// Available + held.
+    pub total: Units,
+}
+
 /// Why a sum of ledger entries could not be given exactly.
 #[derive(Debug, thiserror::Error)]
 pub enum SumError {
@@ -479,6 +488,64 @@ impl ReadModels {
                 let available = units_of_sums(row, "available").map_err(not_exact)?;
                 let held = units_of_sums(row, "held").map_err(not_exact)?;
                 Ok((asset, available, held))
+            })
+            .collect()
+    }
+
+    /// Every user's total balance (available + held) per asset after position `up_to`,
+    /// exactly, sorted by asset then user id: the sums of the ledger entries up to and
+    /// including `up_to` (the same limb technique and bounds as [`ReadModels::sum_entries`]).
+    /// Only users' accounts have entries (a deposit's balancing external account and the
+    /// paid-out withdrawals account do not), so these are the custodian's liabilities. Pairs
+    /// whose entries sum to zero are included. An entry marked `not_exact` is an error.
+    pub async fn balances_at(&self, up_to: u64) -> Result<Vec<UserBalance>, SumError> {
+        let pipeline = [
+            doc! { "$match": { "position": { "$lte": to_i64(up_to) } } },
+            doc! { "$group": {
+                "_id": { "user_id": "$user_id", "asset": "$asset" },
+                "available_whole": { "$sum": "$available.whole" },
+                "available_atto": { "$sum": "$available.atto" },
+                "held_whole": { "$sum": "$held.whole" },
+                "held_atto": { "$sum": "$held.atto" },
+                "not_exact": { "$max": "$not_exact" },
+            } },
+            doc! { "$sort": { "_id.asset": 1, "_id.user_id": 1 } },
+        ];
+        let rows: Vec<RawDocumentBuf> = self
+            .db
+            .collection::<Document>(LEDGER_ENTRIES)
+            .aggregate(pipeline)
+            .allow_disk_use(true)
+            .with_type::<RawDocumentBuf>()
+            .await?
+            .try_collect()
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let key = row.get_document("_id").ok();
+                let field = |name| {
+                    key.and_then(|k| k.get_str(name).ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let (user_id, asset) = (field("user_id"), field("asset"));
+                let not_exact = |why: String| SumError::NotExact {
+                    asset: asset.clone(),
+                    why,
+                };
+                if let Ok(Some(RawBsonRef::String(why))) = row.get("not_exact") {
+                    return Err(not_exact(why.to_owned()));
+                }
+                let available = units_of_sums(row, "available").map_err(not_exact)?;
+                let held = units_of_sums(row, "held").map_err(not_exact)?;
+                let total = available
+                    .checked_add(held)
+                    .ok_or_else(|| not_exact("available + held is beyond the range".into()))?;
+                Ok(UserBalance {
+                    user_id,
+                    asset,
+                    total,
+                })
             })
             .collect()
     }
