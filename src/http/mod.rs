@@ -25,6 +25,8 @@ pub mod extract;
 pub mod idempotent;
 /// JSON bodies with rejections in the shared error shape.
 pub mod json;
+/// `/api/audit/liabilities` and `/api/wallet/liabilities-proof`: proof of liabilities.
+pub mod liabilities;
 /// `/api/prices`, `/ws/prices`, `/ws/account`.
 pub mod live;
 /// The OpenAPI document (`/api/openapi.json`) and the docs page (`/docs`).
@@ -82,6 +84,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(deposits::router())
         .merge(transactions::router())
         .merge(audit::router())
+        .merge(liabilities::router())
         .merge(live::router())
         .merge(predecessor::router())
         .merge(openapi::router())

@@ -180,18 +180,21 @@ pub async fn issue(
             .collect(),
         issued_at: now,
     };
-    let nodes = computed.trees.iter().flat_map(|t| {
-        t.tree.nodes().map(move |(level, index, node)| NodeToStore {
-            asset: &t.asset,
-            level,
-            index,
-            node,
-            user_id: (level == 0)
-                .then(|| t.users.get(index as usize).map(String::as_str))
-                .flatten(),
-        })
-    });
-    Ok(store.save(&row, nodes).await?)
+    let mut nodes = Vec::new();
+    for t in &computed.trees {
+        for (level, index, node) in t.tree.nodes() {
+            nodes.push(NodeToStore {
+                asset: &t.asset,
+                level,
+                index,
+                node,
+                user_id: (level == 0)
+                    .then(|| t.users.get(index as usize).map(String::as_str))
+                    .flatten(),
+            });
+        }
+    }
+    Ok(store.save(&row, &nodes).await?)
 }
 
 /// Why a user's bundle cannot be given.

@@ -134,21 +134,19 @@ impl LiabilitiesStore {
     /// Stores an issuance: its nodes, then the issuance itself (the commit point). Documents
     /// already there (the same issuance, written by another instance or an earlier attempt) are
     /// kept. Returns the stored issuance (the earlier one if it existed).
-    pub async fn save<'a>(
+    pub async fn save(
         &self,
         issuance: &IssuanceRow,
-        nodes: impl Iterator<Item = NodeToStore<'a>>,
+        nodes: &[NodeToStore<'_>],
     ) -> Result<IssuanceRow, StoreError> {
         let size = issuance.checkpoint_size as u64;
         if let Some(existing) = self.issuance(size).await? {
             return Ok(existing);
         }
         self.ensure_index().await?;
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut nodes = nodes.peekable();
-        while nodes.peek().is_some() {
-            batch.clear();
-            for n in nodes.by_ref().take(BATCH) {
+        for chunk in nodes.chunks(BATCH) {
+            let mut batch = Vec::with_capacity(chunk.len());
+            for n in chunk {
                 let mut d = doc! {
                     "_id": node_id(size, n.asset, n.level, n.index),
                     "size": issuance.checkpoint_size,
