@@ -21,6 +21,7 @@ mod http_operations;
 mod invariants;
 mod ledger;
 mod ledger_concurrency;
+mod liabilities;
 mod live;
 mod login_throttle;
 mod openapi;

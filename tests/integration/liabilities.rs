@@ -1,0 +1,279 @@
+//! Proof of liabilities (issue 16): users move money through two service instances; the
+//! liabilities issued at a checkpoint of the whole log sum to the balances read model per
+//! asset, and every user's bundle verifies with only the public key through the
+//! `cryptovault audit verify-liabilities` binary in a separate process; a shrunk balance or a
+//! dropped sibling fails it.
+//!
+//! Until the service signs checkpoints itself, the checkpoint is computed here (the RFC 6962
+//! root of the log, leaf = the event's chain hash) and issuance is called as the route calls it.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use cryptovault::liabilities::{bundle, issue, CheckpointSource, ProofError};
+use cryptovault::store::read_models::ReadModels;
+use cryptovault_events::checkpoint::SignerKey;
+use cryptovault_events::liabilities::{format_amount, LiabilitiesBundle, LiabilitiesNote};
+use cryptovault_events::merkle::{leaf_hash, MemoryTree};
+use cryptovault_events::Units;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{
+    admin, get_json, post, signed_up, spawn_app, stored_balances, wait_for_projection, TestDb,
+    TestUser,
+};
+
+const ASSETS: [&str; 3] = ["BTC", "ETH", "USD"];
+
+/// `cryptovault audit verify-liabilities FILE --key KEY` in a separate process: exit code and
+/// the combined output.
+async fn verify_with_cli(bundle: &LiabilitiesBundle, key: &str) -> (i32, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "liabilities-{}-{}",
+        std::process::id(),
+        uuid::Uuid::now_v7()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bundle.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(bundle).unwrap()).unwrap();
+    let key = key.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cryptovault"))
+            .args(["audit", "verify-liabilities"])
+            .arg(&file)
+            .args(["--key", &key])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run the cryptovault binary")
+    })
+    .await
+    .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn liabilities_sum_to_the_balances_and_every_users_proof_verifies_offline() {
+    let t = TestDb::new("liabilities").await;
+    let bases = [spawn_app(&t, &[]).await, spawn_app(&t, &[]).await];
+    let boss = admin(&t, &bases[0], "boss@example.com").await;
+    let mut users: Vec<(TestUser, String)> = Vec::new();
+    for i in 0..6 {
+        let email = format!("holder{i}@example.com");
+        users.push((signed_up(&bases[i % 2], &email).await, email));
+    }
+    // Deposits on both instances, transfers between users across them, a withdrawal held and one
+    // paid out, and one user who never deposits.
+    for (i, (user, _)) in users.iter().enumerate().take(5) {
+        let base = &bases[i % 2];
+        let deposits = [
+            ("BTC", format!("{}.5", i + 1)),
+            ("USD", format!("{}00.25", i + 1)),
+        ];
+        for (asset, amount) in deposits {
+            let (status, body) = post(
+                base,
+                user,
+                "/api/wallet/deposits",
+                json!({ "asset": asset, "amount": amount }),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+    }
+    let (status, body) = post(
+        &bases[1],
+        &users[0].0,
+        "/api/wallet/deposits",
+        json!({ "asset": "ETH", "amount": "0.000000000000000001" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for (from, to, amount) in [(0, 1, "0.25"), (3, 2, "1.125"), (1, 4, "0.00000001")] {
+        let (status, body) = post(
+            &bases[(from + 1) % 2],
+            &users[from].0,
+            "/api/wallet/transfers",
+            json!({ "to_email": users[to].1, "asset": "BTC", "amount": amount }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let mut withdrawals = Vec::new();
+    for (who, amount) in [(2, "50"), (4, "0.25")] {
+        let (status, body) = post(
+            &bases[who % 2],
+            &users[who].0,
+            "/api/wallet/withdrawals",
+            json!({ "asset": "USD", "amount": amount, "address": "acct-x" }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        withdrawals.push(body["withdrawal"]["id"].as_str().unwrap().to_owned());
+    }
+    for action in ["approve", "complete"] {
+        let path = format!("/api/admin/withdrawals/{}/{action}", withdrawals[0]);
+        let (status, body) = post(&bases[1], &boss, &path, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    // The checkpoint: the whole log's RFC 6962 root.
+    let store = t.store().await;
+    let mut tree = MemoryTree::new();
+    loop {
+        let events = store.read_all(tree.size() + 1, 5000).await.unwrap();
+        if events.is_empty() {
+            break;
+        }
+        for e in events {
+            tree.push(leaf_hash(&hex::decode(&e.hash).unwrap()));
+        }
+    }
+    wait_for_projection(&t, "transactions").await;
+    wait_for_projection(&t, "balances").await;
+    let signer = SignerKey::from_seed("cryptovault.test/ledger", [42u8; 32]).unwrap();
+    let key = signer.verifier().to_string();
+    let source = CheckpointSource {
+        signer: signer.clone(),
+        size: tree.size(),
+        root: tree.root(),
+    };
+    let read_models = ReadModels::new(t.db());
+    let assets: Vec<String> = ASSETS.iter().map(|a| (*a).to_owned()).collect();
+    let issued = issue(&read_models, &source, &assets, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(issued.checkpoint_size as u64, tree.size());
+    // Issuing again at the same checkpoint (from any instance) answers the same issuance.
+    let again = issue(&read_models, &source, &assets, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(again.note, issued.note);
+
+    // Totals equal the balances read model's users' sums, per asset.
+    let (note, _) = LiabilitiesNote::open(&issued.note, &signer.verifier()).unwrap();
+    assert_eq!(note.checkpoint_size(), tree.size());
+    assert_eq!(note.checkpoint_root(), &tree.root());
+    let mut ids: Vec<String> = users.iter().map(|(u, _)| u.id.clone()).collect();
+    ids.push(boss.id.clone());
+    let balances = stored_balances(&t).await;
+    let mut expected: BTreeMap<String, (Units, u64)> = BTreeMap::new();
+    for ((owner, asset), (available, held)) in &balances {
+        if !ids.contains(owner) {
+            continue; // a system account (external deposits, paid-out withdrawals)
+        }
+        let total = available.checked_add(*held).unwrap();
+        assert!(!total.is_negative());
+        if total.is_zero() {
+            continue;
+        }
+        let entry = expected.entry(asset.clone()).or_insert((Units::ZERO, 0));
+        entry.0 = entry.0.checked_add(total).unwrap();
+        entry.1 += 1;
+    }
+    for asset in ASSETS {
+        let line = note.asset(asset).unwrap();
+        let (total, holders) = expected.get(asset).copied().unwrap_or((Units::ZERO, 0));
+        assert_eq!(
+            format_amount(line.total),
+            total.to_string(),
+            "total of {asset}"
+        );
+        assert_eq!(line.leaf_count, holders, "holders of {asset}");
+    }
+    assert_eq!(note.asset("BTC").unwrap().leaf_count, 5);
+    assert_eq!(
+        format_amount(note.asset("ETH").unwrap().total),
+        "0.000000000000000001"
+    );
+
+    // Every user's proof verifies in a separate process with only the public key.
+    let mut checked = 0;
+    for id in &ids {
+        for asset in ASSETS {
+            let counted = balances.contains_key(&(id.clone(), asset.to_owned()));
+            match bundle(&read_models, &signer, id, asset).await {
+                Ok(b) => {
+                    assert!(counted, "{id} {asset} has no balance but a leaf");
+                    let (code, out) = verify_with_cli(&b, &key).await;
+                    assert_eq!(code, 0, "{out}");
+                    assert!(out.contains("verified"), "{out}");
+                    let (available, held) = balances[&(id.clone(), asset.to_owned())];
+                    assert_eq!(b.balance, available.checked_add(held).unwrap().to_string());
+                    checked += 1;
+                }
+                Err(ProofError::NotCounted { .. }) => assert!(!counted, "{id} {asset}"),
+                Err(e) => panic!("{id} {asset}: {e}"),
+            }
+        }
+    }
+    assert_eq!(
+        checked,
+        5 + 5 + 1,
+        "BTC and USD for five users, ETH for one"
+    );
+
+    // A shrunk balance, a dropped sibling, another key: each fails.
+    let good = bundle(&read_models, &signer, &users[1].0.id, "BTC")
+        .await
+        .unwrap();
+    let mut shrunk = good.clone();
+    shrunk.balance = "0.1".into();
+    let (code, out) = verify_with_cli(&shrunk, &key).await;
+    assert_eq!(code, 1, "{out}");
+    let mut dropped = good.clone();
+    dropped.proof.remove(0);
+    let (code, out) = verify_with_cli(&dropped, &key).await;
+    assert_eq!(code, 1, "{out}");
+    let mut smaller_sibling = good.clone();
+    smaller_sibling.proof[0].sum = "0".into();
+    let (code, out) = verify_with_cli(&smaller_sibling, &key).await;
+    assert_eq!(code, 1, "{out}");
+    let other = SignerKey::from_seed("cryptovault.test/ledger", [7u8; 32]).unwrap();
+    let (code, out) = verify_with_cli(&good, &other.verifier().to_string()).await;
+    assert_eq!(code, 1, "{out}");
+    let (code, out) = verify_with_cli(&good, "not a key").await;
+    assert_eq!(code, 2, "{out}");
+
+    // The published issuance over HTTP, from either instance.
+    for base in &bases {
+        let (status, body) = get_json(base, &users[3].0, "/api/audit/liabilities").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["note"], issued.note);
+        assert_eq!(body["checkpoint_size"], tree.size());
+        let btc = body["assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["asset"] == "BTC")
+            .unwrap();
+        assert_eq!(btc["leaf_count"], 5);
+        assert_eq!(
+            btc["total"],
+            format_amount(note.asset("BTC").unwrap().total)
+        );
+    }
+    let (status, body) = get_json(
+        &bases[0],
+        &users[3].0,
+        "/api/wallet/liabilities-proof?asset=DOGE",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("asset"),
+        "{body}"
+    );
+    let (status, body) = post(&bases[0], &users[3].0, "/api/audit/liabilities", json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    t.drop_database().await;
+}
