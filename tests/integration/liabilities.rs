@@ -58,6 +58,48 @@ async fn verify_with_cli(bundle: &LiabilitiesBundle, key: &str) -> (i32, String)
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// The Python script of the README's "Proof of liabilities", run on `bundle` with `key`.
+async fn readme_python_check(bundle: &LiabilitiesBundle, key: &str) -> (i32, String) {
+    let readme = include_str!("../../README.md");
+    let script = readme
+        .split_once("<!-- liabilities-check -->\n```python\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(script, _)| script.to_owned())
+        .expect("the README has the liabilities check");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bundle.json"),
+        serde_json::to_vec(bundle).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("key.txt"), format!("{key}\n")).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .current_dir(dir.path())
+            .output()
+            .expect("python3 runs (scripts/mongo.sh needs it too)");
+        drop(dir);
+        out
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+async fn good_bundle(
+    read_models: &ReadModels,
+    signer: &SignerKey,
+    user: &str,
+) -> LiabilitiesBundle {
+    bundle(read_models, signer, user, "BTC").await.unwrap()
+}
+
 #[tokio::test]
 async fn liabilities_sum_to_the_balances_and_every_users_proof_verifies_offline() {
     let t = TestDb::new("liabilities").await;
@@ -218,6 +260,19 @@ async fn liabilities_sum_to_the_balances_and_every_users_proof_verifies_offline(
         5 + 5 + 1,
         "BTC and USD for five users, ETH for one"
     );
+
+    // The README's Python check, as written there, accepts the bundle and refuses a shrunk one.
+    let (code, out) = readme_python_check(
+        &good_bundle(&read_models, &signer, &users[1].0.id).await,
+        &key,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("verified:"), "{out}");
+    let mut shrunk = good_bundle(&read_models, &signer, &users[1].0.id).await;
+    shrunk.balance = "0.1".into();
+    let (code, out) = readme_python_check(&shrunk, &key).await;
+    assert_ne!(code, 0, "{out}");
 
     // A shrunk balance, a dropped sibling, another key: each fails.
     let good = bundle(&read_models, &signer, &users[1].0.id, "BTC")
