@@ -328,6 +328,12 @@ async fn liabilities_sum_to_the_balances_and_every_users_proof_verifies_offline(
             .starts_with("asset"),
         "{body}"
     );
+    let (status, body) = get_json(&bases[1], &users[3].0, "/api/wallet/liabilities-proof").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("asset"),
+        "{body}"
+    );
     let (status, body) = post(&bases[0], &users[3].0, "/api/audit/liabilities", json!({})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     t.drop_database().await;
