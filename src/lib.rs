@@ -15,6 +15,9 @@ pub mod identity;
 pub mod invariant_monitor;
 /// Assets, accounts and the commands that move money.
 pub mod ledger;
+
+/// The log's Merkle tree and its signed checkpoints (issue 16).
+pub mod notary;
 /// Client-given periods and instants (RFC 3339) and their MongoDB range.
 pub mod period;
 /// Market prices (simulated feed, CoinCap adapter).

@@ -35,6 +35,8 @@ pub mod operations;
 pub mod paging;
 /// The predecessor's web client: thin adapters over the native commands and queries.
 pub mod predecessor;
+/// The verifiable log: public key, checkpoints, proofs, receipts (issue 16).
+pub mod proofs;
 /// Query strings with rejections in the shared error shape.
 pub mod query;
 /// Per-IP, per-user and login rate limits.
@@ -82,6 +84,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(deposits::router())
         .merge(transactions::router())
         .merge(audit::router())
+        .merge(proofs::router())
         .merge(live::router())
         .merge(predecessor::router())
         .merge(openapi::router())
