@@ -163,7 +163,7 @@ def main(args):
     except Failed as failure:
         print(f"FAILED: {failure}", file=sys.stderr)
         return 1
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+    except Exception as error:  # unreadable file, not JSON, not such a bundle, a bad key
         print(f"error: unusable input: {error!r}", file=sys.stderr)
         return 2
 
