@@ -69,6 +69,10 @@ pub enum Command {
     /// Administration: bootstrap, grant and revoke roles, erase a user's personal data.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Offline verification with only the log's public key (no MongoDB, no configuration):
+    /// receipts, consistency between checkpoints; and generating a checkpoint signing key.
+    #[command(subcommand)]
+    Audit(crate::audit_cli::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +112,7 @@ pub enum AdminCommand {
 /// Runs the parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command.unwrap_or(Command::Serve) {
+        Command::Audit(command) => Ok(crate::audit_cli::run(command)),
         Command::Serve => {
             let config = Config::from_env()?;
             let app = Application::build(config).await?;

@@ -1,6 +1,9 @@
 //! CryptoVault Ledger service: the only crate that knows MongoDB, HTTP, clocks and
 //! configuration. See ARCHITECTURE.md for the map.
 
+/// `cryptovault audit …`: the offline verifier of receipts and consistency bundles (no MongoDB,
+/// no configuration); the checks are in `cryptovault_events::bundle`.
+pub mod audit_cli;
 /// Command-line interface (`serve`, `verify`).
 pub mod cli;
 /// Configuration from the environment.

@@ -21,8 +21,10 @@
 //! (hashing, proof generation over stored subtree hashes, proof verification, the incremental
 //! [`merkle::Frontier`]); [`checkpoint`] is the C2SP signed-note / `tlog-checkpoint` format with
 //! Ed25519. Both are pure: the leaf definition, the signing key and every stored hash come from
-//! the caller.
+//! the caller. [`bundle`] holds the self-contained JSON bundles built from them (receipts,
+//! inclusion and consistency bundles) and their offline verification, with what each proves.
 
+pub mod bundle;
 pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
