@@ -28,6 +28,10 @@ export CV_MONGO_TEST_COMMANDS=1
 if [ -z "${CV_MONGO_RUN_ROOT:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then
   export CV_MONGO_RUN_ROOT=/dev/shm/cryptovault-test
 fi
+# The README's Python verifier runs in tests/offline_verifier.rs, with `cryptography` from a cached
+# virtual environment (scripts/audit-venv.sh installs it from PyPI on a fresh machine).
+CV_AUDIT_PYTHON="$(scripts/audit-venv.sh)"
+export CV_AUDIT_PYTHON
 MONGO_URL="$(scripts/mongo.sh start)"
 export MONGO_URL
 export CRYPTOVAULT_TEST_MONGO_URL="$MONGO_URL"

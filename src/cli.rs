@@ -69,25 +69,10 @@ pub enum Command {
     /// Administration: bootstrap, grant and revoke roles, erase a user's personal data.
     #[command(subcommand)]
     Admin(AdminCommand),
-    /// Offline verification with only the log's public key (no MongoDB, no configuration).
+    /// Offline verification with only the log's public key (no MongoDB, no configuration):
+    /// receipts, consistency between checkpoints; and generating a checkpoint signing key.
     #[command(subcommand)]
-    Audit(AuditCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AuditCommand {
-    /// Verify a user's liabilities bundle (`cryptovault.liabilities.v1`): the note's signature,
-    /// the asset's line, and that the user's balance is a leaf of the tree with that root and
-    /// total. Exit 0 verified, 1 a check failed, 2 unusable input.
-    VerifyLiabilities {
-        file: std::path::PathBuf,
-        /// The log's verifier key, or `@FILE` to read it from a file.
-        #[arg(long, value_name = "VERIFIER_KEY_OR_@FILE")]
-        key: String,
-        /// Print the report as JSON instead of a sentence.
-        #[arg(long)]
-        json: bool,
-    },
+    Audit(crate::audit_cli::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,10 +112,7 @@ pub enum AdminCommand {
 /// Runs the parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Audit(AuditCommand::VerifyLiabilities { file, key, json }) => {
-            let outcome = crate::liabilities::offline::verify_file(&file, &key);
-            Ok(crate::liabilities::offline::print(&outcome, json))
-        }
+        Command::Audit(command) => Ok(crate::audit_cli::run(command)),
         Command::Serve => {
             let config = Config::from_env()?;
             let app = Application::build(config).await?;

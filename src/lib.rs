@@ -1,6 +1,9 @@
 //! CryptoVault Ledger service: the only crate that knows MongoDB, HTTP, clocks and
 //! configuration. See ARCHITECTURE.md for the map.
 
+/// `cryptovault audit …`: the offline verifier of receipts and consistency bundles (no MongoDB,
+/// no configuration); the checks are in `cryptovault_events::bundle`.
+pub mod audit_cli;
 /// Command-line interface (`serve`, `verify`).
 pub mod cli;
 /// Configuration from the environment.
@@ -17,6 +20,8 @@ pub mod invariant_monitor;
 pub mod ledger;
 /// Proof of liabilities: issuance at a checkpoint, users' bundles, the offline verifier.
 pub mod liabilities;
+/// The log's Merkle tree and its signed checkpoints (issue 16).
+pub mod notary;
 /// Client-given periods and instants (RFC 3339) and their MongoDB range.
 pub mod period;
 /// Market prices (simulated feed, CoinCap adapter).

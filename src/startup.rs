@@ -110,6 +110,13 @@ impl Application {
         let audit = runner::spawn(client.clone(), db.clone(), store.clone(), AuditModel).await?;
         // Follows the log from position 0 with the invariant checker (metrics, error logs).
         crate::invariant_monitor::spawn(store.clone());
+        let notary = crate::notary::Notary::start(store.clone(), &db, &config.checkpoints);
+        if notary.is_none() {
+            tracing::warn!(
+                "CHECKPOINT_SIGNING_KEY is not set: no Merkle tree is kept and no checkpoint is \
+                 signed (the proof routes answer 503 checkpoints_disabled)"
+            );
+        }
         let asset_names = config.assets.iter().map(|(a, _)| a.to_owned()).collect();
         let state = AppState {
             prices: Prices::spawn(config.prices.clone(), asset_names),
@@ -124,6 +131,7 @@ impl Application {
             balances,
             withdrawals,
             startup_head,
+            notary,
             identity: identity(&config, store.clone(), &db).await?,
             csrf: CsrfTokens::new(config.csrf_secret.expose()),
             limiters,

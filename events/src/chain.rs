@@ -70,6 +70,15 @@ impl Default for ChainVerifier {
 }
 
 impl ChainVerifier {
+    /// A verifier that has accepted the events up to `position` (0: none), the last of them
+    /// with hash `last_hash`: it expects position `position + 1` with `prev_hash = last_hash`.
+    pub fn resume(position: u64, last_hash: &str) -> Self {
+        Self {
+            next_position: position + 1,
+            prev_hash: last_hash.to_owned(),
+        }
+    }
+
     /// Checks the next event. Returns the first break found; after a break the verifier's state
     /// is unspecified and it should not be fed further.
     pub fn push(&mut self, event: &EventEnvelope) -> Result<(), ChainBreak> {

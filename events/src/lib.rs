@@ -21,9 +21,12 @@
 //! (hashing, proof generation over stored subtree hashes, proof verification, the incremental
 //! [`merkle::Frontier`]); [`checkpoint`] is the C2SP signed-note / `tlog-checkpoint` format with
 //! Ed25519. Both are pure: the leaf definition, the signing key and every stored hash come from
-//! the caller. [`liabilities`] is the proof of liabilities: a Merkle sum tree per asset over
+//! the caller. [`bundle`] holds the self-contained JSON bundles built from them (receipts,
+//! inclusion and consistency bundles) and their offline verification, with what each proves.
+//! [`liabilities`] is the proof of liabilities: a Merkle sum tree per asset over
 //! salted user hashes and balances, its signed note and the per-user bundle.
 
+pub mod bundle;
 pub mod canonical;
 pub mod chain;
 pub mod checkpoint;

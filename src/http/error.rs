@@ -77,6 +77,14 @@ pub enum ApiError {
     /// 409 `invalid_state`: the operation makes no sense in the current state.
     #[error("{0}")]
     InvalidState(String),
+    /// 503 `checkpoints_disabled`: no `CHECKPOINT_SIGNING_KEY` is configured, so this service
+    /// keeps no Merkle tree and signs nothing.
+    #[error("this service signs no checkpoints (CHECKPOINT_SIGNING_KEY is not configured)")]
+    CheckpointsDisabled,
+    /// 503 `checkpoint_pending`, with `Retry-After`: the tree or the checkpoints have not
+    /// reached what was asked for yet (a rebuild in progress, or a refused log).
+    #[error("{0}")]
+    CheckpointPending(String),
     /// 423 `account_locked`, with `Retry-After`.
     #[error("{message}")]
     AccountLocked {
@@ -114,6 +122,8 @@ impl ApiError {
             Self::BalanceLimit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "balance_limit"),
             Self::IdempotencyConflict => (StatusCode::CONFLICT, "idempotency_conflict"),
             Self::ProjectionLag(_) => (StatusCode::SERVICE_UNAVAILABLE, "projection_lag"),
+            Self::CheckpointsDisabled => (StatusCode::SERVICE_UNAVAILABLE, "checkpoints_disabled"),
+            Self::CheckpointPending(_) => (StatusCode::SERVICE_UNAVAILABLE, "checkpoint_pending"),
             Self::AccountLocked { .. } => (StatusCode::LOCKED, "account_locked"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -152,6 +162,25 @@ impl From<StoreError> for ApiError {
 impl From<crate::statement::SumError> for ApiError {
     fn from(e: crate::statement::SumError) -> Self {
         anyhow::Error::from(e).into()
+    }
+}
+
+impl From<crate::notary::NotaryError> for ApiError {
+    fn from(e: crate::notary::NotaryError) -> Self {
+        use crate::notary::NotaryError;
+        match e {
+            NotaryError::Store(e) => e.into(),
+            NotaryError::Behind { .. } => Self::CheckpointPending(format!("{e}; retry shortly")),
+            // The log does not hold: nothing new is signed until an operator acts (logged).
+            NotaryError::Refused(refusal) => Self::CheckpointPending(format!(
+                "no checkpoint covers this yet: the notary refuses to sign ({refusal})"
+            )),
+            NotaryError::BadRange(message) => Self::Validation {
+                field: "size".into(),
+                message,
+            },
+            NotaryError::MissingSubtree(_) => anyhow::Error::from(e).into(),
+        }
     }
 }
 
@@ -236,7 +265,9 @@ impl IntoResponse for ApiError {
             }
             | Self::RateLimited { retry_after_secs } => Some(retry_after_secs),
             Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
-            Self::ProjectionLag(_) => Some(PROJECTION_LAG_RETRY_AFTER_SECS),
+            Self::ProjectionLag(_) | Self::CheckpointPending(_) => {
+                Some(PROJECTION_LAG_RETRY_AFTER_SECS)
+            }
             _ => None,
         };
         if let Some(secs) = retry_after {

@@ -20,6 +20,7 @@ use super::views::ErrorBody;
 use super::AppState;
 use crate::identity::Role;
 use crate::liabilities::{self, CheckpointSource, IssueError, ProofError};
+use crate::notary::Notary;
 use crate::store::liabilities::IssuanceRow;
 use crate::store::read_models::SumError;
 
@@ -39,21 +40,29 @@ fn auditor(caller: &AuthUser) -> Result<(), ApiError> {
     }
 }
 
-/// The checkpoint key and the latest signed checkpoint, from the notary (the only place these
-/// routes reach it).
-async fn checkpoint_source(state: &AppState) -> Result<CheckpointSource, ApiError> {
-    let signer = signer(state)?;
-    Err(ApiError::Unavailable(format!(
-        "checkpoints are not signed by this service yet (key {})",
-        signer.name()
-    )))
+/// The notary, or 503 `checkpoints_disabled` without `CHECKPOINT_SIGNING_KEY`.
+fn notary(state: &AppState) -> Result<&Notary, ApiError> {
+    state.notary.as_ref().ok_or(ApiError::CheckpointsDisabled)
 }
 
-/// The checkpoint key, from the notary.
-fn signer(_state: &AppState) -> Result<SignerKey, ApiError> {
-    Err(ApiError::Unavailable(
-        "checkpoints are not signed by this service yet".into(),
-    ))
+/// The checkpoint key and a checkpoint of the log as it is now: the notary brings its tree up
+/// to the head and signs one if the tree grew (as `POST /api/audit/checkpoints` does), so the
+/// liabilities cover every event so far. The only place these routes reach the notary's tree.
+async fn checkpoint_source(state: &AppState) -> Result<CheckpointSource, ApiError> {
+    let notary = notary(state)?;
+    let latest = notary.sync(true).await?.ok_or_else(|| {
+        ApiError::CheckpointPending("the log is empty: there is nothing to sign".into())
+    })?;
+    Ok(CheckpointSource {
+        signer: notary.signer().clone(),
+        size: latest.size,
+        root: latest.root,
+    })
+}
+
+/// The checkpoint key (the liabilities' salts are derived from it).
+fn signer(state: &AppState) -> Result<SignerKey, ApiError> {
+    Ok(notary(state)?.signer().clone())
 }
 
 /// An issuance: the signed note and, per asset, what it states.
@@ -137,7 +146,7 @@ impl From<ProofError> for ApiError {
     tag = "audit",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The issuance at the latest checkpoint.", body = LiabilitiesBody),
+        (status = 200, description = "The issuance at a checkpoint of the log as it is now (signed for it if the log grew).", body = LiabilitiesBody),
         (status = 409, description = "`invalid_state`: a user's balance is negative or the entries cannot be summed exactly (the message names the user and asset); nothing issued.", body = ErrorBody),
     )
 )]

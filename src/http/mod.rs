@@ -37,6 +37,8 @@ pub mod operations;
 pub mod paging;
 /// The predecessor's web client: thin adapters over the native commands and queries.
 pub mod predecessor;
+/// The verifiable log: public key, checkpoints, proofs, receipts (issue 16).
+pub mod proofs;
 /// Query strings with rejections in the shared error shape.
 pub mod query;
 /// Per-IP, per-user and login rate limits.
@@ -84,6 +86,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(deposits::router())
         .merge(transactions::router())
         .merge(audit::router())
+        .merge(proofs::router())
         .merge(liabilities::router())
         .merge(live::router())
         .merge(predecessor::router())

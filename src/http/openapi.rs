@@ -58,6 +58,7 @@ use super::AppState;
         (name = "transactions", description = "History and statements"),
         (name = "admin", description = "User and withdrawal administration (admin role)"),
         (name = "audit", description = "The raw log, its verification, audit logs (auditor or admin role)"),
+        (name = "proofs", description = "The verifiable log: the checkpoint signing key (public), signed checkpoints, inclusion and consistency proofs (auditor or admin role), receipts of a user's own transactions"),
         (name = "live", description = "Prices and WebSockets"),
         (name = "predecessor", description = "Routes only the predecessor's web client calls: its wallet writes (JSON-number amounts), portfolio, transfer list, market list and background pings; thin adapters over the native commands and queries"),
         (name = "docs", description = "This document and its docs page"),
@@ -187,7 +188,10 @@ fn complete_operation(method: &HttpMethod, operation: &mut Operation) {
         503,
         "`unavailable` (the database does not answer; retry, with the same Idempotency-Key for \
          a write), `timeout` (no answer within the request timeout) or `projection_lag` (a read \
-         waited too long for `min_position`); with `Retry-After`.",
+         waited too long for `min_position`); with `Retry-After`. The proof routes also answer \
+         `checkpoints_disabled` (no signing key configured) and `checkpoint_pending` (the tree \
+         or the checkpoints have not reached what was asked for, or the notary refuses to \
+         sign).",
     ));
     let responses = &mut operation.responses.responses;
     for (status, description) in shared {
@@ -424,8 +428,8 @@ mod tests {
                 }
             }
         }
-        // 50 operations of the service, the document, the docs page and its files.
-        assert_eq!(operations, 53, "{:#?}", paths.keys().collect::<Vec<_>>());
+        // 59 operations of the service, the document, the docs page and its files.
+        assert_eq!(operations, 62, "{:#?}", paths.keys().collect::<Vec<_>>());
         let schemes = document["components"]["securitySchemes"]
             .as_object()
             .expect("security schemes");

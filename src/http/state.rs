@@ -35,6 +35,8 @@ pub struct AppState {
     pub transactions: ProjectionHandle,
     pub audit: ProjectionHandle,
     pub prices: Prices,
+    /// The log's Merkle tree and checkpoints; `None` without `CHECKPOINT_SIGNING_KEY`.
+    pub notary: Option<crate::notary::Notary>,
     /// The log head when the service started; `/ready` waits for projections to reach it.
     pub startup_head: u64,
 }

@@ -1,133 +1,50 @@
 //! `cryptovault audit verify-liabilities FILE --key K`: checks a user's liabilities bundle
 //! (`cryptovault.liabilities.v1`) with only the log's verifier key — no MongoDB, no
 //! configuration, no network. The checks are `cryptovault_events::liabilities::verify_liabilities`;
-//! this reads the inputs, runs them and reports.
-//!
-//! Exit codes: 0 verified, 1 a check failed (the message names it), 2 unusable input (an
-//! unreadable file, JSON that is not such a bundle, a malformed key).
+//! this reads the inputs with `audit_cli`'s helpers and maps the outcome to its exit codes
+//! (0 verified, 1 a check failed, 2 unusable input).
 
 use std::path::Path;
 
 use cryptovault_events::checkpoint::VerifierKey;
-use cryptovault_events::liabilities::{
-    format_amount, verify_liabilities, LiabilitiesBundle, LiabilitiesError,
-};
+use cryptovault_events::liabilities::{format_amount, verify_liabilities, LiabilitiesBundle};
 
-/// What a verification prints and exits with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// 0 verified, 1 a check failed, 2 unusable input.
-    pub exit_code: i32,
-    /// One human line: the summary, or the check that failed.
-    pub message: String,
-    /// The JSON report (`--json`).
-    pub report: serde_json::Value,
-}
+use crate::audit_cli::{read_json, Failure, KeyArg, Verified};
 
-/// Verifies the bundle in `file` under the verifier key `key` (the key string, or `@path` to a
-/// file holding it).
-pub fn verify_file(file: &Path, key: &str) -> Outcome {
-    let key = match load_key(key) {
-        Ok(key) => key,
-        Err(message) => return unusable(message),
-    };
-    let text = match std::fs::read_to_string(file) {
-        Ok(text) => text,
-        Err(e) => return unusable(format!("cannot read {}: {e}", file.display())),
-    };
-    let mut de = serde_json::Deserializer::from_str(&text);
-    let bundle: LiabilitiesBundle = match serde_path_to_error::deserialize(&mut de) {
-        Ok(bundle) => bundle,
-        Err(e) => {
-            return unusable(format!(
-                "{} is not a liabilities bundle: {e}",
-                file.display()
-            ))
-        }
-    };
+/// Verifies the bundle in `file` under the `--key` argument.
+pub fn verify_file(file: &Path, key: &KeyArg) -> Result<Verified, Failure> {
+    let key = key.load()?;
+    let bundle: LiabilitiesBundle = read_json(file, "liabilities bundle")?;
     verify_bundle(&bundle, &key)
 }
 
-/// Verifies a parsed bundle (see [`verify_file`]).
-pub fn verify_bundle(bundle: &LiabilitiesBundle, key: &VerifierKey) -> Outcome {
-    match verify_liabilities(bundle, key) {
-        Ok(verified) => {
-            let total = format_amount(verified.asset.total);
-            let message = format!(
-                "verified: {} of {} for user {} is counted in the total {} {} over {} holders, \
-                 signed by {} at checkpoint size {}",
-                bundle.balance,
-                verified.asset.asset,
-                bundle.user_id,
-                total,
-                verified.asset.asset,
-                verified.asset.leaf_count,
-                key.name(),
-                verified.note.checkpoint_size(),
-            );
-            let report = serde_json::json!({
-                "verified": true,
-                "origin": verified.note.origin(),
-                "checkpoint_size": verified.note.checkpoint_size(),
-                "user_id": bundle.user_id,
-                "asset": verified.asset.asset,
-                "balance": format_amount(verified.balance),
-                "total": total,
-                "leaf_count": verified.asset.leaf_count,
-            });
-            Outcome {
-                exit_code: 0,
-                message,
-                report,
-            }
-        }
-        Err(e) => failed(&e),
-    }
-}
-
-fn failed(e: &LiabilitiesError) -> Outcome {
-    let message = format!("FAILED: {e}");
-    Outcome {
-        exit_code: 1,
-        report: serde_json::json!({ "verified": false, "exit_code": 1, "error": message }),
-        message,
-    }
-}
-
-fn unusable(why: String) -> Outcome {
-    let message = format!("error: {why}");
-    Outcome {
-        exit_code: 2,
-        report: serde_json::json!({ "verified": false, "exit_code": 2, "error": message }),
-        message,
-    }
-}
-
-/// The verifier key from the argument, or from the file `@path` names (surrounding white space
-/// ignored).
-pub fn load_key(arg: &str) -> Result<VerifierKey, String> {
-    let text = match arg.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the key file {path}: {e}"))?,
-        None => arg.to_owned(),
-    };
-    VerifierKey::parse(text.trim()).map_err(|e| format!("--key: {e}"))
-}
-
-/// Prints `outcome` (stdout when verified, stderr otherwise; the JSON report on stdout with
-/// `json`) and returns its exit code.
-pub fn print(outcome: &Outcome, json: bool) -> i32 {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&outcome.report).unwrap_or_default()
-        );
-    } else if outcome.exit_code == 0 {
-        println!("{}", outcome.message);
-    } else {
-        eprintln!("{}", outcome.message);
-    }
-    outcome.exit_code
+/// Verifies a parsed bundle (see [`verify_file`]); every refusal is a failed check.
+pub fn verify_bundle(bundle: &LiabilitiesBundle, key: &VerifierKey) -> Result<Verified, Failure> {
+    let verified =
+        verify_liabilities(bundle, key).map_err(|e| Failure::Check(format!("liabilities: {e}")))?;
+    let total = format_amount(verified.asset.total);
+    let summary = format!(
+        "verified: {} of {} for user {} is counted in the total {} {} over {} holders, signed by \
+         {} at checkpoint size {}",
+        bundle.balance,
+        verified.asset.asset,
+        bundle.user_id,
+        total,
+        verified.asset.asset,
+        verified.asset.leaf_count,
+        key.name(),
+        verified.note.checkpoint_size(),
+    );
+    let report = serde_json::json!({
+        "origin": verified.note.origin(),
+        "checkpoint_size": verified.note.checkpoint_size(),
+        "user_id": bundle.user_id,
+        "asset": verified.asset.asset,
+        "balance": format_amount(verified.balance),
+        "total": total,
+        "leaf_count": verified.asset.leaf_count,
+    });
+    Ok(Verified { summary, report })
 }
 
 #[cfg(test)]
@@ -164,32 +81,40 @@ mod tests {
         (bundle, key)
     }
 
+    fn code(outcome: Result<Verified, Failure>) -> i32 {
+        match outcome {
+            Ok(_) => 0,
+            Err(Failure::Check(_)) => 1,
+            Err(Failure::Unusable(_)) => 2,
+        }
+    }
+
     #[test]
     fn exit_codes() {
         let (good, key) = bundle();
         let verifier = key.verifier();
-        let ok = verify_bundle(&good, &verifier);
-        assert_eq!(ok.exit_code, 0, "{}", ok.message);
+        let ok = verify_bundle(&good, &verifier).ok().unwrap();
         assert_eq!(ok.report["balance"], "0.00000000000000002");
+        assert!(ok.summary.starts_with("verified: "), "{}", ok.summary);
         let mut bad = good.clone();
         bad.balance = "0.00000000000000001".into();
-        assert_eq!(verify_bundle(&bad, &verifier).exit_code, 1);
+        assert_eq!(code(verify_bundle(&bad, &verifier)), 1);
 
-        let dir = std::env::temp_dir().join(format!("liabilities-cli-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("bundle.json");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bundle.json");
         std::fs::write(&file, serde_json::to_string(&good).unwrap()).unwrap();
-        let key_file = dir.join("key.txt");
+        let key_file = dir.path().join("key.txt");
         std::fs::write(&key_file, format!("{verifier}\n")).unwrap();
-        let at = format!("@{}", key_file.display());
-        assert_eq!(verify_file(&file, &at).exit_code, 0);
-        assert_eq!(verify_file(&file, &verifier.to_string()).exit_code, 0);
-        assert_eq!(verify_file(&file, "not-a-key").exit_code, 2);
-        assert_eq!(verify_file(&dir.join("missing.json"), &at).exit_code, 2);
+        let arg = |key: String| KeyArg { key };
+        let at = arg(format!("@{}", key_file.display()));
+        assert_eq!(code(verify_file(&file, &at)), 0);
+        assert_eq!(code(verify_file(&file, &arg(verifier.to_string()))), 0);
+        assert_eq!(code(verify_file(&file, &arg("not-a-key".into()))), 2);
+        assert_eq!(code(verify_file(&dir.path().join("missing.json"), &at)), 2);
         std::fs::write(&file, "{\"format\": 1}").unwrap();
-        let outcome = verify_file(&file, &at);
-        assert_eq!(outcome.exit_code, 2);
-        assert!(outcome.message.contains("format"), "{}", outcome.message);
-        std::fs::remove_dir_all(&dir).unwrap();
+        match verify_file(&file, &at) {
+            Err(Failure::Unusable(message)) => assert!(message.contains("format"), "{message}"),
+            _ => panic!("a bundle with a numeric format is unusable input"),
+        }
     }
 }

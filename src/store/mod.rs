@@ -29,6 +29,7 @@ pub mod snapshots;
 mod stored_state;
 pub mod subscription;
 mod transaction;
+pub mod tree;
 pub mod verify;
 pub mod writer;
 pub mod writer_sessions;

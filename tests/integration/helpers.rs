@@ -75,6 +75,18 @@ pub fn event(writer: &str, n: u64) -> NewEvent {
 pub const TEST_JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
 pub const TEST_CSRF_SECRET: &str = "test-csrf-secret-0123456789abcdef012345678";
 pub const TEST_EMAIL_INDEX_KEY: &str = "test-email-index-key-0123456789abcdef0123";
+/// The origin (key name) of the test apps' checkpoints.
+pub const TEST_CHECKPOINT_ORIGIN: &str = "test.cryptovault.local/ledger";
+
+/// The checkpoint signer key of every test app (`CHECKPOINT_SIGNING_KEY`), from a fixed seed.
+pub fn test_checkpoint_key() -> &'static cryptovault_events::checkpoint::SignerKey {
+    static KEY: std::sync::OnceLock<cryptovault_events::checkpoint::SignerKey> =
+        std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        cryptovault_events::checkpoint::SignerKey::from_seed(TEST_CHECKPOINT_ORIGIN, [16; 32])
+            .expect("a valid key name")
+    })
+}
 
 /// Sends the service's warnings and errors (`RUST_LOG` overrides the level) to the test
 /// harness's captured output, which is printed only when a test fails: a failed assertion then
@@ -105,6 +117,10 @@ pub async fn spawn_app(t: &TestDb, overrides: &[(&str, &str)]) -> String {
         ("JWT_SECRET", TEST_JWT_SECRET.into()),
         ("CSRF_SECRET", TEST_CSRF_SECRET.into()),
         ("EMAIL_INDEX_KEY", TEST_EMAIL_INDEX_KEY.into()),
+        (
+            "CHECKPOINT_SIGNING_KEY",
+            test_checkpoint_key().to_private_string(),
+        ),
         ("ENVIRONMENT", "test".into()),
         ("RATE_LIMIT_PER_IP_PER_MIN", "100000".into()),
         ("RATE_LIMIT_LOGIN_PER_MIN", "100000".into()),
@@ -140,6 +156,10 @@ impl TestDb {
                 .env("JWT_SECRET", TEST_JWT_SECRET)
                 .env("CSRF_SECRET", TEST_CSRF_SECRET)
                 .env("EMAIL_INDEX_KEY", TEST_EMAIL_INDEX_KEY)
+                .env(
+                    "CHECKPOINT_SIGNING_KEY",
+                    test_checkpoint_key().to_private_string(),
+                )
                 .env("RUST_LOG", "warn")
                 .output()
                 .expect("run the cryptovault binary")

@@ -3,16 +3,12 @@
 //! asset, and every user's bundle verifies with only the public key through the
 //! `cryptovault audit verify-liabilities` binary in a separate process; a shrunk balance or a
 //! dropped sibling fails it.
-//!
-//! Until the service signs checkpoints itself, the checkpoint is computed here (the RFC 6962
-//! root of the log, leaf = the event's chain hash) and issuance is called as the route calls it.
+//! Issuance and the bundles go through the HTTP routes of the two instances; the note's
+//! checkpoint root is checked against the RFC 6962 root computed here from the log.
 
 use std::collections::BTreeMap;
 
-use chrono::Utc;
-use cryptovault::liabilities::{bundle, issue, CheckpointSource, ProofError};
-use cryptovault::store::read_models::ReadModels;
-use cryptovault_events::checkpoint::SignerKey;
+use cryptovault_events::checkpoint::{SignerKey, VerifierKey};
 use cryptovault_events::liabilities::{format_amount, LiabilitiesBundle, LiabilitiesNote};
 use cryptovault_events::merkle::{leaf_hash, MemoryTree};
 use cryptovault_events::Units;
@@ -20,8 +16,8 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{
-    admin, get_json, post, signed_up, spawn_app, stored_balances, wait_for_projection, TestDb,
-    TestUser,
+    admin, get_json, post, signed_up, spawn_app, stored_balances, test_checkpoint_key,
+    wait_for_projection, TestDb, TestUser,
 };
 
 const ASSETS: [&str; 3] = ["BTC", "ETH", "USD"];
@@ -74,11 +70,13 @@ async fn readme_python_check(bundle: &LiabilitiesBundle, key: &str) -> (i32, Str
     .unwrap();
     std::fs::write(dir.path().join("key.txt"), format!("{key}\n")).unwrap();
     let out = tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new("python3")
+        // The Python with `cryptography` that scripts/test.sh prepares (scripts/audit-venv.sh).
+        let python = std::env::var("CV_AUDIT_PYTHON").unwrap_or_else(|_| "python3".into());
+        let out = std::process::Command::new(python)
             .args(["-c", &script])
             .current_dir(dir.path())
             .output()
-            .expect("python3 runs (scripts/mongo.sh needs it too)");
+            .expect("the audit Python runs");
         drop(dir);
         out
     })
@@ -92,12 +90,11 @@ async fn readme_python_check(bundle: &LiabilitiesBundle, key: &str) -> (i32, Str
     (out.status.code().unwrap_or(-1), text)
 }
 
-async fn good_bundle(
-    read_models: &ReadModels,
-    signer: &SignerKey,
-    user: &str,
-) -> LiabilitiesBundle {
-    bundle(read_models, signer, user, "BTC").await.unwrap()
+/// `user`'s BTC bundle.
+async fn good_bundle(base: &str, user: &TestUser) -> LiabilitiesBundle {
+    let (status, body) = get_json(base, user, "/api/wallet/liabilities-proof?asset=BTC").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    serde_json::from_value(body).unwrap()
 }
 
 #[tokio::test]
@@ -165,42 +162,37 @@ async fn liabilities_sum_to_the_balances_and_every_users_proof_verifies_offline(
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 
-    // The checkpoint: the whole log's RFC 6962 root.
+    // Issuance (admin, instance 0) at a checkpoint the notary signs for the log as it is now.
+    let (status, body) = post(&bases[0], &users[3].0, "/api/audit/liabilities", json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, issued) = post(&bases[0], &boss, "/api/audit/liabilities", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    let size = issued["checkpoint_size"].as_u64().unwrap();
+    // Issuing again (from the other instance, no event since) answers the same issuance.
+    let (status, again) = post(&bases[1], &boss, "/api/audit/liabilities", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["note"], issued["note"]);
+    let note_text = issued["note"].as_str().unwrap().to_owned();
+
+    // The public key, as a user pins it; the note's checkpoint is the log's RFC 6962 root.
+    let (status, public) = get_json(&bases[1], &users[0].0, "/api/audit/public-key").await;
+    assert_eq!(status, StatusCode::OK, "{public}");
+    let key = public["verifier_key"].as_str().unwrap().to_owned();
+    let verifier = VerifierKey::parse(&key).unwrap();
+    assert_eq!(verifier, test_checkpoint_key().verifier());
     let store = t.store().await;
     let mut tree = MemoryTree::new();
-    loop {
+    while tree.size() < size {
         let events = store.read_all(tree.size() + 1, 5000).await.unwrap();
-        if events.is_empty() {
-            break;
-        }
-        for e in events {
+        for e in events.into_iter().take((size - tree.size()) as usize) {
             tree.push(leaf_hash(&hex::decode(&e.hash).unwrap()));
         }
     }
-    wait_for_projection(&t, "transactions").await;
     wait_for_projection(&t, "balances").await;
-    let signer = SignerKey::from_seed("cryptovault.test/ledger", [42u8; 32]).unwrap();
-    let key = signer.verifier().to_string();
-    let source = CheckpointSource {
-        signer: signer.clone(),
-        size: tree.size(),
-        root: tree.root(),
-    };
-    let read_models = ReadModels::new(t.db());
-    let assets: Vec<String> = ASSETS.iter().map(|a| (*a).to_owned()).collect();
-    let issued = issue(&read_models, &source, &assets, Utc::now())
-        .await
-        .unwrap();
-    assert_eq!(issued.checkpoint_size as u64, tree.size());
-    // Issuing again at the same checkpoint (from any instance) answers the same issuance.
-    let again = issue(&read_models, &source, &assets, Utc::now())
-        .await
-        .unwrap();
-    assert_eq!(again.note, issued.note);
 
     // Totals equal the balances read model's users' sums, per asset.
-    let (note, _) = LiabilitiesNote::open(&issued.note, &signer.verifier()).unwrap();
-    assert_eq!(note.checkpoint_size(), tree.size());
+    let (note, _) = LiabilitiesNote::open(&note_text, &verifier).unwrap();
+    assert_eq!(note.checkpoint_size(), size);
     assert_eq!(note.checkpoint_root(), &tree.root());
     let mut ids: Vec<String> = users.iter().map(|(u, _)| u.id.clone()).collect();
     ids.push(boss.id.clone());
@@ -235,24 +227,31 @@ async fn liabilities_sum_to_the_balances_and_every_users_proof_verifies_offline(
         "0.000000000000000001"
     );
 
-    // Every user's proof verifies in a separate process with only the public key.
+    // Every user's proof (from either instance) verifies in a separate process with only the
+    // public key.
     let mut checked = 0;
-    for id in &ids {
+    let mut everyone: Vec<&TestUser> = users.iter().map(|(u, _)| u).collect();
+    everyone.push(&boss);
+    for (n, user) in everyone.iter().enumerate() {
         for asset in ASSETS {
-            let counted = balances.contains_key(&(id.clone(), asset.to_owned()));
-            match bundle(&read_models, &signer, id, asset).await {
-                Ok(b) => {
-                    assert!(counted, "{id} {asset} has no balance but a leaf");
-                    let (code, out) = verify_with_cli(&b, &key).await;
-                    assert_eq!(code, 0, "{out}");
-                    assert!(out.contains("verified"), "{out}");
-                    let (available, held) = balances[&(id.clone(), asset.to_owned())];
-                    assert_eq!(b.balance, available.checked_add(held).unwrap().to_string());
-                    checked += 1;
-                }
-                Err(ProofError::NotCounted { .. }) => assert!(!counted, "{id} {asset}"),
-                Err(e) => panic!("{id} {asset}: {e}"),
+            let counted = balances.contains_key(&(user.id.clone(), asset.to_owned()));
+            let path = format!("/api/wallet/liabilities-proof?asset={asset}");
+            let (status, body) = get_json(&bases[n % 2], user, &path).await;
+            if !counted {
+                assert_eq!(status, StatusCode::NOT_FOUND, "{} {asset}: {body}", user.id);
+                assert_eq!(body["error"]["code"], "not_found");
+                continue;
             }
+            assert_eq!(status, StatusCode::OK, "{} {asset}: {body}", user.id);
+            let b: LiabilitiesBundle = serde_json::from_value(body).unwrap();
+            assert_eq!(b.user_id, user.id);
+            assert_eq!(b.note, note_text);
+            let (code, out) = verify_with_cli(&b, &key).await;
+            assert_eq!(code, 0, "{out}");
+            assert!(out.contains("verified"), "{out}");
+            let (available, held) = balances[&(user.id.clone(), asset.to_owned())];
+            assert_eq!(b.balance, available.checked_add(held).unwrap().to_string());
+            checked += 1;
         }
     }
     assert_eq!(
@@ -261,25 +260,17 @@ async fn liabilities_sum_to_the_balances_and_every_users_proof_verifies_offline(
         "BTC and USD for five users, ETH for one"
     );
 
+    let good = good_bundle(&bases[0], &users[1].0).await;
     // The README's Python check, as written there, accepts the bundle and refuses a shrunk one.
-    let (code, out) = readme_python_check(
-        &good_bundle(&read_models, &signer, &users[1].0.id).await,
-        &key,
-    )
-    .await;
+    let (code, out) = readme_python_check(&good, &key).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("verified:"), "{out}");
-    let mut shrunk = good_bundle(&read_models, &signer, &users[1].0.id).await;
+    let mut shrunk = good.clone();
     shrunk.balance = "0.1".into();
     let (code, out) = readme_python_check(&shrunk, &key).await;
     assert_ne!(code, 0, "{out}");
 
-    // A shrunk balance, a dropped sibling, another key: each fails.
-    let good = bundle(&read_models, &signer, &users[1].0.id, "BTC")
-        .await
-        .unwrap();
-    let mut shrunk = good.clone();
-    shrunk.balance = "0.1".into();
+    // A shrunk balance, a dropped sibling, a smaller sibling sum, another key: each fails.
     let (code, out) = verify_with_cli(&shrunk, &key).await;
     assert_eq!(code, 1, "{out}");
     let mut dropped = good.clone();
@@ -300,8 +291,8 @@ async fn liabilities_sum_to_the_balances_and_every_users_proof_verifies_offline(
     for base in &bases {
         let (status, body) = get_json(base, &users[3].0, "/api/audit/liabilities").await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(body["note"], issued.note);
-        assert_eq!(body["checkpoint_size"], tree.size());
+        assert_eq!(body["note"], note_text);
+        assert_eq!(body["checkpoint_size"], size);
         let btc = body["assets"]
             .as_array()
             .unwrap()
@@ -334,7 +325,5 @@ async fn liabilities_sum_to_the_balances_and_every_users_proof_verifies_offline(
         body["error"]["message"].as_str().unwrap().contains("asset"),
         "{body}"
     );
-    let (status, body) = post(&bases[0], &users[3].0, "/api/audit/liabilities", json!({})).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     t.drop_database().await;
 }

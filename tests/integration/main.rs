@@ -8,6 +8,7 @@ mod auth_limits;
 mod auth_tokens;
 mod bank_faults;
 mod browser;
+mod checkpoints;
 mod crashed_writer;
 mod cross_instance;
 mod deposits;

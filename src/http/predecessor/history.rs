@@ -199,6 +199,7 @@ mod tests {
             created_at: at,
             updated_at: at,
             position: 7,
+            status_positions: Default::default(),
         }
     }
 

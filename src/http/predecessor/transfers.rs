@@ -248,6 +248,7 @@ mod tests {
             created_at: at,
             updated_at: at,
             position: 9,
+            status_positions: Default::default(),
         }
     }
 

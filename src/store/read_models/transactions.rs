@@ -62,6 +62,11 @@ pub struct HistoryRow {
     pub updated_at: DateTime<Utc>,
     /// Position of the creating event; the listing's key.
     pub position: i64,
+    /// Position of the event that set each later status (`approved`, `completed`,
+    /// `rejected`), so a receipt names every event of the transaction. Rows projected before
+    /// this field existed have none.
+    #[serde(default)]
+    pub status_positions: std::collections::BTreeMap<String, i64>,
 }
 
 impl HistoryRow {
@@ -80,6 +85,7 @@ impl HistoryRow {
             created_at: row.created_at,
             updated_at: row.created_at,
             position: to_i64(row.position),
+            status_positions: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -154,7 +160,11 @@ impl ReadModel for TransactionsModel {
                     at,
                 }) => rows.push(Change::Set {
                     id: row_id(user_id, id).into(),
-                    fields: doc! { "status": status, "updated_at": BsonDateTime::from_chrono(at) },
+                    fields: doc! {
+                        "status": status,
+                        "updated_at": BsonDateTime::from_chrono(at),
+                        format!("status_positions.{status}"): to_i64(event.position),
+                    },
                     on_insert: None,
                     upsert: false,
                 }),

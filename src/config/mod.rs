@@ -1,5 +1,8 @@
 //! Configuration from the environment (PRODUCT.md §7). Every problem names its variable.
 
+mod checkpoints;
+pub use checkpoints::CheckpointSettings;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -79,6 +82,8 @@ pub struct Config {
     pub read_your_writes_timeout: Duration,
     pub prices: PriceSettings,
     pub deposits: DepositSettings,
+    /// The log's signed checkpoints: [`CheckpointSettings`].
+    pub checkpoints: CheckpointSettings,
     /// Connections, client IP, operational data: [`EdgeSettings`].
     pub edge: EdgeSettings,
     /// `ENVIRONMENT` was unset (and so development): start-up says so loudly.
@@ -367,6 +372,7 @@ impl Config {
                 ),
             },
             deposits: DepositSettings::from_lookup(&lookup, environment)?,
+            checkpoints: CheckpointSettings::from_lookup(&lookup, environment)?,
             edge,
             environment_defaulted: lookup("ENVIRONMENT").is_none(),
         };
@@ -872,6 +878,7 @@ mod tests {
         assert_eq!(config.deposits.webhook_secret, None);
         let mut pairs = BASE.to_vec();
         pairs.push(("ENVIRONMENT", "production"));
+        pairs.push(("CHECKPOINT_SIGNING_KEY", signing_key()));
         let config = Config::from_lookup(lookup(&pairs)).unwrap();
         assert_eq!(config.deposits.mode, DepositsMode::Provider);
         pairs.push(("DEPOSITS_MODE", "self-service"));
@@ -992,6 +999,16 @@ mod tests {
         assert!(parse_origins("ftp://x").is_err());
     }
 
+    /// A checkpoint signer key (production requires one).
+    fn signing_key() -> &'static str {
+        static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        KEY.get_or_init(|| {
+            cryptovault_events::checkpoint::SignerKey::from_seed("example.com/ledger", [3; 32])
+                .expect("a valid key name")
+                .to_private_string()
+        })
+    }
+
     /// `BASE` in production with `extra` on top.
     fn production(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
         let mut pairs = vec![
@@ -1009,6 +1026,7 @@ mod tests {
                 "3b8e1f6a9c2d5047e8b1a4c7f0d3e6b9a2c5f8e1d4b7a0c3f6e9d2b5a8c1f4e7",
             ),
             ("ENVIRONMENT", "production"),
+            ("CHECKPOINT_SIGNING_KEY", signing_key()),
         ];
         for (k, v) in extra {
             pairs.retain(|(name, _)| name != k);

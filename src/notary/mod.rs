@@ -1,0 +1,469 @@
+//! The notary: keeps the RFC 6962 Merkle tree over the log and signs checkpoints of it
+//! (issue 16).
+//!
+//! Every instance runs one ([`Notary::start`]); they share the stored tree
+//! (`store::tree`), which is a pure function of the log, so any number of them cooperate:
+//! whoever is first stores a batch's subtrees and moves the stored head by compare-and-set;
+//! the others find the same subtrees stored (compared, never overwritten) and follow.
+//!
+//! **Rules** (pure, [`rules`]):
+//! - A leaf is the event's chain hash (32 bytes): leaf `i` is the event at position `i + 1`.
+//! - The tree grows only by events that continue the chain from the stored head: next
+//!   position, hash = hash of the content, `prev_hash` = the previous event's hash. An
+//!   altered, removed or reordered event stops the tree at that position (refusal
+//!   `chain`, logged with the position, `ledger_checkpoint_refusals_total{reason="chain"}`);
+//!   the tree then stays behind the log (`ledger_tree_behind_events` grows).
+//! - A checkpoint is signed when the tree grew past the latest one by `CHECKPOINT_EVERY_EVENTS`
+//!   leaves, when the latest is `CHECKPOINT_EVERY_SECS` old, or on demand — and only after the
+//!   latest stored checkpoint verifies under this service's keys and a consistency proof
+//!   computed from the stored subtrees shows the new tree extends it. A tree rebuilt from a
+//!   rewritten log is therefore never signed (refusal `inconsistent`).
+
+pub mod rules;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use cryptovault_events::checkpoint::{Checkpoint, SignerKey, VerifierKey};
+use cryptovault_events::merkle::{self, Frontier, Hash, Subtree};
+use cryptovault_events::{ChainBreak, ChainBreakKind, ChainVerifier};
+use tokio::sync::Mutex;
+
+use crate::config::CheckpointSettings;
+use crate::store::tree::{Extended, Inserted, StoredCheckpoint, TreeHead, TreeStore};
+use crate::store::{Database, EventStore, StoreError};
+pub use rules::Refusal;
+
+/// Events read per tree extension.
+const BATCH: usize = 5_000;
+/// How long a missing position is waited out before it is a refusal (the store never commits
+/// a gap, but a concurrent commit may show a later position first).
+const GAP_GRACE: Duration = Duration::from_secs(2);
+/// The background task's pause when the tree is caught up.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// Why a notary operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NotaryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("refused: {0}")]
+    Refused(Refusal),
+    /// The stored tree does not reach this size yet (it is being built or rebuilt).
+    #[error("the tree covers {tree_size} events, not yet {wanted}")]
+    Behind { tree_size: u64, wanted: u64 },
+    /// A stored subtree a proof needs is missing (damage; a rebuild repairs it).
+    #[error("stored subtree {0} is missing")]
+    MissingSubtree(Subtree),
+    /// The arguments do not describe a proof (index beyond size, sizes out of order).
+    #[error("{0}")]
+    BadRange(String),
+}
+
+impl From<Refusal> for NotaryError {
+    fn from(refusal: Refusal) -> Self {
+        Self::Refused(refusal)
+    }
+}
+
+/// A handle to this instance's notary. Cheap to clone.
+#[derive(Clone)]
+pub struct Notary {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: EventStore,
+    tree: TreeStore,
+    signer: Arc<SignerKey>,
+    /// The current key's verifier first, then the retired ones.
+    verifiers: Vec<VerifierKey>,
+    every_events: u64,
+    every: Duration,
+    /// One extension or signature at a time per process; the cached frontier.
+    work: Mutex<Option<Cache>>,
+    /// The last refusal (cleared by progress), for `/api/audit/tree`.
+    refusal: std::sync::Mutex<Option<Refusal>>,
+}
+
+/// The stored tree as this process last saw it.
+struct Cache {
+    head: TreeHead,
+    frontier: Frontier,
+    gap_since: Option<Instant>,
+    /// `(checkpoint size, tree size)` last found consistent.
+    checked: Option<(u64, u64)>,
+}
+
+impl Notary {
+    /// The notary of `settings`' key, with its background task started; `None` when no
+    /// signing key is configured (no tree, no checkpoints).
+    pub fn start(store: EventStore, db: &Database, settings: &CheckpointSettings) -> Option<Self> {
+        let signer = settings.signer.clone()?;
+        let mut verifiers = vec![signer.verifier()];
+        verifiers.extend(settings.retired.iter().cloned());
+        let notary = Self {
+            inner: Arc::new(Inner {
+                store,
+                tree: TreeStore::new(db),
+                signer,
+                verifiers,
+                every_events: settings.every_events,
+                every: settings.every,
+                work: Mutex::new(None),
+                refusal: std::sync::Mutex::new(None),
+            }),
+        };
+        tokio::spawn(notary.clone().run());
+        Some(notary)
+    }
+
+    /// The origin line of every checkpoint (the signing key's name).
+    pub fn origin(&self) -> &str {
+        self.inner.signer.name()
+    }
+
+    /// The key that signs new checkpoints.
+    pub fn verifier(&self) -> &VerifierKey {
+        &self.inner.verifiers[0]
+    }
+
+    /// Keys that signed earlier checkpoints (`CHECKPOINT_RETIRED_KEYS`).
+    pub fn retired(&self) -> &[VerifierKey] {
+        &self.inner.verifiers[1..]
+    }
+
+    /// The signing key (for other signed documents bound to checkpoints: liabilities,
+    /// statement digests).
+    pub fn signer(&self) -> &SignerKey {
+        &self.inner.signer
+    }
+
+    pub fn tree(&self) -> &TreeStore {
+        &self.inner.tree
+    }
+
+    /// The last refusal since the tree last grew, if any.
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.inner.refusal.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// The latest signed checkpoint.
+    pub async fn latest(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.inner.tree.latest_checkpoint().await
+    }
+
+    /// A signed checkpoint that covers `position` (the smallest stored one, else a new one
+    /// signed now after bringing the tree up to the log's head).
+    pub async fn covering(&self, position: u64) -> Result<StoredCheckpoint, NotaryError> {
+        if let Some(found) = self.inner.tree.checkpoint_covering(position).await? {
+            return Ok(found);
+        }
+        match self.sync(true).await? {
+            Some(latest) if latest.size >= position => Ok(latest),
+            latest => Err(NotaryError::Behind {
+                tree_size: latest.map_or(0, |c| c.size),
+                wanted: position,
+            }),
+        }
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of `size` leaves, from the stored
+    /// subtrees (one query).
+    pub async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, NotaryError> {
+        let nodes = merkle::inclusion_proof_nodes(index, size)
+            .map_err(|e| NotaryError::BadRange(e.to_string()))?;
+        let source = self.stored(&nodes, size).await?;
+        merkle::inclusion_proof(&source, index, size).map_err(proof_error)
+    }
+
+    /// The consistency proof from `old_size` to `new_size` leaves, from the stored subtrees.
+    pub async fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Vec<Hash>, NotaryError> {
+        let nodes = merkle::consistency_proof_nodes(old_size, new_size)
+            .map_err(|e| NotaryError::BadRange(e.to_string()))?;
+        let source = self.stored(&nodes, new_size).await?;
+        merkle::consistency_proof(&source, old_size, new_size).map_err(proof_error)
+    }
+
+    /// The stored subtrees `nodes` of a tree of `size` leaves (the stored tree must reach it).
+    async fn stored(
+        &self,
+        nodes: &[Subtree],
+        size: u64,
+    ) -> Result<std::collections::BTreeMap<Subtree, Hash>, NotaryError> {
+        let head = self.inner.tree.head().await?;
+        if head.size < size {
+            return Err(NotaryError::Behind {
+                tree_size: head.size,
+                wanted: size,
+            });
+        }
+        Ok(self.inner.tree.subtrees(nodes).await?)
+    }
+
+    /// Brings the stored tree up to the log as far as it holds (bounded work per call), then
+    /// signs a checkpoint if one is due (`forced`: if the tree grew at all). Returns the
+    /// latest checkpoint.
+    pub async fn sync(&self, forced: bool) -> Result<Option<StoredCheckpoint>, NotaryError> {
+        let mut cache = self.inner.work.lock().await;
+        for _ in 0..200 {
+            if !self.extend_once(&mut cache).await? {
+                break;
+            }
+        }
+        self.sign_if_due(&mut cache, forced).await
+    }
+
+    async fn run(self) {
+        let mut backoff =
+            crate::store::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut head = self.inner.store.head_watch();
+        loop {
+            match self.sync(false).await {
+                Ok(latest) => {
+                    backoff.reset();
+                    self.record_gauges(latest.as_ref()).await;
+                    let _ = tokio::time::timeout(IDLE_POLL, head.changed()).await;
+                }
+                Err(NotaryError::Refused(refusal)) => {
+                    metrics::counter!("ledger_checkpoint_refusals_total", "reason" => refusal.label())
+                        .increment(1);
+                    tracing::error!(
+                        position = refusal.position(),
+                        %refusal,
+                        "notary: the tree is not extended and nothing is signed"
+                    );
+                    if let Ok(mut last) = self.inner.refusal.lock() {
+                        *last = Some(refusal);
+                    }
+                    if let Ok(latest) = self.latest().await {
+                        self.record_gauges(latest.as_ref()).await;
+                    }
+                    // The log does not heal by itself: look again now and then.
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "notary: retrying");
+                    backoff.wait().await;
+                }
+            }
+        }
+    }
+
+    async fn record_gauges(&self, latest: Option<&StoredCheckpoint>) {
+        let tree_size = match self.inner.tree.head().await {
+            Ok(head) => head.size,
+            Err(_) => return,
+        };
+        let log_head = self.inner.store.known_head();
+        metrics::gauge!("ledger_tree_size").set(tree_size as f64);
+        metrics::gauge!("ledger_tree_behind_events").set(log_head.saturating_sub(tree_size) as f64);
+        if let Some(latest) = latest {
+            metrics::gauge!("ledger_checkpoint_size").set(latest.size as f64);
+            let age = (Utc::now() - latest.issued_at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::gauge!("ledger_checkpoint_age_seconds").set(age);
+        }
+    }
+
+    /// Extends the stored tree by one batch of events; `true` if it moved (by us or another
+    /// process).
+    async fn extend_once(&self, cache: &mut Option<Cache>) -> Result<bool, NotaryError> {
+        let tree = &self.inner.tree;
+        let head = tree.head().await?;
+        let cached = match cache.take() {
+            Some(c) if c.head == head => c,
+            _ => Cache {
+                frontier: self.frontier_at(head.size).await?,
+                head: head.clone(),
+                gap_since: None,
+                checked: None,
+            },
+        };
+        let cached = cache.insert(cached);
+        let events = self.inner.store.read_all(head.size + 1, BATCH).await?;
+        let contiguous = events
+            .iter()
+            .zip(head.size + 1..)
+            .take_while(|(e, position)| e.position == *position)
+            .count();
+        if contiguous == 0 {
+            if events.is_empty() {
+                cached.gap_since = None;
+                return Ok(false);
+            }
+            let since = *cached.gap_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= GAP_GRACE {
+                return Err(Refusal::Chain(ChainBreak {
+                    position: head.size + 1,
+                    kind: ChainBreakKind::MissingPosition,
+                })
+                .into());
+            }
+            return Ok(false);
+        }
+        cached.gap_since = None;
+        let events = &events[..contiguous];
+        let mut verifier = ChainVerifier::resume(head.size, &head.last_hash);
+        let mut frontier = cached.frontier.clone();
+        let completed =
+            rules::extend(&mut verifier, &mut frontier, events).map_err(Refusal::Chain)?;
+        let new_head = TreeHead {
+            size: verifier.verified(),
+            last_hash: verifier.last_hash().to_owned(),
+        };
+        match tree.extend(&head, &new_head, &completed).await? {
+            Extended::Done => {
+                cached.head = new_head;
+                cached.frontier = frontier;
+                if let Ok(mut last) = self.inner.refusal.lock() {
+                    *last = None;
+                }
+                Ok(true)
+            }
+            Extended::Moved => {
+                *cache = None;
+                Ok(true)
+            }
+            Extended::Diverged {
+                subtree,
+                stored,
+                computed,
+            } => Err(Refusal::Diverged {
+                subtree: subtree.to_string(),
+                stored: hex::encode(stored),
+                computed: hex::encode(computed),
+            }
+            .into()),
+        }
+    }
+
+    /// The frontier of the stored tree of `size` leaves.
+    async fn frontier_at(&self, size: u64) -> Result<Frontier, NotaryError> {
+        let nodes = merkle::root_nodes(size);
+        let stored = self.inner.tree.subtrees(&nodes).await?;
+        Frontier::from_source(&stored, size)
+            .map_err(|missing| NotaryError::MissingSubtree(missing.0))
+    }
+
+    async fn sign_if_due(
+        &self,
+        cache: &mut Option<Cache>,
+        forced: bool,
+    ) -> Result<Option<StoredCheckpoint>, NotaryError> {
+        let Some(cached) = cache.as_mut() else {
+            return Ok(self.latest().await?);
+        };
+        let size = cached.head.size;
+        let root = cached.frontier.root();
+        let latest = self.latest().await?;
+        if let Some(old) = latest.as_ref().filter(|old| old.size <= size) {
+            // The rule, checked whenever the tree or the latest checkpoint moved (not only
+            // before signing, so a tree rebuilt from a rewritten log is reported at once): the
+            // stored tree extends the latest signed one.
+            if cached.checked != Some((old.size, size)) {
+                self.check_extends(old, size, &root).await?;
+                cached.checked = Some((old.size, size));
+            }
+        }
+        let due = rules::signing_due(
+            latest.as_ref().map(|c| (c.size, c.issued_at)),
+            size,
+            Utc::now(),
+            self.inner.every_events,
+            self.inner.every,
+            forced,
+        );
+        if !due {
+            return Ok(latest);
+        }
+        let note = Checkpoint::new(self.origin(), size, root)
+            .and_then(|c| c.sign(&self.inner.signer))
+            .map_err(|e| StoreError::CommitFailed(format!("signing a checkpoint: {e}")))?;
+        let signed = StoredCheckpoint {
+            size,
+            root,
+            note: note.to_string(),
+            issued_at: Utc::now(),
+        };
+        match self
+            .inner
+            .tree
+            .insert_checkpoint(&signed, self.inner.signer.key_id())
+            .await?
+        {
+            Inserted::New => {
+                metrics::counter!("ledger_checkpoints_signed_total").increment(1);
+                tracing::info!(size, root = %hex::encode(root), "notary: checkpoint signed");
+                Ok(Some(signed))
+            }
+            Inserted::Existing(existing) if existing.root == root => Ok(Some(existing)),
+            Inserted::Existing(_) => Err(Refusal::Conflicting { size }.into()),
+        }
+    }
+
+    /// The stored tree of `size` leaves (whose root this process computed as `root`) extends
+    /// the signed checkpoint `old`: `old` is ours, the stored subtrees give `root`, and their
+    /// consistency proof leads from `old`'s signed root to it.
+    async fn check_extends(
+        &self,
+        old: &StoredCheckpoint,
+        size: u64,
+        root: &Hash,
+    ) -> Result<(), NotaryError> {
+        self.check_ours(old)?;
+        let proof = self.consistency_proof(old.size, size).await?;
+        let stored_nodes = self.stored(&merkle::root_nodes(size), size).await?;
+        let stored_root = merkle::tree_root(&stored_nodes, size)
+            .map_err(|missing| NotaryError::MissingSubtree(missing.0))?;
+        if stored_root != *root {
+            return Err(Refusal::Diverged {
+                subtree: format!("root of {size}"),
+                stored: hex::encode(stored_root),
+                computed: hex::encode(root),
+            }
+            .into());
+        }
+        Ok(rules::check_extends(
+            old.size,
+            &old.root,
+            size,
+            &stored_root,
+            &proof,
+        )?)
+    }
+
+    /// The stored checkpoint `old` verifies under one of this service's keys and says what
+    /// its stored root says.
+    fn check_ours(&self, old: &StoredCheckpoint) -> Result<(), Refusal> {
+        let mut last_error = String::from("no key");
+        for key in &self.inner.verifiers {
+            match Checkpoint::open(&old.note, key, &[]) {
+                Ok((checkpoint, _))
+                    if checkpoint.size() == old.size && *checkpoint.root() == old.root =>
+                {
+                    return Ok(())
+                }
+                Ok(_) => last_error = "its note names another size or root".into(),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        Err(Refusal::ForeignCheckpoint {
+            size: old.size,
+            reason: last_error,
+        })
+    }
+}
+
+fn proof_error(
+    error: merkle::ProofError<cryptovault_events::merkle::MissingSubtree>,
+) -> NotaryError {
+    match error {
+        merkle::ProofError::Invalid(e) => NotaryError::BadRange(e.to_string()),
+        merkle::ProofError::Source(missing) => NotaryError::MissingSubtree(missing.0),
+    }
+}

@@ -1,0 +1,549 @@
+//! The verifiable log (issue 16): the Merkle tree kept by every instance, signed checkpoints,
+//! inclusion and consistency proofs, receipts — over two instances — and tampering in MongoDB
+//! that the notary refuses to sign.
+
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bson::{doc, Document};
+use cryptovault::store::tree::TreeStore;
+use cryptovault_events::checkpoint::{Checkpoint, VerifierKey};
+use cryptovault_events::merkle::{self, Hash};
+use cryptovault_events::EventEnvelope;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    get_json, logged_in, position, post, spawn_app, test_checkpoint_key, TestApp, TestDb, TestUser,
+};
+
+fn hashes(list: &Value) -> Vec<Hash> {
+    list.as_array()
+        .expect("a list of hashes")
+        .iter()
+        .map(|h| {
+            let bytes = STANDARD.decode(h.as_str().unwrap()).unwrap();
+            <Hash>::try_from(bytes.as_slice()).unwrap()
+        })
+        .collect()
+}
+
+/// Opens a signed checkpoint note with `key`: `(size, root)`.
+fn open(note: &str, key: &VerifierKey) -> Result<(u64, Hash), String> {
+    let (checkpoint, _) = Checkpoint::open(note, key, &[]).map_err(|e| e.to_string())?;
+    Ok((checkpoint.size(), *checkpoint.root()))
+}
+
+/// Every check an offline verifier makes on a receipt or inclusion bundle; the positions.
+fn verify_bundle(bundle: &Value, key: &VerifierKey) -> Result<Vec<u64>, String> {
+    let (size, root) = open(bundle["checkpoint"].as_str().unwrap(), key)?;
+    let mut positions = Vec::new();
+    for entry in bundle["entries"].as_array().unwrap() {
+        let event: EventEnvelope = serde_json::from_value(entry["event"].clone()).unwrap();
+        let computed = cryptovault_events::canonical::event_hash(&event);
+        if computed != event.hash {
+            return Err(format!("position {}: event altered", event.position));
+        }
+        let index = entry["leaf_index"].as_u64().unwrap();
+        if index + 1 != event.position || index >= size {
+            return Err(format!(
+                "position {}: wrong leaf index {index}",
+                event.position
+            ));
+        }
+        let leaf = merkle::leaf_hash(&hex::decode(&event.hash).unwrap());
+        merkle::verify_inclusion(
+            &leaf,
+            index,
+            size,
+            &hashes(&entry["inclusion_proof"]),
+            &root,
+        )
+        .map_err(|e| format!("position {}: {e}", event.position))?;
+        positions.push(event.position);
+    }
+    Ok(positions)
+}
+
+async fn auditor(app: &TestApp, email: &str) -> TestUser {
+    app.user(email).await;
+    app.db.grant(email, "auditor").await;
+    logged_in(&app.base, email).await
+}
+
+/// The root of every event of the log, recomputed from the auditor API's envelopes.
+async fn root_of_log(base: &str, auditor: &TestUser, size: u64) -> Hash {
+    let mut leaves = Vec::new();
+    let mut from = 1;
+    while (leaves.len() as u64) < size {
+        let (status, page) = get_json(
+            base,
+            auditor,
+            &format!("/api/audit/events?from_position={from}&limit=1000"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for e in page["events"].as_array().unwrap() {
+            if (leaves.len() as u64) < size {
+                leaves.push(merkle::leaf_hash(
+                    &hex::decode(e["hash"].as_str().unwrap()).unwrap(),
+                ));
+            }
+        }
+        from = page["next_from_position"].as_u64().unwrap();
+    }
+    merkle::root(&leaves)
+}
+
+async fn sign_now(base: &str, who: &TestUser) -> (StatusCode, Value) {
+    post(base, who, "/api/audit/checkpoints", json!(null)).await
+}
+
+#[tokio::test]
+async fn checkpoints_proofs_and_receipts_verify_with_only_the_public_key_across_two_instances() {
+    let a = TestApp::spawn("checkpoints_two").await;
+    let b = spawn_app(&a.db, &[]).await;
+    let key_view: Value = reqwest::get(format!("{b}/api/audit/public-key"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = VerifierKey::parse(key_view["verifier_key"].as_str().unwrap()).unwrap();
+    assert_eq!(key, test_checkpoint_key().verifier());
+    assert_eq!(key_view["origin"], crate::helpers::TEST_CHECKPOINT_ORIGIN);
+    assert_eq!(key_view["algorithm"], "ed25519");
+
+    let alice = a.user("alice@example.com").await;
+    let bob = a.user("bob@example.com").await;
+    let boss = a.admin("boss@example.com").await;
+    let audit = auditor(&a, "audit@example.com").await;
+    let (status, _) = sign_now(&a.base, &alice).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a user cannot sign checkpoints"
+    );
+
+    // Writes on both instances.
+    let (status, body) = a.deposit(&alice, "BTC", "1.5").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = post(
+        &b,
+        &alice,
+        "/api/wallet/withdrawals",
+        json!({ "asset": "BTC", "amount": "0.25", "address": "bc1qexample" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let withdrawal = body["withdrawal"]["id"].as_str().unwrap().to_owned();
+    let (status, first) = sign_now(&b, &audit).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (old_size, old_root) = open(first["note"].as_str().unwrap(), &key).unwrap();
+    assert_eq!(old_size, first["size"].as_u64().unwrap());
+    assert_eq!(
+        old_size,
+        a.event_count().await,
+        "the checkpoint covers the whole log"
+    );
+    assert_eq!(root_of_log(&a.base, &audit, old_size).await, old_root);
+    let (status, again) = sign_now(&a.base, &audit).await;
+    assert_eq!(status, StatusCode::OK, "nothing new to sign: {again}");
+    assert_eq!(again["size"], first["size"]);
+
+    for action in ["approve", "complete"] {
+        let (status, body) = post(
+            &a.base,
+            &boss,
+            &format!("/api/admin/withdrawals/{withdrawal}/{action}"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = post(
+        &b,
+        &alice,
+        "/api/wallet/transfers",
+        json!({ "to_email": "bob@example.com", "asset": "BTC", "amount": "0.5" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let transfer = body["transfer"]["id"].as_str().unwrap().to_owned();
+    let head = position(&body);
+
+    // The receipt of the withdrawal names its three events and verifies offline; the
+    // checkpoint it carries was signed on demand by the instance asked.
+    let (status, receipt) = get_json(
+        &b,
+        &alice,
+        &format!("/api/transactions/{withdrawal}/receipt?min_position={head}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(receipt["format"], "cryptovault.receipt.v1");
+    let positions = verify_bundle(&receipt, &key).unwrap();
+    assert_eq!(
+        positions.len(),
+        3,
+        "request, approval, completion: {receipt}"
+    );
+    let types: Vec<&str> = receipt["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "WithdrawalRequested",
+            "WithdrawalApproved",
+            "WithdrawalCompleted"
+        ]
+    );
+    // Bob's side of the transfer is his receipt; Alice cannot fetch another user's.
+    let (status, bobs) = get_json(
+        &a.base,
+        &bob,
+        &format!("/api/transactions/{transfer}/receipt?min_position={head}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{bobs}");
+    assert_eq!(verify_bundle(&bobs, &key).unwrap(), [head]);
+    let (status, _) = get_json(
+        &a.base,
+        &bob,
+        &format!("/api/transactions/{withdrawal}/receipt"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The newer checkpoint extends the older one: the consistency proof, fetched from the
+    // other instance, verifies with both signed roots.
+    let (status, latest) = get_json(&a.base, &audit, "/api/audit/checkpoints/latest").await;
+    assert_eq!(status, StatusCode::OK, "{latest}");
+    let (new_size, new_root) = open(latest["note"].as_str().unwrap(), &key).unwrap();
+    assert!(new_size >= head && new_size > old_size);
+    let (status, proof) = get_json(
+        &b,
+        &audit,
+        &format!("/api/audit/proofs/consistency?from={old_size}&to={new_size}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{proof}");
+    assert_eq!(proof["format"], "cryptovault.consistency.v1");
+    assert_eq!(
+        open(proof["old_checkpoint"].as_str().unwrap(), &key).unwrap(),
+        (old_size, old_root)
+    );
+    merkle::verify_consistency(
+        old_size,
+        new_size,
+        &old_root,
+        &new_root,
+        &hashes(&proof["proof"]),
+    )
+    .unwrap();
+    // A wrong old root does not verify with the same proof.
+    let mut wrong = old_root;
+    wrong[0] ^= 1;
+    assert!(merkle::verify_consistency(
+        old_size,
+        new_size,
+        &wrong,
+        &new_root,
+        &hashes(&proof["proof"])
+    )
+    .is_err());
+    assert_eq!(root_of_log(&b, &audit, new_size).await, new_root);
+
+    // Inclusion of any event, by position or by id, in a past or the latest checkpoint.
+    let (status, by_position) = get_json(
+        &a.base,
+        &audit,
+        &format!("/api/audit/proofs/inclusion?position=2&size={old_size}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{by_position}");
+    assert_eq!(by_position["format"], "cryptovault.inclusion.v1");
+    assert_eq!(verify_bundle(&by_position, &key).unwrap(), [2]);
+    let id = by_position["entries"][0]["event"]["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, by_id) = get_json(
+        &b,
+        &audit,
+        &format!("/api/audit/proofs/inclusion?event_id={id}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{by_id}");
+    assert_eq!(verify_bundle(&by_id, &key).unwrap(), [2]);
+    assert_eq!(
+        open(by_id["checkpoint"].as_str().unwrap(), &key).unwrap().0,
+        new_size
+    );
+
+    // Bad requests are clear errors.
+    for (path, status, code) in [
+        ("/api/audit/proofs/inclusion", 422, "validation_error"),
+        (
+            "/api/audit/proofs/inclusion?position=1&event_id=x",
+            422,
+            "validation_error",
+        ),
+        (
+            "/api/audit/proofs/inclusion?position=999999",
+            404,
+            "not_found",
+        ),
+        (
+            "/api/audit/proofs/inclusion?position=5&size=2",
+            422,
+            "validation_error",
+        ),
+        (
+            "/api/audit/proofs/inclusion?position=1&size=999999",
+            404,
+            "not_found",
+        ),
+        ("/api/audit/proofs/consistency", 422, "validation_error"),
+        ("/api/audit/proofs/consistency?from=3", 404, "not_found"),
+        (
+            "/api/audit/proofs/consistency?from=999999",
+            422,
+            "validation_error",
+        ),
+        ("/api/audit/checkpoints/999999", 404, "not_found"),
+        ("/api/audit/checkpoints/x", 404, "not_found"),
+    ] {
+        let (got, body) = get_json(&a.base, &audit, path).await;
+        assert_eq!(got.as_u16(), status, "{path}: {body}");
+        assert_eq!(body["error"]["code"], code, "{path}: {body}");
+    }
+    let (status, _) = get_json(&a.base, &alice, "/api/audit/proofs/inclusion?position=1").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Past checkpoints, newest first, and the tree's state.
+    let (status, page) = get_json(&a.base, &audit, "/api/audit/checkpoints?limit=100").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let sizes: Vec<u64> = page["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["size"].as_u64().unwrap())
+        .collect();
+    assert!(
+        sizes.windows(2).all(|w| w[0] > w[1]) && sizes.contains(&old_size),
+        "{sizes:?}"
+    );
+    let (status, tree) = get_json(&b, &audit, "/api/audit/tree").await;
+    assert_eq!(status, StatusCode::OK, "{tree}");
+    assert!(tree["refusal"].is_null(), "{tree}");
+    let metrics = reqwest::get(format!("{}/metrics", a.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "ledger_tree_behind_events",
+        "ledger_checkpoint_age_seconds",
+        "ledger_tree_size",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    a.finish().await;
+}
+
+fn events(t: &TestDb) -> mongodb::Collection<Document> {
+    t.db().collection("events")
+}
+
+/// A service with a few events and a checkpoint over them; `(app, auditor, size, root)`.
+async fn checkpointed(prefix: &str) -> (TestApp, TestUser, u64, Hash) {
+    let app = TestApp::spawn(prefix).await;
+    let carol = app.user("carol@example.com").await;
+    for amount in ["1", "2", "3", "4"] {
+        let (status, body) = app.deposit(&carol, "USD", amount).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let audit = auditor(&app, "audit@example.com").await;
+    let (status, checkpoint) = sign_now(&app.base, &audit).await;
+    assert_eq!(status, StatusCode::CREATED, "{checkpoint}");
+    let (size, root) = open(
+        checkpoint["note"].as_str().unwrap(),
+        &test_checkpoint_key().verifier(),
+    )
+    .unwrap();
+    (app, audit, size, root)
+}
+
+/// Waits until `/api/audit/tree` reports a refusal; returns the status.
+async fn refused(app: &TestApp, audit: &TestUser) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, tree) = get_json(&app.base, audit, "/api/audit/tree").await;
+        assert_eq!(status, StatusCode::OK, "{tree}");
+        if !tree["refusal"].is_null() {
+            return tree;
+        }
+        assert!(Instant::now() < deadline, "no refusal: {tree}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// After tampering: the tree is rebuilt from the log (as an operator would), the notary stops
+/// at the broken position, nothing new is signed, and the latest checkpoint is the old one.
+async fn assert_refused_at(app: &TestApp, audit: &TestUser, size: u64, at: u64, reason: &str) {
+    TreeStore::new(&app.db.db()).clear_tree().await.unwrap();
+    let tree = refused(app, audit).await;
+    assert_eq!(tree["refusal_position"].as_u64(), Some(at), "{tree}");
+    let refusal = tree["refusal"].as_str().unwrap();
+    assert!(refusal.contains(reason), "{refusal}");
+    let (status, body) = sign_now(&app.base, audit).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "checkpoint_pending", "{body}");
+    let (_, latest) = get_json(&app.base, audit, "/api/audit/checkpoints/latest").await;
+    assert_eq!(
+        latest["size"].as_u64(),
+        Some(size),
+        "nothing new was signed: {latest}"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_event_fails_its_receipt_offline_and_the_rebuilt_tree_is_never_signed() {
+    let (app, audit, size, _) = checkpointed("checkpoints_changed").await;
+    let key = test_checkpoint_key().verifier();
+    let (_, good) = get_json(&app.base, &audit, "/api/audit/proofs/inclusion?position=3").await;
+    verify_bundle(&good, &key).unwrap();
+    events(&app.db)
+        .update_one(
+            doc! { "position": 3_i64 },
+            doc! { "$set": { "payload.amount": "1000000.00" } },
+        )
+        .await
+        .unwrap();
+    // The proof served now is for the altered envelope: it fails offline, naming position 3.
+    let (status, served) =
+        get_json(&app.base, &audit, "/api/audit/proofs/inclusion?position=3").await;
+    assert_eq!(status, StatusCode::OK, "{served}");
+    let error = verify_bundle(&served, &key).unwrap_err();
+    assert!(error.contains("position 3"), "{error}");
+    // Re-hashed too: the content verifies but the leaf is not in the signed tree.
+    let altered: EventEnvelope =
+        serde_json::from_value(served["entries"][0]["event"].clone()).unwrap();
+    let rehashed = cryptovault_events::canonical::event_hash(&altered);
+    events(&app.db)
+        .update_one(
+            doc! { "position": 3_i64 },
+            doc! { "$set": { "hash": &rehashed } },
+        )
+        .await
+        .unwrap();
+    let (_, served) = get_json(&app.base, &audit, "/api/audit/proofs/inclusion?position=3").await;
+    let error = verify_bundle(&served, &key).unwrap_err();
+    assert!(error.contains("position 3"), "{error}");
+    // The next event's prev_hash no longer matches: the rebuilt tree stops at 4.
+    assert_refused_at(&app, &audit, size, 4, "prev_hash").await;
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_dropped_or_reordered_event_stops_the_tree_at_its_position() {
+    let (app, audit, size, _) = checkpointed("checkpoints_dropped").await;
+    events(&app.db)
+        .delete_one(doc! { "position": 2_i64 })
+        .await
+        .unwrap();
+    assert_refused_at(&app, &audit, size, 2, "missing").await;
+    app.finish().await;
+
+    let (app, audit, size, _) = checkpointed("checkpoints_reordered").await;
+    let collection = events(&app.db);
+    // Swap positions 3 and 4 (through a free position: `position` is unique).
+    collection
+        .update_one(
+            doc! { "position": 3_i64 },
+            doc! { "$set": { "position": 1_000_000_i64 } },
+        )
+        .await
+        .unwrap();
+    collection
+        .update_one(
+            doc! { "position": 4_i64 },
+            doc! { "$set": { "position": 3_i64 } },
+        )
+        .await
+        .unwrap();
+    collection
+        .update_one(
+            doc! { "position": 1_000_000_i64 },
+            doc! { "$set": { "position": 4_i64 } },
+        )
+        .await
+        .unwrap();
+    assert_refused_at(&app, &audit, size, 3, "position 3").await;
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_wholesale_rewrite_that_rehashes_the_chain_is_refused_as_inconsistent() {
+    let (app, audit, size, _) = checkpointed("checkpoints_rewrite").await;
+    // Rewrite from position 3 on: change the payload, re-hash it and every later event, so the
+    // chain verifies from position 1 to the head (what an operator rewriting history would do).
+    let collection = events(&app.db);
+    let mut documents: Vec<Document> = {
+        use futures::TryStreamExt;
+        collection
+            .find(doc! { "position": { "$gte": 3_i64 } })
+            .sort(doc! { "position": 1 })
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    };
+    let mut prev: String = {
+        let second = collection
+            .find_one(doc! { "position": 2_i64 })
+            .await
+            .unwrap()
+            .unwrap();
+        second.get_str("hash").unwrap().to_owned()
+    };
+    for (i, document) in documents.iter_mut().enumerate() {
+        let mut envelope = cryptovault::store::document::from_document(document.clone()).unwrap();
+        if i == 0 {
+            envelope.payload["amount"] = json!("1000000.00");
+        }
+        envelope.prev_hash = prev.clone();
+        envelope.hash = cryptovault_events::canonical::event_hash(&envelope);
+        prev = envelope.hash.clone();
+        collection
+            .update_one(
+                doc! { "position": i64::try_from(envelope.position).unwrap() },
+                doc! { "$set": {
+                    "payload": bson::to_bson(&envelope.payload).unwrap(),
+                    "prev_hash": &envelope.prev_hash,
+                    "hash": &envelope.hash,
+                } },
+            )
+            .await
+            .unwrap();
+    }
+    TreeStore::new(&app.db.db()).clear_tree().await.unwrap();
+    // The rebuilt tree is the rewritten log's (the chain holds), but it does not extend the
+    // signed checkpoint, so nothing is signed.
+    let tree = refused(&app, &audit).await;
+    let refusal = tree["refusal"].as_str().unwrap();
+    assert!(refusal.contains("not consistent"), "{tree}");
+    let (status, body) = sign_now(&app.base, &audit).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (_, latest) = get_json(&app.base, &audit, "/api/audit/checkpoints/latest").await;
+    assert_eq!(latest["size"].as_u64(), Some(size));
+    app.finish().await;
+}
