@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use cryptovault::store::codec::limbs_document;
 use cryptovault_events::checkpoint::{SignerKey, VerifierKey};
 use cryptovault_events::liabilities::{format_amount, LiabilitiesBundle, LiabilitiesNote};
 use cryptovault_events::merkle::{leaf_hash, MemoryTree};
@@ -324,6 +325,46 @@ async fn liabilities_sum_to_the_balances_and_every_users_proof_verifies_offline(
     assert!(
         body["error"]["message"].as_str().unwrap().contains("asset"),
         "{body}"
+    );
+
+    // A negative user balance (only a damaged read model or log has one) refuses the next
+    // issuance, naming the user and asset; nothing is stored for that checkpoint.
+    let damaged = &users[5].0;
+    t.db()
+        .collection::<bson::Document>("ledger_entries")
+        .insert_one(bson::doc! {
+            "_id": format!("1:{}:BTC", damaged.id),
+            "user_id": &damaged.id,
+            "asset": "BTC",
+            "kind": "deposit",
+            "movement": true,
+            "available": limbs_document("-0.5".parse().unwrap()),
+            "held": limbs_document(Units::ZERO),
+            "occurred_at": bson::DateTime::now(),
+            "position": 1i64,
+        })
+        .await
+        .unwrap();
+    let (status, body) = post(
+        &bases[1],
+        &users[0].0,
+        "/api/wallet/deposits",
+        json!({ "asset": "BTC", "amount": "1" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = post(&bases[1], &boss, "/api/audit/liabilities", json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_state", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&damaged.id) && message.contains("BTC") && message.contains("-0.5"),
+        "{message}"
+    );
+    let (_, latest) = get_json(&bases[0], &users[3].0, "/api/audit/liabilities").await;
+    assert_eq!(
+        latest["checkpoint_size"], size,
+        "nothing issued past the refusal"
     );
     t.drop_database().await;
 }
