@@ -49,6 +49,8 @@ export ENVIRONMENT=test HOST=127.0.0.1 PORT="$port"
 export JWT_SECRET="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
 export CSRF_SECRET="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
 export EMAIL_INDEX_KEY="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+CHECKPOINT_SIGNING_KEY="$("$bin" audit generate-key --name fuzz.local/ledger 2>/dev/null)"
+export CHECKPOINT_SIGNING_KEY
 # The fuzzer sends thousands of requests from one address: rate limits would answer most of them
 # 429 (declared, so conformant, but nothing behind them would be exercised).
 export RATE_LIMIT_PER_IP_PER_MIN=1000000 RATE_LIMIT_LOGIN_PER_MIN=1000000 RATE_LIMIT_PER_USER_PER_MIN=1000000

@@ -66,7 +66,8 @@ pub enum Command {
         #[arg(long)]
         output: Option<std::path::PathBuf>,
     },
-    /// Administration: bootstrap, grant and revoke roles, erase a user's personal data.
+    /// Administration: bootstrap, grant and revoke roles, erase a user's personal data,
+    /// rebuild the Merkle tree.
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Offline verification with only the log's public key (no MongoDB, no configuration):
@@ -107,6 +108,11 @@ pub enum AdminCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Drop the log's Merkle tree (not its signed checkpoints). Every running instance's
+    /// notary rebuilds it from position 1, checking the hash chain as it goes, and signs again
+    /// only if the rebuilt tree extends the latest signed checkpoint: a log that was altered,
+    /// cut or rewritten is reported (`GET /api/audit/tree`, error logs) and never signed.
+    RebuildTree,
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -203,6 +209,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Admin(AdminCommand::EraseUser { user, reason }) => {
             erase_user(&user, &reason).await
+        }
+        Command::Admin(AdminCommand::RebuildTree) => {
+            let settings = StoreSettings::from_lookup(process_env)?;
+            let client = connect(&settings).await?;
+            let db = client.database(&settings.db_name);
+            crate::store::tree::TreeStore::new(&db).clear_tree().await?;
+            eprintln!(
+                "the Merkle tree is dropped; running instances rebuild it from the log \
+                 (GET /api/audit/tree shows the progress and any refusal)"
+            );
+            Ok(0)
         }
         Command::Admin(AdminCommand::Grant { email, role }) => {
             let (identity, user_id, role) = role_change(&email, &role).await?;

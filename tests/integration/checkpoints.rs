@@ -66,6 +66,42 @@ fn verify_bundle(bundle: &Value, key: &VerifierKey) -> Result<Vec<u64>, String> 
     Ok(positions)
 }
 
+/// Runs `program args` (a separate process, no configuration, no database): `(exit code,
+/// output)`.
+fn run(program: &str, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .output()
+        .expect("run the verifier");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The offline verifiers — the `cryptovault audit` binary and the README's Python script —
+/// on `bundle` (a receipt or inclusion bundle), with only the verifier key: their exit codes.
+fn verify_offline(bundle: &Value, key: &VerifierKey) -> (i32, i32) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("receipt.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(bundle).unwrap()).unwrap();
+    let file = file.to_str().unwrap();
+    let key = key.to_string();
+    let (cli, cli_out) = run(
+        env!("CARGO_BIN_EXE_cryptovault"),
+        &["audit", "verify-receipt", file, "--key", &key],
+    );
+    let python = std::env::var("CV_AUDIT_PYTHON")
+        .expect("CV_AUDIT_PYTHON (scripts/test.sh sets it up) runs the README's Python verifier");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/verify_receipt.py");
+    let (py, py_out) = run(&python, &[script, file, &key]);
+    eprintln!("cli: {cli_out}\npython: {py_out}");
+    (cli, py)
+}
+
 async fn auditor(app: &TestApp, email: &str) -> TestUser {
     app.user(email).await;
     app.db.grant(email, "auditor").await;
@@ -203,6 +239,29 @@ async fn checkpoints_proofs_and_receipts_verify_with_only_the_public_key_across_
             "WithdrawalCompleted"
         ]
     );
+    assert_eq!(
+        verify_offline(&receipt, &key),
+        (0, 0),
+        "both offline verifiers accept it"
+    );
+    let mut forged = receipt.clone();
+    forged["entries"][2]["event"]["payload"]["amount"] = json!("0.26");
+    assert_eq!(
+        verify_offline(&forged, &key),
+        (1, 1),
+        "both refuse a changed amount"
+    );
+    let other = cryptovault_events::checkpoint::SignerKey::from_seed(
+        crate::helpers::TEST_CHECKPOINT_ORIGIN,
+        [99; 32],
+    )
+    .unwrap()
+    .verifier();
+    assert_eq!(
+        verify_offline(&receipt, &other),
+        (1, 1),
+        "both refuse another key"
+    );
     // Bob's side of the transfer is his receipt; Alice cannot fetch another user's.
     let (status, bobs) = get_json(
         &a.base,
@@ -258,6 +317,23 @@ async fn checkpoints_proofs_and_receipts_verify_with_only_the_public_key_across_
     )
     .is_err());
     assert_eq!(root_of_log(&b, &audit, new_size).await, new_root);
+    // The CLI checks it with the old note the auditor kept.
+    let dir = tempfile::tempdir().unwrap();
+    let (old_file, new_file) = (dir.path().join("old.note"), dir.path().join("new.json"));
+    std::fs::write(&old_file, first["note"].as_str().unwrap()).unwrap();
+    std::fs::write(&new_file, proof.to_string()).unwrap();
+    let (code, out) = run(
+        env!("CARGO_BIN_EXE_cryptovault"),
+        &[
+            "audit",
+            "verify-consistency",
+            old_file.to_str().unwrap(),
+            new_file.to_str().unwrap(),
+            "--key",
+            &key.to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
 
     // Inclusion of any event, by position or by id, in a past or the latest checkpoint.
     let (status, by_position) = get_json(
@@ -398,7 +474,12 @@ async fn refused(app: &TestApp, audit: &TestUser) -> Value {
 /// After tampering: the tree is rebuilt from the log (as an operator would), the notary stops
 /// at the broken position, nothing new is signed, and the latest checkpoint is the old one.
 async fn assert_refused_at(app: &TestApp, audit: &TestUser, size: u64, at: u64, reason: &str) {
-    TreeStore::new(&app.db.db()).clear_tree().await.unwrap();
+    let out = app.db.cli(&["admin", "rebuild-tree"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tree = refused(app, audit).await;
     assert_eq!(tree["refusal_position"].as_u64(), Some(at), "{tree}");
     let refusal = tree["refusal"].as_str().unwrap();
