@@ -131,6 +131,7 @@ impl From<ProofError> for ApiError {
             ProofError::NoIssuance | ProofError::NotCounted { .. } => {
                 ApiError::NotFound(e.to_string())
             }
+            ProofError::RetiredKey { .. } => ApiError::InvalidState(e.to_string()),
             ProofError::Damaged { .. } => ApiError::Internal(anyhow::Error::from(e)),
             ProofError::Store(e) => e.into(),
         }
@@ -248,6 +249,7 @@ pub struct BundleStep {
     responses(
         (status = 200, description = "The caller's bundle.", body = Bundle),
         (status = 404, description = "`not_found`: no liabilities issued yet, or no balance of the asset counted for the caller.", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: the latest liabilities were signed with a retired key (the key was rotated since); an auditor must issue them again.", body = ErrorBody),
     )
 )]
 async fn proof(

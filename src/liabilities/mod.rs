@@ -206,7 +206,14 @@ pub enum ProofError {
     /// The user has no leaf in the asset's tree (no balance of it at the checkpoint).
     #[error("no balance of {asset} is counted for you in the liabilities at checkpoint {size}")]
     NotCounted { asset: String, size: u64 },
-    /// The stored issuance does not verify (damaged, or the signing key changed since).
+    /// The latest issuance was signed with another key (the signing key was rotated since):
+    /// its salts cannot be derived any more; an auditor issues again.
+    #[error(
+        "the latest liabilities (checkpoint {size}) were signed with a retired key; an auditor \
+         must issue them again (POST /api/audit/liabilities)"
+    )]
+    RetiredKey { size: u64 },
+    /// The stored issuance does not verify (damaged).
     #[error("the stored liabilities at checkpoint {size} do not verify: {why}")]
     Damaged { size: u64, why: String },
     #[error(transparent)]
@@ -224,6 +231,11 @@ pub async fn bundle(
     let store = read_models.liabilities();
     let issuance = store.latest().await?.ok_or(ProofError::NoIssuance)?;
     let size = u64::try_from(issuance.checkpoint_size).unwrap_or_default();
+    if cryptovault_events::checkpoint::SignedNote::open(&issuance.note, &[signer.verifier()])
+        .is_err()
+    {
+        return Err(ProofError::RetiredKey { size });
+    }
     let not_counted = || ProofError::NotCounted {
         asset: asset.to_owned(),
         size,

@@ -628,3 +628,79 @@ async fn a_wholesale_rewrite_that_rehashes_the_chain_is_refused_as_inconsistent(
     assert_eq!(latest["size"].as_u64(), Some(size));
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_rotated_key_signs_on_from_the_old_keys_last_checkpoint_and_an_unknown_key_is_refused() {
+    let (app, audit, old_size, old_root) = checkpointed("checkpoints_rotation").await;
+    let rotated = cryptovault_events::checkpoint::SignerKey::from_seed(
+        crate::helpers::TEST_CHECKPOINT_ORIGIN,
+        [62; 32],
+    )
+    .unwrap();
+    let private = rotated.to_private_string();
+    // Without the old key retired, the new one does not recognise the stored checkpoints as
+    // this service's: it refuses to sign on.
+    let stranger = spawn_app(&app.db, &[("CHECKPOINT_SIGNING_KEY", private.as_str())]).await;
+    let carol = logged_in(&app.base, "carol@example.com").await;
+    let (status, body) = post(
+        &stranger,
+        &carol,
+        "/api/wallet/deposits",
+        json!({ "asset": "USD", "amount": "5" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = sign_now(&stranger, &audit).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not verify"),
+        "{body}"
+    );
+    // With it retired, the new key signs a checkpoint consistent with the old key's last one.
+    let retired = test_checkpoint_key().verifier().to_string();
+    let rotated_app = spawn_app(
+        &app.db,
+        &[
+            ("CHECKPOINT_SIGNING_KEY", private.as_str()),
+            ("CHECKPOINT_RETIRED_KEYS", retired.as_str()),
+        ],
+    )
+    .await;
+    let (status, signed) = sign_now(&rotated_app, &audit).await;
+    assert_eq!(status, StatusCode::CREATED, "{signed}");
+    let new_key = rotated.verifier();
+    let (new_size, new_root) = open(signed["note"].as_str().unwrap(), &new_key).unwrap();
+    assert!(new_size > old_size);
+    assert!(open(
+        signed["note"].as_str().unwrap(),
+        &test_checkpoint_key().verifier()
+    )
+    .is_err());
+    let (status, proof) = get_json(
+        &rotated_app,
+        &audit,
+        &format!("/api/audit/proofs/consistency?from={old_size}&to={new_size}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{proof}");
+    assert_eq!(
+        open(
+            proof["old_checkpoint"].as_str().unwrap(),
+            &test_checkpoint_key().verifier()
+        )
+        .unwrap(),
+        (old_size, old_root)
+    );
+    merkle::verify_consistency(
+        old_size,
+        new_size,
+        &old_root,
+        &new_root,
+        &hashes(&proof["proof"]),
+    )
+    .unwrap();
+    app.finish().await;
+}

@@ -366,5 +366,33 @@ async fn liabilities_sum_to_the_balances_and_every_users_proof_verifies_offline(
         latest["checkpoint_size"], size,
         "nothing issued past the refusal"
     );
+
+    // After a key rotation (same origin, new key; the old one retired), the stored issuance's
+    // salts cannot be derived: a user's proof is 409 until an auditor issues again, never 500.
+    let rotated = SignerKey::from_seed(crate::helpers::TEST_CHECKPOINT_ORIGIN, [61; 32]).unwrap();
+    let retired = test_checkpoint_key().verifier().to_string();
+    let new_key = rotated.to_private_string();
+    let third = spawn_app(
+        &t,
+        &[
+            ("CHECKPOINT_SIGNING_KEY", new_key.as_str()),
+            ("CHECKPOINT_RETIRED_KEYS", retired.as_str()),
+        ],
+    )
+    .await;
+    let (status, body) = get_json(
+        &third,
+        &users[3].0,
+        "/api/wallet/liabilities-proof?asset=BTC",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_state", "{body}");
+    let (_, key_view) = get_json(&third, &users[3].0, "/api/audit/public-key").await;
+    assert_eq!(
+        key_view["retired_verifier_keys"],
+        json!([retired]),
+        "{key_view}"
+    );
     t.drop_database().await;
 }
