@@ -172,9 +172,12 @@ impl From<crate::notary::NotaryError> for ApiError {
             NotaryError::Store(e) => e.into(),
             NotaryError::Behind { .. } => Self::CheckpointPending(format!("{e}; retry shortly")),
             // The log does not hold: nothing new is signed until an operator acts (logged).
-            NotaryError::Refused(refusal) => Self::CheckpointPending(format!(
-                "no checkpoint covers this yet: the notary refuses to sign ({refusal})"
-            )),
+            // The reason (positions, hashes) is for auditors: `GET /api/audit/tree`, the logs.
+            NotaryError::Refused(_) => Self::CheckpointPending(
+                "no checkpoint covers this yet: the notary refuses to sign (auditors see why at \
+                 GET /api/audit/tree)"
+                    .into(),
+            ),
             NotaryError::BadRange(message) => Self::Validation {
                 field: "size".into(),
                 message,

@@ -436,6 +436,29 @@ async fn prove(
     for event in events {
         let leaf_index = event.position - 1;
         let proof = notary.inclusion_proof(leaf_index, checkpoint.size).await?;
+        // Never hand out a proof that does not verify: the stored event or subtrees no longer
+        // match what was signed (tampering or damage). Alarm, and answer an error.
+        let intact = cryptovault_events::canonical::event_hash(&event) == event.hash;
+        let included = crate::notary::rules::leaf_hash(&event).is_ok_and(|leaf| {
+            cryptovault_events::merkle::verify_inclusion(
+                &leaf,
+                leaf_index,
+                checkpoint.size,
+                &proof,
+                &checkpoint.root,
+            )
+            .is_ok()
+        });
+        if !(intact && included) {
+            metrics::counter!("ledger_proof_failures_total").increment(1);
+            return Err(ApiError::from(anyhow::anyhow!(
+                "the event at position {} does not verify against the signed checkpoint of {} \
+                 events (content intact: {intact}; included: {included}): the log or the tree \
+                 was changed",
+                event.position,
+                checkpoint.size
+            )));
+        }
         entries.push(ProvenEvent {
             leaf_index,
             inclusion_proof: proof.iter().map(b64).collect(),

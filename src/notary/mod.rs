@@ -38,8 +38,14 @@ pub use rules::Refusal;
 /// Events read per tree extension.
 const BATCH: usize = 5_000;
 /// How long a missing position is waited out before it is a refusal (the store never commits
-/// a gap, but a concurrent commit may show a later position first).
-const GAP_GRACE: Duration = Duration::from_secs(2);
+/// a gap, but a slow commit may show a later position first; a killed writer's transaction is
+/// ended within seconds, see `store/writer_sessions.rs`).
+const GAP_GRACE: Duration = Duration::from_secs(10);
+/// Batches of work a request that needs a checkpoint may do (the background task does the
+/// rest): beyond it the request answers `checkpoint_pending`.
+const FORCED_BATCHES: usize = 4;
+/// Forced (on-demand) signatures per process are at least this far apart.
+const FORCED_SPACING: Duration = Duration::from_secs(1);
 /// The background task's pause when the tree is caught up.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
@@ -81,14 +87,22 @@ struct Inner {
     verifiers: Vec<VerifierKey>,
     every_events: u64,
     every: Duration,
-    /// One extension or signature at a time per process; the cached frontier.
+    /// One extension or signature at a time per process; this process's own tree.
     work: Mutex<Option<Cache>>,
-    /// The last refusal (cleared by progress), for `/api/audit/tree`.
+    /// The last refusal (cleared by a sync that passes every check), for `/api/audit/tree`.
     refusal: std::sync::Mutex<Option<Refusal>>,
+    /// The largest checkpoint this process signed or verified, `(size, root)`: the stored
+    /// checkpoints must never fall behind it or leave it (a deleted or replaced row).
+    known: std::sync::Mutex<Option<(u64, Hash)>>,
+    /// When this process last signed on demand.
+    last_forced: Mutex<Option<Instant>>,
 }
 
-/// The stored tree as this process last saw it.
+/// This process's tree: built from position 1 or from a checkpoint whose signature and root it
+/// verified, and extended only by events it read and chain-checked. Stored subtrees and the
+/// stored head are never trusted for signing; they are compared with it.
 struct Cache {
+    generation: String,
     head: TreeHead,
     frontier: Frontier,
     gap_since: Option<Instant>,
@@ -113,6 +127,8 @@ impl Notary {
                 every: settings.every,
                 work: Mutex::new(None),
                 refusal: std::sync::Mutex::new(None),
+                known: std::sync::Mutex::new(None),
+                last_forced: Mutex::new(None),
             }),
         };
         tokio::spawn(notary.clone().run());
@@ -159,6 +175,18 @@ impl Notary {
     pub async fn covering(&self, position: u64) -> Result<StoredCheckpoint, NotaryError> {
         if let Some(found) = self.inner.tree.checkpoint_covering(position).await? {
             return Ok(found);
+        }
+        // At most one on-demand signature per FORCED_SPACING per process: requests arriving
+        // together share it.
+        {
+            let mut last = self.inner.last_forced.lock().await;
+            if let Some(wait) = last.and_then(|t| FORCED_SPACING.checked_sub(t.elapsed())) {
+                tokio::time::sleep(wait).await;
+            }
+            if let Some(found) = self.inner.tree.checkpoint_covering(position).await? {
+                return Ok(found);
+            }
+            *last = Some(Instant::now());
         }
         match self.sync(true).await? {
             Some(latest) if latest.size >= position => Ok(latest),
@@ -211,12 +239,17 @@ impl Notary {
     /// latest checkpoint.
     pub async fn sync(&self, forced: bool) -> Result<Option<StoredCheckpoint>, NotaryError> {
         let mut cache = self.inner.work.lock().await;
-        for _ in 0..200 {
+        let batches = if forced { FORCED_BATCHES } else { 200 };
+        for _ in 0..batches {
             if !self.extend_once(&mut cache).await? {
                 break;
             }
         }
-        self.sign_if_due(&mut cache, forced).await
+        let latest = self.sign_if_due(&mut cache, forced).await?;
+        if let Ok(mut last) = self.inner.refusal.lock() {
+            *last = None;
+        }
+        Ok(latest)
     }
 
     async fn run(self) {
@@ -270,21 +303,18 @@ impl Notary {
         }
     }
 
-    /// Extends the stored tree by one batch of events; `true` if it moved (by us or another
-    /// process).
+    /// Extends this process's tree by one batch of events and stores what it completed;
+    /// `true` if it grew.
     async fn extend_once(&self, cache: &mut Option<Cache>) -> Result<bool, NotaryError> {
         let tree = &self.inner.tree;
-        let head = tree.head().await?;
+        let state = tree.state().await?;
         let cached = match cache.take() {
-            Some(c) if c.head == head => c,
-            _ => Cache {
-                frontier: self.frontier_at(head.size).await?,
-                head: head.clone(),
-                gap_since: None,
-                checked: None,
-            },
+            // A new generation (a rebuild began): start again.
+            Some(c) if c.generation == state.generation => c,
+            _ => self.bootstrap(&state).await?,
         };
         let cached = cache.insert(cached);
+        let head = cached.head.clone();
         let events = self.inner.store.read_all(head.size + 1, BATCH).await?;
         let contiguous = events
             .iter()
@@ -297,7 +327,7 @@ impl Notary {
                 return Ok(false);
             }
             let since = *cached.gap_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= GAP_GRACE {
+            if since.elapsed() >= GAP_GRACE && self.inner.store.head().await?.0 > head.size {
                 return Err(Refusal::Chain(ChainBreak {
                     position: head.size + 1,
                     kind: ChainBreakKind::MissingPosition,
@@ -316,29 +346,111 @@ impl Notary {
             size: verifier.verified(),
             last_hash: verifier.last_hash().to_owned(),
         };
-        match tree.extend(&head, &new_head, &completed).await? {
-            Extended::Done => {
-                cached.head = new_head;
-                cached.frontier = frontier;
-                if let Ok(mut last) = self.inner.refusal.lock() {
-                    *last = None;
-                }
-                Ok(true)
-            }
-            Extended::Moved => {
-                *cache = None;
-                Ok(true)
-            }
-            Extended::Diverged {
-                subtree,
-                stored,
-                computed,
-            } => Err(Refusal::Diverged {
+        if let Extended::Diverged {
+            subtree,
+            stored,
+            computed,
+        } = tree.store_subtrees(&completed).await?
+        {
+            return Err(Refusal::Diverged {
                 subtree: subtree.to_string(),
                 stored: hex::encode(stored),
                 computed: hex::encode(computed),
             }
-            .into()),
+            .into());
+        }
+        tree.advance(&cached.generation, &new_head).await?;
+        cached.head = new_head;
+        cached.frontier = frontier;
+        Ok(true)
+    }
+
+    /// A tree to extend, trusting nothing stored that no signature vouches for: the latest
+    /// checkpoint's tree when it verifies (its note under this service's keys, the stored
+    /// frontier folds to its signed root, and the event at its last position is that root's
+    /// last leaf), else the empty tree (a rebuild from position 1).
+    async fn bootstrap(&self, state: &crate::store::tree::TreeState) -> Result<Cache, NotaryError> {
+        let empty = || Cache {
+            generation: state.generation.clone(),
+            head: TreeHead {
+                size: 0,
+                last_hash: cryptovault_events::GENESIS_HASH.to_owned(),
+            },
+            frontier: Frontier::new(),
+            gap_since: None,
+            checked: None,
+        };
+        let Some(latest) = self.latest().await? else {
+            return Ok(empty());
+        };
+        if latest.size > state.head.size {
+            // This generation's subtrees do not reach it yet (a rebuild in progress).
+            return Ok(empty());
+        }
+        self.check_ours(&latest)?;
+        let size = latest.size;
+        let frontier = self.frontier_at(size).await?;
+        let diverged = |what: &str, stored: &Hash| Refusal::Diverged {
+            subtree: what.to_owned(),
+            stored: hex::encode(stored),
+            computed: hex::encode(latest.root),
+        };
+        if frontier.root() != latest.root {
+            return Err(diverged(&format!("frontier of {size}"), &frontier.root()).into());
+        }
+        let last = self
+            .inner
+            .store
+            .read_all(size, 1)
+            .await?
+            .into_iter()
+            .find(|e| e.position == size)
+            .ok_or(Refusal::Chain(ChainBreak {
+                position: size,
+                kind: ChainBreakKind::MissingPosition,
+            }))?;
+        let computed = cryptovault_events::canonical::event_hash(&last);
+        if computed != last.hash {
+            return Err(Refusal::Chain(ChainBreak {
+                position: size,
+                kind: ChainBreakKind::HashMismatch {
+                    stored: last.hash.clone(),
+                    computed,
+                },
+            })
+            .into());
+        }
+        let leaf = rules::leaf_hash(&last).map_err(Refusal::Chain)?;
+        let proof = self.inclusion_proof(size - 1, size).await?;
+        if merkle::verify_inclusion(&leaf, size - 1, size, &proof, &latest.root).is_err() {
+            return Err(Refusal::Chain(ChainBreak {
+                position: size,
+                kind: ChainBreakKind::HashMismatch {
+                    stored: last.hash.clone(),
+                    computed: "not the signed tree's last leaf".into(),
+                },
+            })
+            .into());
+        }
+        self.remember(size, latest.root);
+        Ok(Cache {
+            generation: state.generation.clone(),
+            head: TreeHead {
+                size,
+                last_hash: last.hash,
+            },
+            frontier,
+            gap_since: None,
+            checked: Some((size, size)),
+        })
+    }
+
+    /// Records `(size, root)` as verified or signed by this process, if it is the largest.
+    fn remember(&self, size: u64, root: Hash) {
+        if let Ok(mut known) = self.inner.known.lock() {
+            if known.is_none_or(|(k, _)| k < size) {
+                *known = Some((size, root));
+            }
         }
     }
 
@@ -361,13 +473,41 @@ impl Notary {
         let size = cached.head.size;
         let root = cached.frontier.root();
         let latest = self.latest().await?;
-        if let Some(old) = latest.as_ref().filter(|old| old.size <= size) {
+        let known = self.inner.known.lock().ok().and_then(|k| *k);
+        if let Some((known_size, known_root)) = known {
+            // The stored checkpoints were cut back or replaced under this process.
+            let rolled_back = match &latest {
+                None => true,
+                Some(l) => l.size < known_size || (l.size == known_size && l.root != known_root),
+            };
+            if rolled_back {
+                return Err(Refusal::Rollback { size: known_size }.into());
+            }
+        }
+        if let Some(old) = &latest {
             // The rule, checked whenever the tree or the latest checkpoint moved (not only
             // before signing, so a tree rebuilt from a rewritten log is reported at once): the
-            // stored tree extends the latest signed one.
-            if cached.checked != Some((old.size, size)) {
-                self.check_extends(old, size, &root).await?;
+            // latest signed tree, and the largest this process ever verified, are prefixes of
+            // this process's tree (built from the log).
+            if old.size <= size && cached.checked != Some((old.size, size)) {
+                self.check_ours(old)?;
+                self.check_extends(old.size, &old.root, size, &root).await?;
+                if let Some((known_size, known_root)) = known.filter(|(k, _)| *k < old.size) {
+                    self.check_extends(known_size, &known_root, size, &root)
+                        .await?;
+                }
+                self.remember(old.size, old.root);
                 cached.checked = Some((old.size, size));
+            } else if old.size > size {
+                self.check_ours(old)?;
+                let log_head = self.inner.store.head().await?.0;
+                if old.size > log_head {
+                    return Err(Refusal::BeyondLog {
+                        size: old.size,
+                        log_head,
+                    }
+                    .into());
+                }
             }
         }
         let due = rules::signing_due(
@@ -397,6 +537,7 @@ impl Notary {
             .await?
         {
             Inserted::New => {
+                self.remember(size, root);
                 metrics::counter!("ledger_checkpoints_signed_total").increment(1);
                 tracing::info!(size, root = %hex::encode(root), "notary: checkpoint signed");
                 Ok(Some(signed))
@@ -406,17 +547,17 @@ impl Notary {
         }
     }
 
-    /// The stored tree of `size` leaves (whose root this process computed as `root`) extends
-    /// the signed checkpoint `old`: `old` is ours, the stored subtrees give `root`, and their
-    /// consistency proof leads from `old`'s signed root to it.
+    /// This process's tree of `size` leaves (root `root`, computed from the log) extends the
+    /// signed tree `(old_size, old_root)`: the stored subtrees fold to `root` and their
+    /// consistency proof leads from `old_root` to it.
     async fn check_extends(
         &self,
-        old: &StoredCheckpoint,
+        old_size: u64,
+        old_root: &Hash,
         size: u64,
         root: &Hash,
     ) -> Result<(), NotaryError> {
-        self.check_ours(old)?;
-        let proof = self.consistency_proof(old.size, size).await?;
+        let proof = self.consistency_proof(old_size, size).await?;
         let stored_nodes = self.stored(&merkle::root_nodes(size), size).await?;
         let stored_root = merkle::tree_root(&stored_nodes, size)
             .map_err(|missing| NotaryError::MissingSubtree(missing.0))?;
@@ -429,8 +570,8 @@ impl Notary {
             .into());
         }
         Ok(rules::check_extends(
-            old.size,
-            &old.root,
+            old_size,
+            old_root,
             size,
             &stored_root,
             &proof,

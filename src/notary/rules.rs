@@ -99,6 +99,13 @@ pub enum Refusal {
     /// Another process signed this size with another root.
     #[error("a checkpoint of {size} events with another root is stored")]
     Conflicting { size: u64 },
+    /// The stored checkpoints no longer hold the one of `size` events this process signed or
+    /// verified (rows deleted or replaced).
+    #[error("the stored checkpoints were cut back below the checkpoint of {size} events this process verified")]
+    Rollback { size: u64 },
+    /// A stored checkpoint covers more events than the log holds.
+    #[error("the stored checkpoint of {size} events is beyond the log's head {log_head}")]
+    BeyondLog { size: u64, log_head: u64 },
 }
 
 impl Refusal {
@@ -110,6 +117,8 @@ impl Refusal {
             Self::Diverged { .. } => "diverged",
             Self::ForeignCheckpoint { .. } => "foreign_checkpoint",
             Self::Conflicting { .. } => "conflicting",
+            Self::Rollback { .. } => "rollback",
+            Self::BeyondLog { .. } => "beyond_log",
         }
     }
 
@@ -120,7 +129,9 @@ impl Refusal {
             Self::Inconsistent { .. }
             | Self::Diverged { .. }
             | Self::ForeignCheckpoint { .. }
-            | Self::Conflicting { .. } => None,
+            | Self::Conflicting { .. }
+            | Self::Rollback { .. }
+            | Self::BeyondLog { .. } => None,
         }
     }
 }

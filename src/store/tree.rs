@@ -6,9 +6,11 @@
 //!   appended, so documents are only ever inserted; an insert that meets an existing document
 //!   compares the two and reports a different one ([`Extended::Diverged`]). About `2n`
 //!   documents for `n` events; any proof reads `O(log n)` of them in one query.
-//! - `merkle_state`: `{_id: "tree", size, last_hash}`: how many leaves the stored subtrees
-//!   cover and the chain hash of the last one (the next event's expected `prev_hash`). It only
-//!   moves forward, by compare-and-set, after the subtrees it covers are stored.
+//! - `merkle_state`: `{_id: "tree", generation, size, last_hash}`: how many leaves the stored
+//!   subtrees of this generation cover and the chain hash of the last one. It only moves
+//!   forward, after the subtrees it covers are stored; a rebuild starts a new generation. The
+//!   notary never signs on its word: it extends its own tree from a verified checkpoint by
+//!   reading events.
 //! - `log_checkpoints`: `{_id: size, root, note, key_id, issued_at}`, every signed checkpoint
 //!   (the note is the whole C2SP signed note). Inserted, never changed.
 //!
@@ -44,6 +46,17 @@ pub struct TreeHead {
     pub last_hash: String,
 }
 
+/// The stored progress record: which generation of the tree (a rebuild starts a new one) and
+/// how far its subtrees are stored. **Not trusted** by the notary for signing (an attacker
+/// with database access can write it); it only tells where stored subtrees end and when a
+/// rebuild began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeState {
+    /// Empty for the first generation; a new random id per `clear_tree`.
+    pub generation: String,
+    pub head: TreeHead,
+}
+
 /// A signed checkpoint as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCheckpoint {
@@ -54,14 +67,11 @@ pub struct StoredCheckpoint {
     pub issued_at: DateTime<Utc>,
 }
 
-/// What [`TreeStore::extend`] did.
+/// What [`TreeStore::store_subtrees`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Extended {
-    /// The stored tree now ends at the new head.
+    /// Every subtree is stored, with the computed hash.
     Done,
-    /// The stored head was no longer `from` (another process extended or cleared the tree);
-    /// nothing moved. The subtrees written are correct for the log and stay.
-    Moved,
     /// A stored subtree has another hash than the one computed from the log: the store holds
     /// a tree of a different history (damage or tampering). Nothing moved.
     Diverged {
@@ -104,22 +114,33 @@ impl TreeStore {
         }
     }
 
-    /// The stored head (size 0 when nothing is stored).
-    pub async fn head(&self) -> Result<TreeHead, StoreError> {
+    /// The stored progress record (generation `""`, size 0 when nothing is stored).
+    pub async fn state(&self) -> Result<TreeState, StoreError> {
         let found = self.state.find_one(doc! { "_id": TREE_ID }).await?;
+        let genesis = || cryptovault_events::GENESIS_HASH.to_owned();
         Ok(match found {
-            Some(state) => TreeHead {
-                size: to_u64(state.get_i64("size").unwrap_or(0)),
-                last_hash: state
-                    .get_str("last_hash")
-                    .unwrap_or(cryptovault_events::GENESIS_HASH)
-                    .to_owned(),
+            Some(state) => TreeState {
+                generation: state.get_str("generation").unwrap_or("").to_owned(),
+                head: TreeHead {
+                    size: to_u64(state.get_i64("size").unwrap_or(0)),
+                    last_hash: state
+                        .get_str("last_hash")
+                        .map_or_else(|_| genesis(), str::to_owned),
+                },
             },
-            None => TreeHead {
-                size: 0,
-                last_hash: cryptovault_events::GENESIS_HASH.to_owned(),
+            None => TreeState {
+                generation: String::new(),
+                head: TreeHead {
+                    size: 0,
+                    last_hash: genesis(),
+                },
             },
         })
+    }
+
+    /// Where the stored subtrees end (see [`Self::state`]).
+    pub async fn head(&self) -> Result<TreeHead, StoreError> {
+        Ok(self.state().await?.head)
     }
 
     /// The stored hashes of `wanted` (those that exist), in one query.
@@ -148,81 +169,87 @@ impl TreeStore {
         Ok(found)
     }
 
-    /// Stores `completed` (the subtrees the leaves `from.size + 1 ..= to.size` completed), then
-    /// moves the head from `from` to `to` if it still is `from`.
-    pub async fn extend(
+    /// Stores `completed` (subtrees computed from the log). A subtree stored already (by
+    /// another process, or an earlier attempt) must have the very same hash: a different one
+    /// is returned as [`Extended::Diverged`] and nothing is overwritten.
+    pub async fn store_subtrees(
         &self,
-        from: &TreeHead,
-        to: &TreeHead,
         completed: &[CompletedSubtree],
     ) -> Result<Extended, StoreError> {
-        if !completed.is_empty() {
-            let documents = completed.iter().map(|c| {
-                let mut document = doc! { "_id": subtree_id(&c.subtree) };
-                document.insert("hash", binary(&c.hash));
-                document
-            });
-            let inserted = self
-                .subtrees
-                .insert_many(documents)
-                .with_options(InsertManyOptions::builder().ordered(false).build())
-                .await;
-            if let Err(error) = inserted {
-                if !is_duplicate_key(&error) {
-                    return Err(error.into());
+        if completed.is_empty() {
+            return Ok(Extended::Done);
+        }
+        let documents = completed.iter().map(|c| {
+            let mut document = doc! { "_id": subtree_id(&c.subtree) };
+            document.insert("hash", binary(&c.hash));
+            document
+        });
+        let inserted = self
+            .subtrees
+            .insert_many(documents)
+            .with_options(InsertManyOptions::builder().ordered(false).build())
+            .await;
+        let Err(error) = inserted else {
+            return Ok(Extended::Done);
+        };
+        if !is_duplicate_key(&error) {
+            return Err(error.into());
+        }
+        let wanted: Vec<Subtree> = completed.iter().map(|c| c.subtree).collect();
+        let stored = self.subtrees(&wanted).await?;
+        for c in completed {
+            match stored.get(&c.subtree) {
+                Some(hash) if *hash == c.hash => {}
+                Some(hash) => {
+                    return Ok(Extended::Diverged {
+                        subtree: c.subtree,
+                        stored: *hash,
+                        computed: c.hash,
+                    })
                 }
-                // Some were stored already (another process, or an earlier attempt of ours):
-                // they must be the very same hashes.
-                let wanted: Vec<Subtree> = completed.iter().map(|c| c.subtree).collect();
-                let stored = self.subtrees(&wanted).await?;
-                for c in completed {
-                    match stored.get(&c.subtree) {
-                        Some(hash) if *hash == c.hash => {}
-                        Some(hash) => {
-                            return Ok(Extended::Diverged {
-                                subtree: c.subtree,
-                                stored: *hash,
-                                computed: c.hash,
-                            })
-                        }
-                        // Not stored although the insert failed for a duplicate: retry later.
-                        None => {
-                            return Err(StoreError::Unavailable(format!(
-                                "subtree {} was not stored",
-                                c.subtree
-                            )))
-                        }
-                    }
-                }
+                // Deleted meanwhile (a rebuild began): the next generation stores it again.
+                None => {}
             }
         }
-        let filter = if from.size == 0 {
-            doc! { "_id": TREE_ID, "size": { "$in": [0_i64, Bson::Null] } }
-        } else {
-            doc! { "_id": TREE_ID, "size": to_i64(from.size) }
-        };
+        Ok(Extended::Done)
+    }
+
+    /// Records that the subtrees of generation `generation` are stored up to `to` (never moves
+    /// back; a record of another generation is left alone).
+    pub async fn advance(&self, generation: &str, to: &TreeHead) -> Result<(), StoreError> {
         let moved = self
             .state
             .update_one(
-                filter,
+                doc! { "_id": TREE_ID, "generation": generation, "size": { "$lt": to_i64(to.size) } },
                 doc! { "$set": { "size": to_i64(to.size), "last_hash": &to.last_hash } },
             )
-            .upsert(from.size == 0)
+            .upsert(true)
             .await;
         match moved {
-            Ok(result) if result.matched_count == 1 || result.upserted_id.is_some() => {
-                Ok(Extended::Done)
-            }
-            Ok(_) => Ok(Extended::Moved),
-            Err(error) if is_duplicate_key(&error) => Ok(Extended::Moved),
+            Ok(_) => Ok(()),
+            // The record is ahead, or of another generation: nothing to do.
+            Err(error) if is_duplicate_key(&error) => Ok(()),
             Err(error) => Err(error.into()),
         }
     }
 
-    /// Drops the tree (not the checkpoints): the notary rebuilds it from the log.
+    /// Drops the tree (not the checkpoints) and starts a new generation: every notary then
+    /// rebuilds it from position 1. The subtrees go first, the new generation last, so no
+    /// subtree of the rebuild is deleted.
     pub async fn clear_tree(&self) -> Result<(), StoreError> {
-        self.state.delete_many(doc! {}).await?;
         self.subtrees.delete_many(doc! {}).await?;
+        self.state
+            .replace_one(
+                doc! { "_id": TREE_ID },
+                doc! {
+                    "_id": TREE_ID,
+                    "generation": uuid::Uuid::now_v7().to_string(),
+                    "size": 0_i64,
+                    "last_hash": cryptovault_events::GENESIS_HASH,
+                },
+            )
+            .upsert(true)
+            .await?;
         Ok(())
     }
 

@@ -459,7 +459,7 @@ async fn checkpointed(prefix: &str) -> (TestApp, TestUser, u64, Hash) {
 
 /// Waits until `/api/audit/tree` reports a refusal; returns the status.
 async fn refused(app: &TestApp, audit: &TestUser) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (status, tree) = get_json(&app.base, audit, "/api/audit/tree").await;
         assert_eq!(status, StatusCode::OK, "{tree}");
@@ -508,15 +508,29 @@ async fn a_changed_event_fails_its_receipt_offline_and_the_rebuilt_tree_is_never
         )
         .await
         .unwrap();
-    // The proof served now is for the altered envelope: it fails offline, naming position 3.
+    // The receipt an auditor kept no longer matches the stored envelope: with the stored one in
+    // it, it fails offline, naming position 3 — and the service itself refuses to hand out a
+    // proof that does not verify (500: damage, alarmed by `ledger_proof_failures_total`).
+    let stored_envelope = |app: &TestApp| {
+        let collection = events(&app.db);
+        async move {
+            let document = collection
+                .find_one(doc! { "position": 3_i64 })
+                .await
+                .unwrap()
+                .unwrap();
+            cryptovault::store::document::from_document(document).unwrap()
+        }
+    };
+    let mut forged = good.clone();
+    forged["entries"][0]["event"] = serde_json::to_value(stored_envelope(&app).await).unwrap();
+    let error = verify_bundle(&forged, &key).unwrap_err();
+    assert!(error.contains("position 3"), "{error}");
     let (status, served) =
         get_json(&app.base, &audit, "/api/audit/proofs/inclusion?position=3").await;
-    assert_eq!(status, StatusCode::OK, "{served}");
-    let error = verify_bundle(&served, &key).unwrap_err();
-    assert!(error.contains("position 3"), "{error}");
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{served}");
     // Re-hashed too: the content verifies but the leaf is not in the signed tree.
-    let altered: EventEnvelope =
-        serde_json::from_value(served["entries"][0]["event"].clone()).unwrap();
+    let altered: EventEnvelope = stored_envelope(&app).await;
     let rehashed = cryptovault_events::canonical::event_hash(&altered);
     events(&app.db)
         .update_one(
@@ -525,9 +539,13 @@ async fn a_changed_event_fails_its_receipt_offline_and_the_rebuilt_tree_is_never
         )
         .await
         .unwrap();
-    let (_, served) = get_json(&app.base, &audit, "/api/audit/proofs/inclusion?position=3").await;
-    let error = verify_bundle(&served, &key).unwrap_err();
+    let mut forged = good.clone();
+    forged["entries"][0]["event"] = serde_json::to_value(stored_envelope(&app).await).unwrap();
+    let error = verify_bundle(&forged, &key).unwrap_err();
     assert!(error.contains("position 3"), "{error}");
+    let (status, served) =
+        get_json(&app.base, &audit, "/api/audit/proofs/inclusion?position=3").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{served}");
     // The next event's prev_hash no longer matches: the rebuilt tree stops at 4.
     assert_refused_at(&app, &audit, size, 4, "prev_hash").await;
     app.finish().await;
@@ -652,12 +670,14 @@ async fn a_rotated_key_signs_on_from_the_old_keys_last_checkpoint_and_an_unknown
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, body) = sign_now(&stranger, &audit).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "checkpoint_pending", "{body}");
+    let (_, tree) = get_json(&stranger, &audit, "/api/audit/tree").await;
     assert!(
-        body["error"]["message"]
+        tree["refusal"]
             .as_str()
-            .unwrap()
+            .unwrap_or_default()
             .contains("does not verify"),
-        "{body}"
+        "{tree}"
     );
     // With it retired, the new key signs a checkpoint consistent with the old key's last one.
     let retired = test_checkpoint_key().verifier().to_string();
@@ -702,5 +722,83 @@ async fn a_rotated_key_signs_on_from_the_old_keys_last_checkpoint_and_an_unknown
         &hashes(&proof["proof"]),
     )
     .unwrap();
+    app.finish().await;
+}
+
+/// Waits for a refusal on `/api/audit/tree` containing `reason`, then checks nothing new is
+/// signed and the latest checkpoint is still of `size` events.
+async fn assert_refused(app: &TestApp, audit: &TestUser, size: u64, reason: &str) {
+    let tree = refused(app, audit).await;
+    assert!(tree["refusal"].as_str().unwrap().contains(reason), "{tree}");
+    let (status, body) = sign_now(&app.base, audit).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (_, latest) = get_json(&app.base, audit, "/api/audit/checkpoints/latest").await;
+    assert_eq!(
+        latest["size"].as_u64(),
+        Some(size),
+        "nothing new was signed: {latest}"
+    );
+}
+
+#[tokio::test]
+async fn forged_subtrees_and_a_raised_stored_head_are_never_signed() {
+    let (app, audit, size, _) = checkpointed("checkpoints_forged_tree").await;
+    // An attacker with database access (no key) writes leaves of a history of their own beyond
+    // the checkpoint and moves the stored head over them.
+    let db = app.db.db();
+    let forged: Vec<Document> = (0..2_i64)
+        .map(|i| {
+            doc! {
+                "_id": { "level": 0_i64, "index": i64::try_from(size).unwrap() + i },
+                "hash": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0xAB; 32] },
+            }
+        })
+        .collect();
+    db.collection::<Document>("merkle_subtrees")
+        .insert_many(forged)
+        .await
+        .unwrap();
+    db.collection::<Document>("merkle_state")
+        .update_one(
+            doc! { "_id": "tree" },
+            doc! { "$set": { "size": i64::try_from(size + 2).unwrap() } },
+        )
+        .await
+        .unwrap();
+    // Real events at those positions: the notary computes their leaves from the log, meets the
+    // forged ones and refuses; it never signs the forged tree.
+    let carol = logged_in(&app.base, "carol@example.com").await;
+    for amount in ["5", "6"] {
+        let (status, body) = app.deposit(&carol, "USD", amount).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    assert_refused(&app, &audit, size, "differs").await;
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn deleted_checkpoints_are_a_rollback_and_nothing_is_signed() {
+    let (app, audit, size, _) = checkpointed("checkpoints_rollback").await;
+    app.db
+        .db()
+        .collection::<Document>("log_checkpoints")
+        .delete_many(doc! {})
+        .await
+        .unwrap();
+    let carol = logged_in(&app.base, "carol@example.com").await;
+    let (status, body) = app.deposit(&carol, "USD", "7").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let tree = refused(&app, &audit).await;
+    assert!(
+        tree["refusal"].as_str().unwrap().contains("cut back"),
+        "{tree}"
+    );
+    let (status, body) = sign_now(&app.base, &audit).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (_, latest) = get_json(&app.base, &audit, "/api/audit/checkpoints/latest").await;
+    assert_eq!(
+        latest["error"]["code"], "not_found",
+        "nothing was signed again: {latest} (had {size})"
+    );
     app.finish().await;
 }
