@@ -428,6 +428,8 @@ async fn export(args: ExportArgs, output: Option<std::path::PathBuf>) -> anyhow:
         to,
         format,
         up_to_position: position,
+        generated_at: None,
+        proofs: None,
     };
     let read_models = crate::store::read_models::ReadModels::new(db);
     let mut chunks = crate::statement::stream(read_models, config.assets.clone(), request);

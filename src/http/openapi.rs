@@ -429,7 +429,7 @@ mod tests {
             }
         }
         // 47 operations of the service, the document, the docs page and its files.
-        assert_eq!(operations, 59, "{:#?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(operations, 60, "{:#?}", paths.keys().collect::<Vec<_>>());
         let schemes = document["components"]["securitySchemes"]
             .as_object()
             .expect("security schemes");
