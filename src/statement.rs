@@ -128,6 +128,37 @@ impl std::fmt::Debug for Proofs {
 /// The `format` of a verifiable JSON statement.
 pub const STATEMENT_FORMAT: &str = cryptovault_projections::statement_proof::STATEMENT_FORMAT;
 
+/// The signed digest (`cryptovault.statement-digest.v1`) of a verifiable statement of
+/// `request` whose bytes have the lowercase hex SHA-256 `sha256`: the digest note (see
+/// `cryptovault_projections::statement_proof::DigestFacts`) signed by the checkpoint key.
+pub fn signed_digest(
+    request: &StatementRequest,
+    sha256: String,
+) -> anyhow::Result<cryptovault_projections::statement_proof::DigestFile> {
+    use cryptovault_projections::statement_proof::{DigestFacts, DigestFile, DIGEST_FORMAT};
+    let proofs = request
+        .proofs
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("a digest is of a verifiable statement"))?;
+    let facts = DigestFacts {
+        format: request.format.extension().to_owned(),
+        user_id: request.user_id,
+        assets: request.assets.clone(),
+        from: request.from.map(time),
+        to: request.to.map(time),
+        size: proofs.checkpoint.size,
+        root: cryptovault_events::bundle::hash_to_base64(&proofs.checkpoint.root),
+        sha256,
+    };
+    let text = facts.note_text(proofs.notary.origin())?;
+    let note = cryptovault_events::checkpoint::SignedNote::sign(&text, &[proofs.notary.signer()])?;
+    Ok(DigestFile {
+        format: DIGEST_FORMAT.to_owned(),
+        checkpoint: proofs.checkpoint.note.clone(),
+        digest: note.to_string(),
+    })
+}
+
 /// Movements whose proofs are fetched together.
 pub const PROOF_BATCH: usize = 256;
 

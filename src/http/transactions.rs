@@ -7,9 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cryptovault_events::checkpoint::SignedNote;
 use cryptovault_projections::history::TransactionKind;
-use cryptovault_projections::statement_proof::{DigestFacts, DIGEST_FORMAT};
+use cryptovault_projections::statement_proof::DIGEST_FORMAT;
 use futures::StreamExt as _;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
@@ -525,38 +524,20 @@ async fn export_digest(
         });
     }
     let request = statement_request(&state, &user, &body, true).await?;
-    let Some(proofs) = request.proofs.clone() else {
-        return Err(anyhow::anyhow!("a verifiable statement without a checkpoint").into());
-    };
-    let checkpoint = proofs.checkpoint;
-    let mut facts = DigestFacts {
-        format: request.format.extension().to_owned(),
-        user_id: request.user_id,
-        assets: request.assets.clone(),
-        from: request.from.map(crate::statement::time),
-        to: request.to.map(crate::statement::time),
-        size: checkpoint.size,
-        root: super::proofs::b64(&checkpoint.root),
-        sha256: String::new(),
-    };
     let mut hasher = Sha256::new();
     let mut chunks = crate::statement::stream(
         state.read_models.clone(),
         state.ledger.assets.clone(),
-        request,
+        request.clone(),
     );
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| anyhow::anyhow!("the statement for a digest failed: {e}"))?;
         hasher.update(&chunk);
     }
-    facts.sha256 = hex::encode(hasher.finalize());
-    let text = facts
-        .note_text(proofs.notary.origin())
-        .map_err(anyhow::Error::from)?;
-    let note = SignedNote::sign(&text, &[proofs.notary.signer()]).map_err(anyhow::Error::from)?;
+    let digest = crate::statement::signed_digest(&request, hex::encode(hasher.finalize()))?;
     Ok(Json(StatementDigest {
         format: DIGEST_FORMAT,
-        checkpoint: checkpoint.note,
-        digest: note.to_string(),
+        checkpoint: digest.checkpoint,
+        digest: digest.digest,
     }))
 }
