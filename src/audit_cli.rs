@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use cryptovault_events::bundle::{self, BundleError, ConsistencyBundle, Receipt};
 use cryptovault_events::checkpoint::{SignerKey, VerifierKey};
+use cryptovault_projections::statement_proof::{
+    self, DigestFile, StatementError, VerifiableStatement,
+};
 use serde::de::DeserializeOwned;
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +49,23 @@ pub enum AuditCommand {
     VerifyLiabilities {
         /// The bundle's JSON file (`GET /api/wallet/liabilities-proof`).
         file: PathBuf,
+        #[command(flatten)]
+        key: KeyArg,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Verify a statement. Without --digest, FILE is a verifiable JSON statement
+    /// (`cryptovault.statement.v1`): the checkpoint's signature, every movement's event hash
+    /// and inclusion proof, each movement's figures against its event, and that the balances
+    /// add up. With --digest, FILE is any statement (the CSV) and DIGEST its
+    /// `cryptovault.statement-digest.v1`: both signatures, and the SHA-256 of FILE's bytes.
+    /// Neither proves the statement is complete (a movement can be left out) nor anything about
+    /// the opening balance or prices.
+    VerifyStatement {
+        file: PathBuf,
+        /// The statement's digest file (for a CSV statement).
+        #[arg(long, value_name = "DIGEST")]
+        digest: Option<PathBuf>,
         #[command(flatten)]
         key: KeyArg,
         #[command(flatten)]
@@ -117,6 +137,15 @@ pub fn run(command: AuditCommand) -> i32 {
         AuditCommand::VerifyLiabilities { file, key, output } => report(
             output.json,
             crate::liabilities::offline::verify_file(&file, &key),
+        ),
+        AuditCommand::VerifyStatement {
+            file,
+            digest,
+            key,
+            output,
+        } => report(
+            output.json,
+            verify_statement(&file, digest.as_deref(), &key),
         ),
         AuditCommand::GenerateKey { name } => generate_key(&name),
     }
@@ -226,6 +255,71 @@ fn verify_consistency(old: &Path, new: &Path, key: &KeyArg) -> Result<Verified, 
             report.new_size,
             report.new_root,
             report.key
+        ),
+        report: to_json(&report),
+    })
+}
+
+impl From<StatementError> for Failure {
+    fn from(e: StatementError) -> Self {
+        if e.is_unusable_input() {
+            Failure::Unusable(e.to_string())
+        } else {
+            Failure::Check(e.to_string())
+        }
+    }
+}
+
+fn verify_statement(file: &Path, digest: Option<&Path>, key: &KeyArg) -> Result<Verified, Failure> {
+    let key = key.load()?;
+    let Some(digest) = digest else {
+        let statement: VerifiableStatement = read_json(
+            file,
+            "verifiable JSON statement (a CSV statement needs --digest)",
+        )?;
+        let report = statement_proof::verify_statement(&statement, &key)?;
+        let assets: Vec<String> = report
+            .assets
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} {} movement(s) {} → {}",
+                    a.asset, a.movements, a.opening_balance, a.closing_balance
+                )
+            })
+            .collect();
+        return Ok(Verified {
+            summary: format!(
+                "OK: statement of user {} ({}) at the log {} signed at size {} (root {}) by key                  {}: every movement's event is unaltered and included, its figures are the                  event's, and the balances add up. Not proven: {}",
+                report.user_id,
+                assets.join("; "),
+                report.origin,
+                report.tree_size,
+                report.root,
+                report.key,
+                report.not_proven
+            ),
+            report: to_json(&report),
+        });
+    };
+    let bytes = std::fs::read(file)
+        .map_err(|e| Failure::Unusable(format!("cannot read {}: {e}", file.display())))?;
+    let digest: DigestFile = read_json(digest, "statement digest")?;
+    let report = statement_proof::verify_digest(&bytes, &digest, &key)?;
+    Ok(Verified {
+        summary: format!(
+            "OK: {} ({} bytes, sha256 {}) is the {} statement of user {} ({}) the key {} signed              at the log {} of size {} (root {}). Not proven: {}",
+            file.display(),
+            report.bytes,
+            report.facts.sha256,
+            report.facts.format,
+            report.facts.user_id,
+            report.facts.assets.join(","),
+            report.key,
+            report.origin,
+            report.tree_size,
+            report.root,
+            report.not_proven
         ),
         report: to_json(&report),
     })

@@ -65,6 +65,14 @@ pub enum Command {
         /// File to write (default: standard output).
         #[arg(long)]
         output: Option<std::path::PathBuf>,
+        /// Fix the statement at a signed checkpoint (needs CHECKPOINT_SIGNING_KEY): JSON then
+        /// carries the checkpoint and each movement's event and inclusion proof; see --digest.
+        #[arg(long)]
+        verifiable: bool,
+        /// With --verifiable: also write the statement's signed digest
+        /// (`cryptovault.statement-digest.v1`, for a CSV) to this file.
+        #[arg(long, requires = "verifiable")]
+        digest: Option<std::path::PathBuf>,
     },
     /// Administration: bootstrap, grant and revoke roles, erase a user's personal data,
     /// rebuild the Merkle tree.
@@ -188,6 +196,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             to,
             asset,
             output,
+            verifiable,
+            digest,
         } => {
             let request = ExportArgs {
                 email,
@@ -195,6 +205,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 from,
                 to,
                 asset,
+                verifiable,
+                digest,
             };
             export(request, output).await
         }
@@ -408,6 +420,8 @@ struct ExportArgs {
     from: Option<String>,
     to: Option<String>,
     asset: Option<String>,
+    verifiable: bool,
+    digest: Option<std::path::PathBuf>,
 }
 
 async fn export(args: ExportArgs, output: Option<std::path::PathBuf>) -> anyhow::Result<i32> {
@@ -436,7 +450,26 @@ async fn export(args: ExportArgs, output: Option<std::path::PathBuf>) -> anyhow:
         anyhow::bail!("no user with email {}", email.as_str());
     };
     // The statement must cover the whole log as of now, whether or not a service is running.
-    let position = bring_up_to_date(&client, &db, &store, TransactionsModel).await?;
+    let mut position = bring_up_to_date(&client, &db, &store, TransactionsModel).await?;
+    let mut proofs = None;
+    if args.verifiable {
+        let notary = crate::notary::Notary::start(store.clone(), &db, &config.checkpoints)
+            .ok_or_else(|| anyhow::anyhow!("--verifiable needs CHECKPOINT_SIGNING_KEY"))?;
+        let checkpoint = match notary.latest().await? {
+            Some(latest) if latest.size >= position => latest,
+            _ => notary.covering(position).await?,
+        };
+        if checkpoint.size > position {
+            // The read model must hold every entry of the checkpoint's events.
+            bring_up_to_date(&client, &db, &store, TransactionsModel).await?;
+        }
+        position = checkpoint.size;
+        proofs = Some(crate::statement::Proofs {
+            notary,
+            store: store.clone(),
+            checkpoint,
+        });
+    }
     let request = StatementRequest {
         user_id,
         email: Some(email.as_str().to_owned()),
@@ -445,7 +478,10 @@ async fn export(args: ExportArgs, output: Option<std::path::PathBuf>) -> anyhow:
         to,
         format,
         up_to_position: position,
+        generated_at: proofs.as_ref().map(|p| p.checkpoint.issued_at),
+        proofs,
     };
+    let digest_request = request.clone();
     let read_models = crate::store::read_models::ReadModels::new(db);
     let mut chunks = crate::statement::stream(read_models, config.assets.clone(), request);
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &output {
@@ -456,10 +492,20 @@ async fn export(args: ExportArgs, output: Option<std::path::PathBuf>) -> anyhow:
         ),
         None => Box::new(tokio::io::stdout()),
     };
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
     while let Some(chunk) = chunks.next().await {
-        out.write_all(&chunk?).await?;
+        let chunk = chunk?;
+        sha2::Digest::update(&mut hasher, &chunk);
+        out.write_all(&chunk).await?;
     }
     out.flush().await?;
+    if let Some(path) = &args.digest {
+        let sha256 = hex::encode(sha2::Digest::finalize(hasher));
+        let digest = crate::statement::signed_digest(&digest_request, sha256)?;
+        tokio::fs::write(path, serde_json::to_vec_pretty(&digest)?)
+            .await
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let peak = peak_rss_bytes()
         .map(|b| format!(", peak RSS {b} bytes"))
         .unwrap_or_default();

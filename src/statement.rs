@@ -17,6 +17,15 @@
 //! - **Memory**: rows are read with a cursor and written in ~64 KiB chunks to a bounded
 //!   channel, so memory stays flat whatever the number of rows; a client that goes away stops
 //!   the export.
+//! - **Verifiable** (issue 16, [`Proofs`]): the statement is fixed at a signed checkpoint
+//!   (`up_to_position` = its size, `generated_at` = its `issued_at`, so the same request at the
+//!   same checkpoint gives the same bytes). A JSON statement is then a
+//!   `cryptovault.statement.v1` document: `format` and `checkpoint` (the signed note) before
+//!   `statement`, and each movement carries `leaf_index`, `inclusion_proof` and `event` (the
+//!   envelope it comes from). Proofs are fetched per batch of [`PROOF_BATCH`] movements: the
+//!   batch's events in one query and the stored subtrees of all its proofs in one more, so
+//!   memory stays bounded. A CSV statement is unchanged: its digest is signed separately
+//!   (`http::transactions`). The checks are in `cryptovault_projections::statement_proof`.
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -28,8 +37,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
 use crate::ledger::amount::Assets;
+use crate::notary::{Notary, NotaryError};
 pub use crate::store::read_models::SumError;
 use crate::store::read_models::{EntriesBefore, EntryError, Movement, ReadModels};
+use crate::store::tree::StoredCheckpoint;
+use crate::store::{EventStore, StoreError};
 
 /// Output format of a statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +101,66 @@ pub struct StatementRequest {
     pub format: Format,
     /// Ledger entries up to this position are included.
     pub up_to_position: u64,
+    /// The statement's `generated_at` (and a CSV's closing row time when there is no `to`);
+    /// `None`: now.
+    pub generated_at: Option<DateTime<Utc>>,
+    /// Inclusion proofs for a verifiable JSON statement (`up_to_position` must be the
+    /// checkpoint's size).
+    pub proofs: Option<Proofs>,
 }
+
+/// What a verifiable JSON statement's proofs come from.
+#[derive(Clone)]
+pub struct Proofs {
+    pub notary: Notary,
+    pub store: EventStore,
+    pub checkpoint: StoredCheckpoint,
+}
+
+impl std::fmt::Debug for Proofs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proofs")
+            .field("checkpoint_size", &self.checkpoint.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `format` of a verifiable JSON statement.
+pub const STATEMENT_FORMAT: &str = cryptovault_projections::statement_proof::STATEMENT_FORMAT;
+
+/// The signed digest (`cryptovault.statement-digest.v1`) of a verifiable statement of
+/// `request` whose bytes have the lowercase hex SHA-256 `sha256`: the digest note (see
+/// `cryptovault_projections::statement_proof::DigestFacts`) signed by the checkpoint key.
+pub fn signed_digest(
+    request: &StatementRequest,
+    sha256: String,
+) -> anyhow::Result<cryptovault_projections::statement_proof::DigestFile> {
+    use cryptovault_projections::statement_proof::{DigestFacts, DigestFile, DIGEST_FORMAT};
+    let proofs = request
+        .proofs
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("a digest is of a verifiable statement"))?;
+    let facts = DigestFacts {
+        format: request.format.extension().to_owned(),
+        user_id: request.user_id,
+        assets: request.assets.clone(),
+        from: request.from.map(time),
+        to: request.to.map(time),
+        size: proofs.checkpoint.size,
+        root: cryptovault_events::bundle::hash_to_base64(&proofs.checkpoint.root),
+        sha256,
+    };
+    let text = facts.note_text(proofs.notary.origin())?;
+    let note = cryptovault_events::checkpoint::SignedNote::sign(&text, &[proofs.notary.signer()])?;
+    Ok(DigestFile {
+        format: DIGEST_FORMAT.to_owned(),
+        checkpoint: proofs.checkpoint.note.clone(),
+        digest: note.to_string(),
+    })
+}
+
+/// Movements whose proofs are fetched together.
+pub const PROOF_BATCH: usize = 256;
 
 /// Bytes buffered before a chunk is sent.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -133,6 +204,12 @@ enum WriteError {
     Sum(#[from] SumError),
     #[error(transparent)]
     Overflow(#[from] cryptovault_projections::entries::BalanceOverflow),
+    #[error(transparent)]
+    Notary(#[from] NotaryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("proofs: {0}")]
+    Proof(String),
 }
 
 struct Output {
@@ -160,7 +237,8 @@ impl Output {
     }
 }
 
-fn time(t: DateTime<Utc>) -> String {
+/// A time as statements write it (RFC 3339, milliseconds, `Z`).
+pub fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
@@ -170,11 +248,25 @@ async fn write_statement(
     request: &StatementRequest,
     out: &mut Output,
 ) -> Result<(), WriteError> {
-    let generated_at = Utc::now();
+    let generated_at = request.generated_at.unwrap_or_else(Utc::now);
+    let proofs = match request.format {
+        Format::Json => request.proofs.as_ref(),
+        Format::Csv => None,
+    };
     let mut csv = csv_writer();
     match request.format {
         Format::Csv => csv.write_record(CSV_HEADER)?,
         Format::Json => {
+            if let Some(proofs) = proofs {
+                // `{"format":…,"checkpoint":…,` then the statement as usual.
+                out.buffer.extend_from_slice(b"{\"format\":");
+                serde_json::to_writer(&mut out.buffer, STATEMENT_FORMAT)?;
+                out.buffer.extend_from_slice(b",\"checkpoint\":");
+                serde_json::to_writer(&mut out.buffer, &proofs.checkpoint.note)?;
+                out.buffer.push(b',');
+            } else {
+                out.buffer.push(b'{');
+            }
             let header = json!({
                 "user_id": request.user_id,
                 "email": request.email,
@@ -184,8 +276,8 @@ async fn write_statement(
                 "generated_at": time(generated_at),
             });
             let header = serde_json::to_string(&header)?;
-            // `{"statement":{<header fields>,"assets":[` …
-            out.buffer.extend_from_slice(b"{\"statement\":");
+            // `"statement":{<header fields>,"assets":[` …
+            out.buffer.extend_from_slice(b"\"statement\":");
             out.buffer
                 .extend_from_slice(&header.as_bytes()[..header.len() - 1]);
             out.buffer.extend_from_slice(b",\"assets\":[");
@@ -252,11 +344,23 @@ async fn write_statement(
             )
             .await
             .map_err(EntryError::from)?;
+        let mut pending: Vec<(u64, serde_json::Value)> = Vec::new();
+        let mut written: u64 = 0;
         while let Some(line) = movements.next().await? {
             if !line.kind.is_movement() {
                 continue;
             }
             let balance = running.add(line.amount)?;
+            if let Some(proofs) = proofs {
+                let position = u64::try_from(line.position)
+                    .map_err(|_| WriteError::Proof(format!("position {}", line.position)))?;
+                pending.push((position, json_line(&line, balance, &fmt)));
+                if pending.len() >= PROOF_BATCH {
+                    write_proven(proofs, &mut pending, &mut written, out).await?;
+                    out.maybe_flush().await?;
+                }
+                continue;
+            }
             match request.format {
                 Format::Csv => {
                     write_csv_line(&mut csv, asset, &line, balance, &fmt)?;
@@ -290,6 +394,9 @@ async fn write_statement(
                 out.buffer.append(&mut drain(&mut csv)?);
             }
             Format::Json => {
+                if let Some(proofs) = proofs {
+                    write_proven(proofs, &mut pending, &mut written, out).await?;
+                }
                 out.buffer.extend_from_slice(b"],\"closing_balance\":");
                 serde_json::to_writer(&mut out.buffer, &closing)?;
                 out.buffer.extend_from_slice(b",\"movement_count\":");
@@ -303,6 +410,62 @@ async fn write_statement(
         out.buffer.extend_from_slice(b"]}}");
     }
     out.flush().await
+}
+
+/// Writes the movements `pending` (position, JSON line) with their events and inclusion
+/// proofs in the checkpoint's tree: two queries for the whole batch. `written` counts the
+/// movements of the asset written so far (for the separators).
+async fn write_proven(
+    proofs: &Proofs,
+    pending: &mut Vec<(u64, serde_json::Value)>,
+    written: &mut u64,
+    out: &mut Output,
+) -> Result<(), WriteError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let size = proofs.checkpoint.size;
+    let mut positions: Vec<u64> = pending.iter().map(|(p, _)| *p).collect();
+    positions.sort_unstable();
+    positions.dedup();
+    if positions.iter().any(|p| *p == 0 || *p > size) {
+        return Err(WriteError::Proof(format!(
+            "a movement is beyond the checkpoint of {size} events"
+        )));
+    }
+    let events = proofs.store.read_positions(&positions).await?;
+    let indices: Vec<u64> = positions.iter().map(|p| p - 1).collect();
+    let paths = proofs.notary.inclusion_proofs(&indices, size).await?;
+    let mut paths: std::collections::BTreeMap<u64, Vec<_>> =
+        positions.iter().copied().zip(paths).collect();
+    let mut by_position = std::collections::BTreeMap::new();
+    for event in events {
+        if let Some(path) = paths.remove(&event.position) {
+            by_position.insert(event.position, (event, path));
+        }
+    }
+    for (position, mut line) in pending.drain(..) {
+        let (event, path) = by_position
+            .get(&position)
+            .ok_or_else(|| WriteError::Proof(format!("the log lacks position {position}")))?;
+        if let serde_json::Value::Object(fields) = &mut line {
+            fields.insert("leaf_index".into(), json!(position - 1));
+            fields.insert(
+                "inclusion_proof".into(),
+                json!(path
+                    .iter()
+                    .map(cryptovault_events::bundle::hash_to_base64)
+                    .collect::<Vec<_>>()),
+            );
+            fields.insert("event".into(), serde_json::to_value(event)?);
+        }
+        if *written > 0 {
+            out.buffer.push(b',');
+        }
+        serde_json::to_writer(&mut out.buffer, &line)?;
+        *written += 1;
+    }
+    Ok(())
 }
 
 fn csv_writer() -> csv::Writer<Vec<u8>> {

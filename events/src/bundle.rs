@@ -377,7 +377,7 @@ pub struct ConsistencyReport {
 }
 
 /// Opens a signed checkpoint under `key`, naming `note` in the error.
-fn open_checkpoint(
+pub fn open_checkpoint(
     text: &str,
     key: &VerifierKey,
     note: NoteRole,
@@ -427,56 +427,13 @@ pub fn verify_receipt(receipt: &Receipt, key: &VerifierKey) -> Result<ReceiptRep
     let size = checkpoint.size();
     let mut entries = Vec::with_capacity(count);
     for (entry, item) in receipt.entries.iter().enumerate() {
-        let event = &item.event;
-        let position = event.position;
-        let computed = canonical::event_hash(event);
-        // `computed` is 64 lowercase hex digits, so equal to it `hash` is a valid leaf.
-        let leaf = match event_leaf(&event.hash) {
-            Some(leaf) if computed == event.hash => leaf,
-            _ => {
-                return Err(BundleError::EventAltered {
-                    entry,
-                    position,
-                    stored: event.hash.clone(),
-                    computed,
-                })
-            }
-        };
-        if position.checked_sub(1) != Some(item.leaf_index) {
-            return Err(BundleError::LeafIndexNotPosition {
-                entry,
-                position,
-                leaf_index: item.leaf_index,
-            });
-        }
-        if item.leaf_index >= size {
-            return Err(BundleError::LeafIndexBeyondSize {
-                entry,
-                position,
-                leaf_index: item.leaf_index,
-                size,
-            });
-        }
-        merkle::verify_inclusion(
-            &merkle::leaf_hash(&leaf),
-            item.leaf_index,
-            size,
-            &item.inclusion_proof,
-            checkpoint.root(),
-        )
-        .map_err(|source| BundleError::InclusionFailed {
+        entries.push(verify_included(
             entry,
-            position,
-            source,
-        })?;
-        entries.push(VerifiedEntry {
-            position,
-            leaf_index: item.leaf_index,
-            event_id: event.event_id.to_string(),
-            event_type: event.event_type.clone(),
-            stream_id: event.stream_id.clone(),
-            hash: event.hash.clone(),
-        });
+            &item.event,
+            item.leaf_index,
+            &item.inclusion_proof,
+            &checkpoint,
+        )?);
     }
     Ok(ReceiptReport {
         format: format.to_owned(),
@@ -485,6 +442,69 @@ pub fn verify_receipt(receipt: &Receipt, key: &VerifierKey) -> Result<ReceiptRep
         tree_size: size,
         root: hash_to_base64(checkpoint.root()),
         entries,
+    })
+}
+
+/// The entry checks of a receipt (module docs, checks 2–4) for one event under an opened
+/// `checkpoint`: the envelope hashes to its `hash`, `leaf_index` is its position minus one and
+/// below the tree size, and `proof` leads from its leaf to the signed root. `entry` names the
+/// event in errors. Other bundles that carry events (statements) use it too.
+pub fn verify_included(
+    entry: usize,
+    event: &EventEnvelope,
+    leaf_index: u64,
+    proof: &[Hash],
+    checkpoint: &Checkpoint,
+) -> Result<VerifiedEntry, BundleError> {
+    let size = checkpoint.size();
+    let position = event.position;
+    let computed = canonical::event_hash(event);
+    // `computed` is 64 lowercase hex digits, so equal to it `hash` is a valid leaf.
+    let leaf = match event_leaf(&event.hash) {
+        Some(leaf) if computed == event.hash => leaf,
+        _ => {
+            return Err(BundleError::EventAltered {
+                entry,
+                position,
+                stored: event.hash.clone(),
+                computed,
+            })
+        }
+    };
+    if position.checked_sub(1) != Some(leaf_index) {
+        return Err(BundleError::LeafIndexNotPosition {
+            entry,
+            position,
+            leaf_index,
+        });
+    }
+    if leaf_index >= size {
+        return Err(BundleError::LeafIndexBeyondSize {
+            entry,
+            position,
+            leaf_index,
+            size,
+        });
+    }
+    merkle::verify_inclusion(
+        &merkle::leaf_hash(&leaf),
+        leaf_index,
+        size,
+        proof,
+        checkpoint.root(),
+    )
+    .map_err(|source| BundleError::InclusionFailed {
+        entry,
+        position,
+        source,
+    })?;
+    Ok(VerifiedEntry {
+        position,
+        leaf_index,
+        event_id: event.event_id.to_string(),
+        event_type: event.event_type.clone(),
+        stream_id: event.stream_id.clone(),
+        hash: event.hash.clone(),
     })
 }
 

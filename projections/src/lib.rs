@@ -14,4 +14,5 @@ pub mod balances;
 pub mod entries;
 pub mod history;
 pub mod invariants;
+pub mod statement_proof;
 pub mod withdrawals;

@@ -428,8 +428,8 @@ mod tests {
                 }
             }
         }
-        // 59 operations of the service, the document, the docs page and its files.
-        assert_eq!(operations, 62, "{:#?}", paths.keys().collect::<Vec<_>>());
+        // 60 operations of the service, the document, the docs page and its files.
+        assert_eq!(operations, 63, "{:#?}", paths.keys().collect::<Vec<_>>());
         let schemes = document["components"]["securitySchemes"]
             .as_object()
             .expect("security schemes");

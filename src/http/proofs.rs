@@ -49,7 +49,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(receipt))
 }
 
-fn notary(state: &AppState) -> Result<&Notary, ApiError> {
+pub(crate) fn notary(state: &AppState) -> Result<&Notary, ApiError> {
     state.notary.as_ref().ok_or(ApiError::CheckpointsDisabled)
 }
 
@@ -63,7 +63,7 @@ fn auditor(caller: &AuthUser) -> Result<(), ApiError> {
     }
 }
 
-fn b64(hash: &Hash) -> String {
+pub(crate) fn b64(hash: &Hash) -> String {
     STANDARD.encode(hash)
 }
 
@@ -420,7 +420,10 @@ async fn inclusion(
 }
 
 /// The latest checkpoint if it covers `position`, else one signed now.
-async fn latest_covering(notary: &Notary, position: u64) -> Result<StoredCheckpoint, ApiError> {
+pub(crate) async fn latest_covering(
+    notary: &Notary,
+    position: u64,
+) -> Result<StoredCheckpoint, ApiError> {
     match notary.latest().await? {
         Some(latest) if latest.size >= position => Ok(latest),
         _ => Ok(notary.covering(position).await?),

@@ -8,7 +8,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cryptovault_projections::history::TransactionKind;
+use cryptovault_projections::statement_proof::DIGEST_FORMAT;
+use futures::StreamExt as _;
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -24,13 +27,14 @@ use super::read_models::{item, transaction};
 use super::views::{ErrorBody, TransactionBody, TransactionPage};
 use super::{read_your_writes, AppState};
 use crate::identity::domain::InvalidInput;
-use crate::statement::{Format, StatementRequest};
+use crate::statement::{Format, Proofs, StatementRequest};
 use crate::store::read_models::HistoryFilter;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(export))
+        .routes(routes!(export_digest))
         .routes(routes!(one))
         .routes(routes!(list_deposits))
         .routes(routes!(list_withdrawals))
@@ -333,7 +337,19 @@ struct ExportBody {
     asset: Option<String>,
     /// Wait until the read model has applied this position.
     min_position: Option<u64>,
+    /// Fix the statement at a signed checkpoint (issue 16): a JSON statement then carries the
+    /// checkpoint and, per movement, its event and inclusion proof
+    /// (`cryptovault.statement.v1`); a CSV statement's bytes are unchanged and its signed digest
+    /// is at `POST /api/transactions/export/digest`. The response names the checkpoint in the
+    /// `Cryptovault-Checkpoint-Size` header.
+    verifiable: Option<bool>,
+    /// With `verifiable`: the checkpoint (tree size) to fix the statement at; default the
+    /// latest, signed now if it does not cover the ledger yet.
+    checkpoint_size: Option<u64>,
 }
+
+/// The header naming the checkpoint a verifiable statement is fixed at.
+pub const CHECKPOINT_SIZE_HEADER: &str = "cryptovault-checkpoint-size";
 
 /// The statement's format.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
@@ -373,27 +389,8 @@ async fn export(
     ApiJson(body): ApiJson<ExportBody>,
 ) -> Result<Response, ApiError> {
     let format = Format::from(body.format);
-    let (from, to) = period(body.from.as_deref(), body.to.as_deref())?;
-    let assets = match body.asset.as_deref() {
-        Some(raw) => vec![state.ledger.assets.asset(raw, "asset")?],
-        None => state
-            .ledger
-            .assets
-            .iter()
-            .map(|(a, _)| a.to_owned())
-            .collect(),
-    };
-    read_your_writes(&state, &state.transactions, body.min_position).await?;
-    let email = state.identity.user(user.user_id()).await?.email;
-    let request = StatementRequest {
-        user_id: user.user_id(),
-        email: Some(email),
-        assets,
-        from,
-        to,
-        format,
-        up_to_position: state.transactions.position(),
-    };
+    let request = statement_request(&state, &user, &body, body.verifiable == Some(true)).await?;
+    let checkpoint_size = request.proofs.as_ref().map(|p| p.checkpoint.size);
     let filename = format!(
         "statement-{}-{}.{}",
         body.asset.as_deref().unwrap_or("all"),
@@ -418,5 +415,129 @@ async fn export(
             .map_err(|e| ApiError::Internal(e.into()))?,
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(size) = checkpoint_size {
+        headers.insert(CHECKPOINT_SIZE_HEADER, HeaderValue::from(size));
+    }
     Ok(response)
+}
+
+/// The statement `body` asks for; `verifiable`: fixed at a signed checkpoint (the one of
+/// `checkpoint_size`, else the latest covering the read model), once the read model has
+/// applied it, with `generated_at` = the checkpoint's `issued_at`, so the same body at the same
+/// checkpoint always gives the same bytes.
+async fn statement_request(
+    state: &AppState,
+    user: &AuthUser,
+    body: &ExportBody,
+    verifiable: bool,
+) -> Result<StatementRequest, ApiError> {
+    let format = Format::from(body.format);
+    let (from, to) = period(body.from.as_deref(), body.to.as_deref())?;
+    let assets = match body.asset.as_deref() {
+        Some(raw) => vec![state.ledger.assets.asset(raw, "asset")?],
+        None => state
+            .ledger
+            .assets
+            .iter()
+            .map(|(a, _)| a.to_owned())
+            .collect(),
+    };
+    if body.checkpoint_size.is_some() && !verifiable {
+        return Err(ApiError::Validation {
+            field: "checkpoint_size".into(),
+            message: "only with \"verifiable\": true".into(),
+        });
+    }
+    read_your_writes(state, &state.transactions, body.min_position).await?;
+    let email = state.identity.user(user.user_id()).await?.email;
+    let mut request = StatementRequest {
+        user_id: user.user_id(),
+        email: Some(email),
+        assets,
+        from,
+        to,
+        format,
+        up_to_position: state.transactions.position(),
+        generated_at: None,
+        proofs: None,
+    };
+    if verifiable {
+        let notary = super::proofs::notary(state)?;
+        let checkpoint = match body.checkpoint_size {
+            Some(size) => notary.tree().checkpoint(size).await?.ok_or_else(|| {
+                ApiError::NotFound(format!("no checkpoint of {size} events (checkpoint_size)"))
+            })?,
+            None => super::proofs::latest_covering(notary, request.up_to_position).await?,
+        };
+        // Every entry of the checkpoint's events must be in the read model.
+        read_your_writes(state, &state.transactions, Some(checkpoint.size)).await?;
+        request.up_to_position = checkpoint.size;
+        request.generated_at = Some(checkpoint.issued_at);
+        request.proofs = Some(Proofs {
+            notary: notary.clone(),
+            store: state.store.clone(),
+            checkpoint,
+        });
+    }
+    Ok(request)
+}
+
+/// A statement's signed digest (`cryptovault.statement-digest.v1`).
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct StatementDigest {
+    /// `cryptovault.statement-digest.v1`.
+    format: &'static str,
+    /// The signed checkpoint note the statement is fixed at.
+    checkpoint: String,
+    /// A signed note (same key as checkpoints, origin `<log origin>/statement`) binding the
+    /// statement's format, user, assets, period, the checkpoint's size and root, and the
+    /// SHA-256 of the exact statement bytes.
+    digest: String,
+}
+
+/// `POST /api/transactions/export/digest`: the signed digest of the statement that
+/// `POST /api/transactions/export` answers for the same body with `"verifiable": true` (pass
+/// the `checkpoint_size` its `Cryptovault-Checkpoint-Size` header named: the statement is
+/// computed again at that checkpoint, which gives the same bytes). Verify both offline with
+/// `cryptovault audit verify-statement FILE --digest DIGEST --key K`.
+#[utoipa::path(
+    post,
+    path = "/api/transactions/export/digest",
+    tag = "proofs",
+    security(("bearer" = [])),
+    request_body = ExportBody,
+    responses(
+        (status = 200, description = "A `cryptovault.statement-digest.v1` document.", body = StatementDigest),
+        (status = 404, description = "`not_found`: no checkpoint of `checkpoint_size`.", body = ErrorBody),
+        (status = 422, description = "`validation_error`: `verifiable` is false, or another field.", body = ErrorBody),
+    )
+)]
+async fn export_digest(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<ExportBody>,
+) -> Result<Json<StatementDigest>, ApiError> {
+    if body.verifiable == Some(false) {
+        return Err(ApiError::Validation {
+            field: "verifiable".into(),
+            message: "a digest is of the verifiable statement: true or absent".into(),
+        });
+    }
+    let request = statement_request(&state, &user, &body, true).await?;
+    let mut hasher = Sha256::new();
+    let mut chunks = crate::statement::stream(
+        state.read_models.clone(),
+        state.ledger.assets.clone(),
+        request.clone(),
+    );
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| anyhow::anyhow!("the statement for a digest failed: {e}"))?;
+        hasher.update(&chunk);
+    }
+    let digest = crate::statement::signed_digest(&request, hex::encode(hasher.finalize()))?;
+    Ok(Json(StatementDigest {
+        format: DIGEST_FORMAT,
+        checkpoint: digest.checkpoint,
+        digest: digest.digest,
+    }))
 }

@@ -206,6 +206,28 @@ impl Notary {
         merkle::inclusion_proof(&source, index, size).map_err(proof_error)
     }
 
+    /// The inclusion proofs of the leaves `indices` in the tree of `size` leaves, in that
+    /// order, from the stored subtrees they need, read in one query (a statement's batch of
+    /// movements: `O(k log n)` subtrees, fewer where the paths share nodes).
+    pub async fn inclusion_proofs(
+        &self,
+        indices: &[u64],
+        size: u64,
+    ) -> Result<Vec<Vec<Hash>>, NotaryError> {
+        let mut nodes = std::collections::BTreeSet::new();
+        for index in indices {
+            let needed = merkle::inclusion_proof_nodes(*index, size)
+                .map_err(|e| NotaryError::BadRange(e.to_string()))?;
+            nodes.extend(needed);
+        }
+        let nodes: Vec<Subtree> = nodes.into_iter().collect();
+        let source = self.stored(&nodes, size).await?;
+        indices
+            .iter()
+            .map(|index| merkle::inclusion_proof(&source, *index, size).map_err(proof_error))
+            .collect()
+    }
+
     /// The consistency proof from `old_size` to `new_size` leaves, from the stored subtrees.
     pub async fn consistency_proof(
         &self,

@@ -245,6 +245,25 @@ impl EventStore {
         found.map(from_document).transpose()
     }
 
+    /// The events at `positions` (those that exist), in position order, in one query. Reads at
+    /// majority, like [`EventStore::read_all`].
+    pub async fn read_positions(
+        &self,
+        positions: &[u64],
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        if positions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<i64> = positions.iter().map(|p| to_i64(*p)).collect();
+        let cursor = self
+            .inner
+            .events
+            .find(doc! { "position": { "$in": wanted } })
+            .sort(doc! { "position": 1 })
+            .await?;
+        decode_all(cursor).await
+    }
+
     /// Events with `position >= from_position`, in position order, at most `limit`. Reads at
     /// majority, so everything returned is durable.
     pub async fn read_all(

@@ -38,4 +38,5 @@ mod statements;
 mod store_faults;
 mod subscription;
 mod tamper;
+mod verifiable_statements;
 mod wallet;

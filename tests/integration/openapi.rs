@@ -80,7 +80,7 @@ async fn every_documented_operation_reaches_its_handler() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 62);
+    assert_eq!(checked, 63);
     t.drop_database().await;
 }
 
