@@ -6,10 +6,22 @@
 //! 1, 16 and 256 concurrent callers appending single events, p50/p99 append latency at 16
 //! callers, and the store/raw ratio at 256 callers — once, then as the median of five
 //! back-to-back (raw, store) pairs.
+//!
+//! `CV_BENCH_CHECKPOINTS=alternate` (issue 16) measures instead the Merkle tree's cost: the
+//! store's append rate at 256 callers with a [`Notary`] following the log (it reads the new
+//! events, stores their subtrees and signs checkpoints) against the same without one,
+//! alternated round by round on the same mongod (`CV_BENCH_ROUNDS` pairs, default 10), each
+//! mode on its own database. After every "on" round it reports how far the stored tree is
+//! behind the log and how long it takes to catch up (the next round starts only then), so a
+//! tree that falls behind cannot pass for a cheap one. With `CV_BENCH_MONGOD_PID` it also
+//! reports the CPU seconds the bench process and mongod spent per round.
 
 use std::time::{Duration, Instant};
 
+use cryptovault::config::CheckpointSettings;
+use cryptovault::notary::Notary;
 use cryptovault::store::{AppendBatch, EventStore, ExpectedVersion, StoreConfig};
+use cryptovault_events::checkpoint::SignerKey;
 use mongodb::Client;
 
 #[path = "common.rs"]
@@ -111,6 +123,182 @@ async fn compare_depths(client: &Client, db: &str, depths: &str) {
     }
 }
 
+/// Callers and events per caller of one round of the checkpoint comparison.
+const TREE_CALLERS: usize = 256;
+const TREE_PER_CALLER: usize = 100;
+/// The longest a round waits for the tree to catch up with the log.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(120);
+
+/// CPU seconds (user + system) of process `pid` (`self` for this one), from `/proc`.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    }
+}
+
+fn range(values: &[f64]) -> (f64, f64) {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min, max)
+}
+
+/// `CV_BENCH_CHECKPOINTS=alternate`: append rate at 256 callers with the notary (tree and
+/// checkpoints) vs without, alternated on the same mongod.
+async fn compare_checkpoints(client: &Client, db: &str) {
+    let rounds: usize = std::env::var("CV_BENCH_ROUNDS")
+        .ok()
+        .map(|r| r.parse().expect("CV_BENCH_ROUNDS: a number"))
+        .unwrap_or(10);
+    let mongod = std::env::var("CV_BENCH_MONGOD_PID").ok();
+    let db_on = format!("{db}_on");
+    let db_off = format!("{db}_off");
+    let on = EventStore::open(client, &db_on, StoreConfig::default())
+        .await
+        .unwrap();
+    let off = EventStore::open(client, &db_off, StoreConfig::default())
+        .await
+        .unwrap();
+    let settings = CheckpointSettings {
+        signer: Some(std::sync::Arc::new(
+            SignerKey::from_seed("bench.local/ledger", [1; 32]).unwrap(),
+        )),
+        retired: Vec::new(),
+        every_events: 1000,
+        every: Duration::from_secs(10),
+    };
+    let notary = Notary::start(on.clone(), &client.database(&db_on), &settings)
+        .expect("a notary with a signing key");
+    // Waits until the stored tree covers the log; returns (behind at the start, time taken).
+    let catch_up = |store: EventStore, notary: Notary| async move {
+        let (log_head, _) = store.head().await.unwrap();
+        let behind = log_head - notary.tree().head().await.unwrap().size.min(log_head);
+        let started = Instant::now();
+        loop {
+            let size = notary.tree().head().await.unwrap().size;
+            if size >= log_head {
+                break;
+            }
+            assert!(
+                started.elapsed() < CATCH_UP_LIMIT,
+                "the tree is stuck at {size} of {log_head} events"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (behind, started.elapsed())
+    };
+    // Warm-up of both: connections, collections, the first checkpoint.
+    for _ in 0..2 {
+        store_appends(&on, TREE_CALLERS, 10).await;
+        store_appends(&off, TREE_CALLERS, 10).await;
+    }
+    catch_up(on.clone(), notary.clone()).await;
+    println!(
+        "checkpoints on vs off: {rounds} pairs of rounds, {TREE_CALLERS} callers x {TREE_PER_CALLER} single events each, order alternating (on-off, off-on, ...)"
+    );
+    let (mut rates_on, mut rates_off, mut ratios, mut with_catch_up) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut behinds, mut catch_ups) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let on_first = round % 2 == 1;
+        let mut pair = [0.0f64; 2];
+        for step in 0..2 {
+            let checkpoints = (step == 0) == on_first;
+            let store = if checkpoints { &on } else { &off };
+            let cpu_self = cpu_seconds("self");
+            let cpu_mongod = mongod.as_deref().and_then(cpu_seconds);
+            let started = Instant::now();
+            let (rate, latencies) = store_appends(store, TREE_CALLERS, TREE_PER_CALLER).await;
+            let appended = started.elapsed();
+            let mut line = format!(
+                "round {round:>2} checkpoints {:<3}: {rate:>7.0} events/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
+                if checkpoints { "on" } else { "off" },
+                ms(percentile(&latencies, 0.50)),
+                ms(percentile(&latencies, 0.99)),
+            );
+            if checkpoints {
+                let (behind, took) = catch_up(on.clone(), notary.clone()).await;
+                let events = (TREE_CALLERS * TREE_PER_CALLER) as f64;
+                let overall = events / (appended + took).as_secs_f64();
+                line.push_str(&format!(
+                    "  tree behind at the end {behind:>6} events, caught up in {:>6.0} ms ({overall:.0} events/s counting the catch-up)",
+                    ms(took)
+                ));
+                behinds.push(behind as f64);
+                catch_ups.push(ms(took));
+                with_catch_up.push(overall);
+                rates_on.push(rate);
+                pair[0] = rate;
+            } else {
+                rates_off.push(rate);
+                pair[1] = rate;
+            }
+            if let (Some(before), Some(after)) = (cpu_self, cpu_seconds("self")) {
+                line.push_str(&format!("  cpu bench {:.2} s", after - before));
+            }
+            if let (Some(before), Some(after)) =
+                (cpu_mongod, mongod.as_deref().and_then(cpu_seconds))
+            {
+                line.push_str(&format!(" mongod {:.2} s", after - before));
+            }
+            println!("{line}");
+        }
+        ratios.push(pair[0] / pair[1]);
+    }
+    let (lo, hi) = range(&rates_on);
+    println!(
+        "checkpoints on : median {:.0} events/s (range {lo:.0}-{hi:.0})",
+        median(&rates_on)
+    );
+    let (lo, hi) = range(&rates_off);
+    println!(
+        "checkpoints off: median {:.0} events/s (range {lo:.0}-{hi:.0})",
+        median(&rates_off)
+    );
+    let (lo, hi) = range(&ratios);
+    println!(
+        "on/off ratio per pair: median {:.3} (range {lo:.3}-{hi:.3}); cost of the tree {:.1} %",
+        median(&ratios),
+        100.0 * (1.0 - median(&ratios))
+    );
+    let (lo, hi) = range(&with_catch_up);
+    println!(
+        "on, counting the catch-up: median {:.0} events/s (range {lo:.0}-{hi:.0}), {:.1} % below off's median",
+        median(&with_catch_up),
+        100.0 * (1.0 - median(&with_catch_up) / median(&rates_off))
+    );
+    let (lo, hi) = range(&behinds);
+    let (clo, chi) = range(&catch_ups);
+    println!(
+        "tree behind the log at the end of an on round: median {:.0} events (range {lo:.0}-{hi:.0}); catch-up median {:.0} ms (range {clo:.0}-{chi:.0})",
+        median(&behinds),
+        median(&catch_ups)
+    );
+    let head = notary.tree().head().await.unwrap();
+    let latest = notary.latest().await.unwrap().map_or(0, |c| c.size);
+    println!(
+        "tree at the end: {} leaves, latest checkpoint {latest}",
+        head.size
+    );
+    client.database(&db_on).drop().await.unwrap();
+    client.database(&db_off).drop().await.unwrap();
+}
+
 fn main() {
     // `cargo test --benches` runs this binary without `--bench`: do nothing then.
     if !std::env::args().any(|a| a == "--bench") {
@@ -125,6 +313,10 @@ fn main() {
         let db = format!("bench_store_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
         if let Ok(depths) = std::env::var("CV_BENCH_DEPTHS") {
             compare_depths(&client, &db, &depths).await;
+            std::process::exit(0);
+        }
+        if std::env::var("CV_BENCH_CHECKPOINTS").as_deref() == Ok("alternate") {
+            compare_checkpoints(&client, &db).await;
             std::process::exit(0);
         }
         let store = EventStore::open(&client, &db, StoreConfig::default()).await.unwrap();

@@ -5,6 +5,10 @@
 //! reference (docs/s); saturated transfers/s with p50/p99 latency; p50/p99 latency at half that
 //! rate; projection lag p50/p99 (answer → balance read model has applied the transfer); and a
 //! single hot account's transfer rate. Every loop is bounded by a request count.
+//!
+//! `BENCH_CHECKPOINTS=on` gives the service a checkpoint signing key (issue 16: the notary
+//! builds the log's Merkle tree and signs checkpoints beside the writers); `off` (the default)
+//! runs it without. Compare the two by alternating runs against the same mongod.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,7 +141,7 @@ fn main() {
     runtime.block_on(async {
         let url = mongo_url();
         let db = format!("bench_ledger_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
-        let vars: Vec<(&str, String)> = vec![
+        let mut vars: Vec<(&str, String)> = vec![
             ("MONGO_URL", url.clone()),
             ("DB_NAME", db.clone()),
             ("HOST", "127.0.0.1".into()),
@@ -150,6 +154,15 @@ fn main() {
             ("RATE_LIMIT_PER_USER_PER_MIN", "10000000".into()),
             ("MAX_CONNECTIONS_PER_CLIENT", "4096".into()),
         ];
+        match std::env::var("BENCH_CHECKPOINTS").as_deref() {
+            Ok("on") => {
+                let key = cryptovault_events::checkpoint::SignerKey::from_seed("bench.local/ledger", [1; 32]).unwrap();
+                vars.push(("CHECKPOINT_SIGNING_KEY", key.to_private_string()));
+                println!("checkpoints on (the notary builds the tree and signs)");
+            }
+            Ok("off") | Err(_) => println!("checkpoints off"),
+            Ok(other) => panic!("BENCH_CHECKPOINTS must be on or off, not {other}"),
+        }
         let config = Config::from_lookup(move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())).unwrap();
         let app = Application::build(config).await.unwrap();
         let base = format!("http://{}", app.local_addr());
