@@ -40,6 +40,10 @@ pub enum AuditCommand {
         new: PathBuf,
         #[command(flatten)]
         key: KeyArg,
+        /// Across a key rotation: the retired verifier key that signed OLD (string or @FILE);
+        /// `--key` is then the key of the newer checkpoint.
+        #[arg(long = "old-key", value_name = "VERIFIER_KEY_OR_@FILE")]
+        old_key: Option<String>,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -132,8 +136,12 @@ pub fn run(command: AuditCommand) -> i32 {
             old,
             new,
             key,
+            old_key,
             output,
-        } => report(output.json, verify_consistency(&old, &new, &key)),
+        } => report(
+            output.json,
+            verify_consistency(&old, &new, &key, old_key.map(|key| KeyArg { key }).as_ref()),
+        ),
         AuditCommand::VerifyLiabilities { file, key, output } => report(
             output.json,
             crate::liabilities::offline::verify_file(&file, &key),
@@ -240,11 +248,20 @@ fn old_checkpoint(path: &Path) -> Result<String, Failure> {
     Ok(bundle.new_checkpoint)
 }
 
-fn verify_consistency(old: &Path, new: &Path, key: &KeyArg) -> Result<Verified, Failure> {
+fn verify_consistency(
+    old: &Path,
+    new: &Path,
+    key: &KeyArg,
+    old_key: Option<&KeyArg>,
+) -> Result<Verified, Failure> {
     let key = key.load()?;
+    let old_key = match old_key {
+        Some(old_key) => old_key.load()?,
+        None => key.clone(),
+    };
     let old_note = old_checkpoint(old)?;
     let bundle: ConsistencyBundle = read_json(new, "consistency bundle")?;
-    let report = bundle::verify_consistency_bundle(&old_note, &bundle, &key)?;
+    let report = bundle::verify_consistency_across_keys(&old_note, &old_key, &bundle, &key)?;
     Ok(Verified {
         summary: format!(
             "OK: the log {} at size {} (root {}) is an unchanged prefix of the log at size {} \

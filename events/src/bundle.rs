@@ -516,13 +516,25 @@ pub fn verify_consistency_bundle(
     bundle: &ConsistencyBundle,
     key: &VerifierKey,
 ) -> Result<ConsistencyReport, BundleError> {
+    verify_consistency_across_keys(old_note_text, key, bundle, key)
+}
+
+/// As [`verify_consistency_bundle`], across a key rotation: the old note must verify under
+/// `old_key` (the retired key), the bundle's new note under `key` (the current one); both keys
+/// name the same log (origin).
+pub fn verify_consistency_across_keys(
+    old_note_text: &str,
+    old_key: &VerifierKey,
+    bundle: &ConsistencyBundle,
+    key: &VerifierKey,
+) -> Result<ConsistencyReport, BundleError> {
     if bundle.format != CONSISTENCY_FORMAT {
         return Err(BundleError::UnknownFormat {
             found: bundle.format.clone(),
             expected: CONSISTENCY_FORMAT,
         });
     }
-    let old = open_checkpoint(old_note_text, key, NoteRole::Old)?;
+    let old = open_checkpoint(old_note_text, old_key, NoteRole::Old)?;
     let new = open_checkpoint(&bundle.new_checkpoint, key, NoteRole::New)?;
     if old.origin() != new.origin() {
         return Err(BundleError::OriginsDiffer {

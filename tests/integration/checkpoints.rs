@@ -722,6 +722,29 @@ async fn a_rotated_key_signs_on_from_the_old_keys_last_checkpoint_and_an_unknown
         &hashes(&proof["proof"]),
     )
     .unwrap();
+    // Offline: the CLI checks it with the retired key for the old note and the new key for the
+    // bundle; with the new key alone the old note does not verify.
+    let dir = tempfile::tempdir().unwrap();
+    let (old_file, new_file) = (dir.path().join("old.note"), dir.path().join("new.json"));
+    std::fs::write(&old_file, proof["old_checkpoint"].as_str().unwrap()).unwrap();
+    std::fs::write(&new_file, proof.to_string()).unwrap();
+    let (old_file, new_file) = (old_file.to_str().unwrap(), new_file.to_str().unwrap());
+    let new_key = new_key.to_string();
+    let args = [
+        "audit",
+        "verify-consistency",
+        old_file,
+        new_file,
+        "--key",
+        &new_key,
+    ];
+    let (code, out) = run(
+        env!("CARGO_BIN_EXE_cryptovault"),
+        &[&args[..], &["--old-key", &retired]].concat(),
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(env!("CARGO_BIN_EXE_cryptovault"), &args);
+    assert_eq!(code, 1, "{out}");
     app.finish().await;
 }
 
