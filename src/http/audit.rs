@@ -29,7 +29,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(audit_logs))
 }
 
-fn auditor(caller: &AuthUser) -> Result<(), ApiError> {
+/// 403 `forbidden` unless the caller has the auditor or admin role (every auditor route).
+pub(crate) fn auditor(caller: &AuthUser) -> Result<(), ApiError> {
     if caller.claims.roles.contains(&Role::Auditor) || caller.claims.roles.contains(&Role::Admin) {
         Ok(())
     } else {

@@ -13,14 +13,14 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::audit::auditor;
 use super::error::ApiError;
 use super::extract::AuthUser;
+use super::proofs::notary;
 use super::query::ApiQuery;
 use super::views::ErrorBody;
 use super::AppState;
-use crate::identity::Role;
 use crate::liabilities::{self, CheckpointSource, IssueError, ProofError};
-use crate::notary::Notary;
 use crate::store::liabilities::IssuanceRow;
 use crate::store::read_models::SumError;
 
@@ -28,21 +28,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(issue, latest))
         .routes(routes!(proof))
-}
-
-fn auditor(caller: &AuthUser) -> Result<(), ApiError> {
-    if caller.claims.roles.contains(&Role::Auditor) || caller.claims.roles.contains(&Role::Admin) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "this requires the auditor or admin role".into(),
-        ))
-    }
-}
-
-/// The notary, or 503 `checkpoints_disabled` without `CHECKPOINT_SIGNING_KEY`.
-fn notary(state: &AppState) -> Result<&Notary, ApiError> {
-    state.notary.as_ref().ok_or(ApiError::CheckpointsDisabled)
 }
 
 /// The checkpoint key and a checkpoint of the log as it is now: the notary brings its tree up

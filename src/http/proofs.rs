@@ -19,6 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::audit::auditor;
 use super::error::ApiError;
 use super::extract::AuthUser;
 use super::paging::{number, page_size};
@@ -26,7 +27,6 @@ use super::query::ApiQuery;
 use super::read_your_writes;
 use super::views::ErrorBody;
 use super::AppState;
-use crate::identity::Role;
 use crate::notary::Notary;
 use crate::store::tree::StoredCheckpoint;
 
@@ -51,16 +51,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 pub(crate) fn notary(state: &AppState) -> Result<&Notary, ApiError> {
     state.notary.as_ref().ok_or(ApiError::CheckpointsDisabled)
-}
-
-fn auditor(caller: &AuthUser) -> Result<(), ApiError> {
-    if caller.claims.roles.contains(&Role::Auditor) || caller.claims.roles.contains(&Role::Admin) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "this requires the auditor or admin role".into(),
-        ))
-    }
 }
 
 pub(crate) fn b64(hash: &Hash) -> String {
