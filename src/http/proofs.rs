@@ -11,6 +11,7 @@ use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use cryptovault_events::checkpoint::Checkpoint;
 use cryptovault_events::merkle::Hash;
 use cryptovault_events::EventEnvelope;
 use serde::{Deserialize, Serialize};
@@ -429,25 +430,24 @@ async fn prove(
     for event in events {
         let leaf_index = event.position - 1;
         let proof = notary.inclusion_proof(leaf_index, checkpoint.size).await?;
-        // Never hand out a proof that does not verify: the stored event or subtrees no longer
-        // match what was signed (tampering or damage). Alarm, and answer an error.
-        let intact = cryptovault_events::canonical::event_hash(&event) == event.hash;
-        let included = crate::notary::rules::leaf_hash(&event).is_ok_and(|leaf| {
-            cryptovault_events::merkle::verify_inclusion(
-                &leaf,
-                leaf_index,
-                checkpoint.size,
-                &proof,
-                &checkpoint.root,
-            )
-            .is_ok()
-        });
-        if !(intact && included) {
+        // Never hand out a proof that does not verify (the offline verifier's own check): the
+        // stored event or subtrees no longer match what was signed (tampering or damage).
+        // Alarm, and answer an error.
+        let signed =
+            Checkpoint::new(notary.origin(), checkpoint.size, checkpoint.root).map_err(|e| {
+                ApiError::from(anyhow::anyhow!("checkpoint of {}: {e}", checkpoint.size))
+            })?;
+        if let Err(failure) = cryptovault_events::bundle::verify_included(
+            entries.len(),
+            &event,
+            leaf_index,
+            &proof,
+            &signed,
+        ) {
             metrics::counter!("ledger_proof_failures_total").increment(1);
             return Err(ApiError::from(anyhow::anyhow!(
                 "the event at position {} does not verify against the signed checkpoint of {} \
-                 events (content intact: {intact}; included: {included}): the log or the tree \
-                 was changed",
+                 events ({failure}): the log or the tree was changed",
                 event.position,
                 checkpoint.size
             )));

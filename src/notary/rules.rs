@@ -11,14 +11,12 @@ use cryptovault_events::{ChainBreak, ChainBreakKind, ChainVerifier, EventEnvelop
 /// chain hash commits to the event's canonical bytes and to `prev_hash`, so a verifier holding
 /// the envelope recomputes it, and from it the leaf hash `SHA-256(0x00 ‖ hash)`.
 pub fn leaf_bytes(event: &EventEnvelope) -> Result<Hash, ChainBreak> {
-    let mut bytes = [0u8; merkle::HASH_SIZE];
-    hex::decode_to_slice(&event.hash, &mut bytes).map_err(|e| ChainBreak {
+    cryptovault_events::bundle::event_leaf(&event.hash).ok_or_else(|| ChainBreak {
         position: event.position,
         kind: ChainBreakKind::Unreadable {
-            reason: format!("hash is not 64 hex digits: {e}"),
+            reason: "hash is not 64 hex digits".into(),
         },
-    })?;
-    Ok(bytes)
+    })
 }
 
 /// The RFC 6962 leaf hash of `event` (leaf index `position - 1`).
