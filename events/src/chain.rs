@@ -98,17 +98,36 @@ impl ChainVerifier {
                 },
             });
         }
-        if event.prev_hash != self.prev_hash {
+        self.push_link(event.position, &event.prev_hash, &event.hash)
+    }
+
+    /// Checks the next link of the chain without the event's content: `position` is the next
+    /// one and `prev_hash` the previous event's hash; `hash` is taken as the event's hash
+    /// unchecked. Only for hashes the caller computed itself from the content (the events its
+    /// own process sealed); events read from storage go through [`Self::push`].
+    pub fn push_link(
+        &mut self,
+        position: u64,
+        prev_hash: &str,
+        hash: &str,
+    ) -> Result<(), ChainBreak> {
+        if position != self.next_position {
             return Err(ChainBreak {
-                position: event.position,
+                position: self.next_position.min(position),
+                kind: ChainBreakKind::MissingPosition,
+            });
+        }
+        if prev_hash != self.prev_hash {
+            return Err(ChainBreak {
+                position,
                 kind: ChainBreakKind::PrevHashMismatch {
-                    stored: event.prev_hash.clone(),
+                    stored: prev_hash.to_owned(),
                     expected: self.prev_hash.clone(),
                 },
             });
         }
         self.next_position += 1;
-        self.prev_hash.clone_from(&event.hash);
+        hash.clone_into(&mut self.prev_hash);
         Ok(())
     }
 

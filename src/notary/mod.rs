@@ -48,6 +48,10 @@ const FORCED_BATCHES: usize = 4;
 const FORCED_SPACING: Duration = Duration::from_secs(1);
 /// The background task's pause when the tree is caught up.
 const IDLE_POLL: Duration = Duration::from_millis(200);
+/// The background task's syncs start at least this far apart, so their fixed queries (about
+/// six) are paid at most 20 times a second however fast the log grows; the tree follows the
+/// log within about this much.
+const FOLLOW_SPACING: Duration = Duration::from_millis(50);
 
 /// Why a notary operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +135,7 @@ impl Notary {
                 last_forced: Mutex::new(None),
             }),
         };
+        notary.inner.store.sealed().enable();
         tokio::spawn(notary.clone().run());
         Some(notary)
     }
@@ -279,11 +284,13 @@ impl Notary {
             crate::store::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut head = self.inner.store.head_watch();
         loop {
+            let started = tokio::time::Instant::now();
             match self.sync(false).await {
                 Ok(latest) => {
                     backoff.reset();
                     self.record_gauges(latest.as_ref()).await;
                     let _ = tokio::time::timeout(IDLE_POLL, head.changed()).await;
+                    tokio::time::sleep_until(started + FOLLOW_SPACING).await;
                 }
                 Err(NotaryError::Refused(refusal)) => {
                     metrics::counter!("ledger_checkpoint_refusals_total", "reason" => refusal.label())
@@ -337,33 +344,44 @@ impl Notary {
         };
         let cached = cache.insert(cached);
         let head = cached.head.clone();
-        let events = self.inner.store.read_all(head.size + 1, BATCH).await?;
-        let contiguous = events
-            .iter()
-            .zip(head.size + 1..)
-            .take_while(|(e, position)| e.position == *position)
-            .count();
-        if contiguous == 0 {
-            if events.is_empty() {
-                cached.gap_since = None;
-                return Ok(false);
-            }
-            let since = *cached.gap_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= GAP_GRACE && self.inner.store.head().await?.0 > head.size {
-                return Err(Refusal::Chain(ChainBreak {
-                    position: head.size + 1,
-                    kind: ChainBreakKind::MissingPosition,
-                })
-                .into());
-            }
-            return Ok(false);
-        }
-        cached.gap_since = None;
-        let events = &events[..contiguous];
         let mut verifier = ChainVerifier::resume(head.size, &head.last_hash);
         let mut frontier = cached.frontier.clone();
-        let completed =
-            rules::extend(&mut verifier, &mut frontier, events).map_err(Refusal::Chain)?;
+        // This process's own commits come from memory; the rest is read from the log.
+        let links = self.inner.store.sealed().take_from(head.size + 1, BATCH);
+        let completed = if links.is_empty() {
+            let events = self.inner.store.read_all(head.size + 1, BATCH).await?;
+            let contiguous = events
+                .iter()
+                .zip(head.size + 1..)
+                .take_while(|(e, position)| e.position == *position)
+                .count();
+            if contiguous == 0 {
+                if events.is_empty() {
+                    cached.gap_since = None;
+                    return Ok(false);
+                }
+                let since = *cached.gap_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= GAP_GRACE && self.inner.store.head().await?.0 > head.size {
+                    return Err(Refusal::Chain(ChainBreak {
+                        position: head.size + 1,
+                        kind: ChainBreakKind::MissingPosition,
+                    })
+                    .into());
+                }
+                return Ok(false);
+            }
+            let events = &events[..contiguous];
+            let completed = rules::extend(&mut verifier, &mut frontier, events);
+            metrics::counter!("ledger_tree_events_total", "source" => "log")
+                .increment(events.len() as u64);
+            completed
+        } else {
+            metrics::counter!("ledger_tree_events_total", "source" => "memory")
+                .increment(links.len() as u64);
+            rules::extend_sealed(&mut verifier, &mut frontier, &links)
+        }
+        .map_err(Refusal::Chain)?;
+        cached.gap_since = None;
         let new_head = TreeHead {
             size: verifier.verified(),
             last_hash: verifier.last_hash().to_owned(),
@@ -506,12 +524,26 @@ impl Notary {
                 return Err(Refusal::Rollback { size: known_size }.into());
             }
         }
+        let due = rules::signing_due(
+            latest.as_ref().map(|c| (c.size, c.issued_at)),
+            size,
+            Utc::now(),
+            self.inner.every_events,
+            self.inner.every,
+            forced,
+        );
         if let Some(old) = &latest {
-            // The rule, checked whenever the tree or the latest checkpoint moved (not only
-            // before signing, so a tree rebuilt from a rewritten log is reported at once): the
-            // latest signed tree, and the largest this process ever verified, are prefixes of
-            // this process's tree (built from the log).
-            if old.size <= size && cached.checked != Some((old.size, size)) {
+            // The rule, checked before signing and whenever the latest checkpoint moved or this
+            // tree first reaches it (so a tree rebuilt from a rewritten log is reported at
+            // once): the latest signed tree, and the largest this process ever verified, are
+            // prefixes of this process's tree (built from the log).
+            let unchecked = match cached.checked {
+                None => true,
+                Some((checked_old, checked_size)) => {
+                    checked_old != old.size || (due && checked_size != size)
+                }
+            };
+            if old.size <= size && unchecked {
                 self.check_ours(old)?;
                 self.check_extends(old.size, &old.root, size, &root).await?;
                 if let Some((known_size, known_root)) = known.filter(|(k, _)| *k < old.size) {
@@ -532,14 +564,6 @@ impl Notary {
                 }
             }
         }
-        let due = rules::signing_due(
-            latest.as_ref().map(|c| (c.size, c.issued_at)),
-            size,
-            Utc::now(),
-            self.inner.every_events,
-            self.inner.every,
-            forced,
-        );
         if !due {
             return Ok(latest);
         }
@@ -560,6 +584,7 @@ impl Notary {
         {
             Inserted::New => {
                 self.remember(size, root);
+                cached.checked = Some((size, size));
                 metrics::counter!("ledger_checkpoints_signed_total").increment(1);
                 tracing::info!(size, root = %hex::encode(root), "notary: checkpoint signed");
                 Ok(Some(signed))

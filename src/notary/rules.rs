@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use cryptovault_events::merkle::{self, CompletedSubtree, Frontier, Hash};
 use cryptovault_events::{ChainBreak, ChainBreakKind, ChainVerifier, EventEnvelope};
 
+use crate::store::sealed_feed::SealedLink;
+
 /// The leaf bytes of an event: the 32 bytes of its chain hash (`envelope.hash`, hex). The
 /// chain hash commits to the event's canonical bytes and to `prev_hash`, so a verifier holding
 /// the envelope recomputes it, and from it the leaf hash `SHA-256(0x00 ‖ hash)`.
@@ -37,16 +39,50 @@ pub fn extend(
     let mut completed = Vec::new();
     for event in events {
         verifier.push(event)?;
-        let leaf = leaf_hash(event)?;
-        let done = frontier.append(leaf).map_err(|e| ChainBreak {
-            position: event.position,
-            kind: ChainBreakKind::Unreadable {
-                reason: e.to_string(),
-            },
-        })?;
-        completed.extend(done);
+        completed.extend(append_leaf(frontier, event.position, &leaf_hash(event)?)?);
     }
     Ok(completed)
+}
+
+/// Appends the links of events this process sealed and committed itself (`links`, in
+/// position order from the verifier's next position) to `frontier`, checking each link of the
+/// chain (next position, `prev_hash` = the previous hash) but not re-hashing content the
+/// writer hashed itself. Returns the subtrees the new leaves completed.
+pub fn extend_sealed(
+    verifier: &mut ChainVerifier,
+    frontier: &mut Frontier,
+    links: &[SealedLink],
+) -> Result<Vec<CompletedSubtree>, ChainBreak> {
+    let mut completed = Vec::new();
+    for link in links {
+        verifier.push_link(link.position, &link.prev_hash, &link.hash)?;
+        let leaf =
+            cryptovault_events::bundle::event_leaf(&link.hash).ok_or_else(|| ChainBreak {
+                position: link.position,
+                kind: ChainBreakKind::Unreadable {
+                    reason: "hash is not 64 hex digits".into(),
+                },
+            })?;
+        completed.extend(append_leaf(
+            frontier,
+            link.position,
+            &merkle::leaf_hash(&leaf),
+        )?);
+    }
+    Ok(completed)
+}
+
+fn append_leaf(
+    frontier: &mut Frontier,
+    position: u64,
+    leaf_hash: &Hash,
+) -> Result<Vec<CompletedSubtree>, ChainBreak> {
+    frontier.append(*leaf_hash).map_err(|e| ChainBreak {
+        position,
+        kind: ChainBreakKind::Unreadable {
+            reason: e.to_string(),
+        },
+    })
 }
 
 /// When to sign: the tree has grown past the latest checkpoint, and either by `every_events`

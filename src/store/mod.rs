@@ -24,6 +24,7 @@ pub mod personal_keys;
 pub mod plan;
 pub mod read_models;
 pub mod schema;
+pub mod sealed_feed;
 pub mod sessions;
 pub mod snapshots;
 mod stored_state;
@@ -126,6 +127,8 @@ struct Inner {
     writer: mpsc::Sender<PendingAppend>,
     head: watch::Receiver<u64>,
     config: StoreConfig,
+    /// What this process's writer committed, for its notary.
+    sealed: Arc<sealed_feed::SealedFeed>,
 }
 
 impl EventStore {
@@ -147,12 +150,14 @@ impl EventStore {
         let initial_head = read_head(&db).await?.0;
         let (head_tx, head_rx) = watch::channel(initial_head);
         let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let sealed = Arc::new(sealed_feed::SealedFeed::default());
         let writer = Writer::new(
             client.clone(),
             db.collection(schema::EVENTS),
             db.collection(schema::META),
             config.clone(),
             head_tx,
+            sealed.clone(),
         );
         tokio::spawn(writer.run(rx));
         Ok(Self {
@@ -162,6 +167,7 @@ impl EventStore {
                 writer: tx,
                 head: head_rx,
                 config,
+                sealed,
             }),
         })
     }
@@ -295,6 +301,11 @@ impl EventStore {
 
     pub(crate) fn head_watch(&self) -> watch::Receiver<u64> {
         self.inner.head.clone()
+    }
+
+    /// The links this process's writer committed (off until the notary turns it on).
+    pub(crate) fn sealed(&self) -> &sealed_feed::SealedFeed {
+        &self.inner.sealed
     }
 
     pub(crate) fn config(&self) -> &StoreConfig {

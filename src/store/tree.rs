@@ -1,11 +1,16 @@
 //! The log's Merkle tree and its signed checkpoints in MongoDB (issue 16).
 //!
-//! - `merkle_subtrees`: one document per **perfect, aligned subtree** the tree has completed,
-//!   `{_id: {level, index}, hash}` (level 0 = the leaves; `index` counts subtrees of that level
-//!   from the left; `hash` is 32 bytes). A subtree's hash never changes once its last leaf is
-//!   appended, so documents are only ever inserted; an insert that meets an existing document
-//!   compares the two and reports a different one ([`Extended::Diverged`]). About `2n`
-//!   documents for `n` events; any proof reads `O(log n)` of them in one query.
+//! - `merkle_subtrees`: one document per **perfect, aligned subtree of at least
+//!   [`LOWEST_STORED_LEVEL`]** (16 leaves) the tree has completed, `{_id: {level, index}, hash}`
+//!   (`index` counts subtrees of that level from the left; `hash` is 32 bytes). A subtree's
+//!   hash never changes once its last leaf is appended, so documents are only ever inserted;
+//!   an insert that meets an existing document compares the two and reports a different one
+//!   ([`Extended::Diverged`]). About `n / 8` documents for `n` events. **Smaller subtrees are
+//!   not stored:** their leaves are the events' chain hashes, so [`TreeStore::subtrees`]
+//!   computes them from the `hash` field of at most 15 events each (the events of one stored
+//!   subtree's width). Any proof reads `O(log n)` documents and at most `2 · 15` event hashes
+//!   per leaf it proves, in two queries; issue 16's benchmark shows what the ~2 inserts per
+//!   event cost when every level was stored.
 //! - `merkle_state`: `{_id: "tree", generation, size, last_hash}`: how many leaves the stored
 //!   subtrees of this generation cover and the chain hash of the last one. It only moves
 //!   forward, after the subtrees it covers are stored; a rebuild starts a new generation. The
@@ -21,7 +26,7 @@ use std::collections::BTreeMap;
 
 use bson::{doc, spec::BinarySubtype, Binary, Bson, Document};
 use chrono::{DateTime, Utc};
-use cryptovault_events::merkle::{CompletedSubtree, Hash, Subtree, HASH_SIZE};
+use cryptovault_events::merkle::{self, CompletedSubtree, Hash, Subtree, HASH_SIZE};
 use futures::TryStreamExt;
 use mongodb::options::{InsertManyOptions, ReadConcern};
 use mongodb::{Collection, Database};
@@ -33,6 +38,15 @@ use super::{durable_write_concern, StoreError};
 pub const SUBTREES: &str = "merkle_subtrees";
 pub const TREE_STATE: &str = "merkle_state";
 pub const CHECKPOINTS: &str = "log_checkpoints";
+
+/// The lowest level stored in `merkle_subtrees` (subtrees of `2^4 = 16` leaves); the levels
+/// below are computed from the events' hashes when a proof needs them.
+pub const LOWEST_STORED_LEVEL: u32 = 4;
+
+/// Whether `subtree` is one `merkle_subtrees` holds.
+pub fn is_stored(subtree: &Subtree) -> bool {
+    subtree.level() >= LOWEST_STORED_LEVEL
+}
 
 const TREE_ID: &str = "tree";
 
@@ -92,6 +106,8 @@ pub enum Inserted {
 /// The three collections. Cheap to clone.
 #[derive(Clone)]
 pub struct TreeStore {
+    /// The log, for the hashes of the levels not stored.
+    events: Collection<Document>,
     subtrees: Collection<Document>,
     state: Collection<Document>,
     checkpoints: Collection<Document>,
@@ -108,6 +124,7 @@ impl TreeStore {
                 .build(),
         );
         Self {
+            events: db.collection(super::schema::EVENTS),
             subtrees: db.collection(SUBTREES),
             state: db.collection(TREE_STATE),
             checkpoints: db.collection(CHECKPOINTS),
@@ -143,8 +160,24 @@ impl TreeStore {
         Ok(self.state().await?.head)
     }
 
-    /// The stored hashes of `wanted` (those that exist), in one query.
+    /// The hashes of `wanted` that can be had (missing ones are left out): those of at least
+    /// [`LOWEST_STORED_LEVEL`] from `merkle_subtrees`, the smaller ones computed from the
+    /// stored `hash` of the events they cover (leaf `i` is the event at position `i + 1`).
+    /// Neither is trusted: a proof built from them is checked against a signed root before it
+    /// is served or relied on, and a changed event hash shows as a proof that does not verify.
     pub async fn subtrees(
+        &self,
+        wanted: &[Subtree],
+    ) -> Result<BTreeMap<Subtree, Hash>, StoreError> {
+        let (stored, computed): (Vec<Subtree>, Vec<Subtree>) =
+            wanted.iter().partition(|s| is_stored(s));
+        let mut found = self.stored_subtrees(&stored).await?;
+        found.extend(self.computed_subtrees(&computed).await?);
+        Ok(found)
+    }
+
+    /// The documents of `wanted` in `merkle_subtrees`, in one query.
+    async fn stored_subtrees(
         &self,
         wanted: &[Subtree],
     ) -> Result<BTreeMap<Subtree, Hash>, StoreError> {
@@ -169,13 +202,56 @@ impl TreeStore {
         Ok(found)
     }
 
-    /// Stores `completed` (subtrees computed from the log). A subtree stored already (by
+    /// The small subtrees `wanted`, folded from their events' stored hashes (one query); a
+    /// subtree with a missing event or an unreadable hash is left out.
+    async fn computed_subtrees(
+        &self,
+        wanted: &[Subtree],
+    ) -> Result<BTreeMap<Subtree, Hash>, StoreError> {
+        if wanted.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let positions: std::collections::BTreeSet<i64> = wanted
+            .iter()
+            .flat_map(|s| s.start() + 1..=s.end())
+            .map(to_i64)
+            .collect();
+        let documents: Vec<Document> = self
+            .events
+            .find(doc! { "position": { "$in": positions.into_iter().collect::<Vec<_>>() } })
+            .projection(doc! { "_id": 0, "position": 1, "hash": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        let leaves: BTreeMap<u64, Hash> = documents
+            .iter()
+            .filter_map(|d| {
+                let position = to_u64(d.get_i64("position").ok()?);
+                let leaf = cryptovault_events::bundle::event_leaf(d.get_str("hash").ok()?)?;
+                Some((position - 1, merkle::leaf_hash(&leaf)))
+            })
+            .collect();
+        Ok(wanted
+            .iter()
+            .filter_map(|s| {
+                let hashes: Option<Vec<Hash>> = (s.start()..s.end())
+                    .map(|i| leaves.get(&i).copied())
+                    .collect();
+                Some((*s, merkle::root(&hashes?)))
+            })
+            .collect())
+    }
+
+    /// Stores those of `completed` (subtrees computed from the log) that are of a stored level
+    /// ([`is_stored`]; the rest are dropped). A subtree stored already (by
     /// another process, or an earlier attempt) must have the very same hash: a different one
     /// is returned as [`Extended::Diverged`] and nothing is overwritten.
     pub async fn store_subtrees(
         &self,
         completed: &[CompletedSubtree],
     ) -> Result<Extended, StoreError> {
+        let completed: Vec<&CompletedSubtree> =
+            completed.iter().filter(|c| is_stored(&c.subtree)).collect();
         if completed.is_empty() {
             return Ok(Extended::Done);
         }
@@ -196,7 +272,7 @@ impl TreeStore {
             return Err(error.into());
         }
         let wanted: Vec<Subtree> = completed.iter().map(|c| c.subtree).collect();
-        let stored = self.subtrees(&wanted).await?;
+        let stored = self.stored_subtrees(&wanted).await?;
         for c in completed {
             match stored.get(&c.subtree) {
                 Some(hash) if *hash == c.hash => {}

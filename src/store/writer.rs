@@ -34,6 +34,7 @@
 //! database. A group that accepts nothing is aborted, so refused batches write nothing at all.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bson::Document;
@@ -46,6 +47,7 @@ use super::document::to_document;
 use super::error::{AppendError, StoreError};
 use super::plan::{plan_group, GroupPlan, Head, StoredState};
 use super::schema::{is_duplicate_key, HEAD_SLOTS};
+use super::sealed_feed::SealedFeed;
 use super::stored_state::{read_head, read_stored_state};
 pub use super::transaction::durable_write_concern;
 use super::transaction::{
@@ -110,6 +112,8 @@ pub struct Writer {
     chain: Option<oneshot::Receiver<bool>>,
     /// Registers the sessions this writer runs transactions on; ends those of dead writers.
     sessions: WriterSessions,
+    /// Where acknowledged commits' links go, for this process's notary.
+    sealed: Arc<SealedFeed>,
 }
 
 impl Writer {
@@ -119,6 +123,7 @@ impl Writer {
         meta: Collection<Document>,
         config: StoreConfig,
         head_tx: watch::Sender<u64>,
+        sealed: Arc<SealedFeed>,
     ) -> Self {
         let sessions = WriterSessions::new(&client, &meta.namespace().db);
         Self {
@@ -133,6 +138,7 @@ impl Writer {
             next_slot: 0,
             chain: None,
             sessions,
+            sealed,
         }
     }
 
@@ -451,11 +457,13 @@ impl Writer {
         }
     }
 
-    /// After a commit: tell this instance's subscribers about the new head.
+    /// After an acknowledged commit: hand its links to the notary and tell this instance's
+    /// subscribers about the new head.
     fn publish(&self, plan: &GroupPlan) {
         let Some(position) = plan.envelopes.last().map(|e| e.position) else {
             return;
         };
+        self.sealed.publish(&plan.envelopes);
         self.head_tx.send_if_modified(|head| {
             let advanced = position > *head;
             if advanced {
