@@ -53,6 +53,15 @@ const IDLE_POLL: Duration = Duration::from_millis(200);
 /// log within about this much.
 const FOLLOW_SPACING: Duration = Duration::from_millis(50);
 
+/// Where a tree extension's events came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// This process's own acknowledged commits (`store::sealed_feed`).
+    Memory,
+    /// Read from the log and checked in full.
+    Log,
+}
+
 /// Why a notary operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NotaryError {
@@ -267,9 +276,15 @@ impl Notary {
     pub async fn sync(&self, forced: bool) -> Result<Option<StoredCheckpoint>, NotaryError> {
         let mut cache = self.inner.work.lock().await;
         let batches = if forced { FORCED_BATCHES } else { 200 };
+        // A background sync reads the log past the links in memory once: a position beyond
+        // them is usually this process's next group, committed but not yet handed over, and
+        // the next sync takes it from memory. A forced one reads on to the log's head.
+        let mut from_memory = false;
         for _ in 0..batches {
-            if !self.extend_once(&mut cache).await? {
-                break;
+            match self.extend_once(&mut cache, forced || !from_memory).await? {
+                Some(Source::Memory) => from_memory = true,
+                Some(Source::Log) => {}
+                None => break,
             }
         }
         let latest = self.sign_if_due(&mut cache, forced).await?;
@@ -333,8 +348,15 @@ impl Notary {
     }
 
     /// Extends this process's tree by one batch of events and stores what it completed;
-    /// `true` if it grew.
-    async fn extend_once(&self, cache: &mut Option<Cache>) -> Result<bool, NotaryError> {
+    /// where the batch came from if it grew. The batch is this process's own commits from
+    /// memory when the next position is there; else the log up to the next link in memory
+    /// (another process's events: certainly committed, as a later position is), or when
+    /// `read_on`, up to [`BATCH`] events.
+    async fn extend_once(
+        &self,
+        cache: &mut Option<Cache>,
+        read_on: bool,
+    ) -> Result<Option<Source>, NotaryError> {
         let tree = &self.inner.tree;
         let state = tree.state().await?;
         let cached = match cache.take() {
@@ -347,9 +369,22 @@ impl Notary {
         let mut verifier = ChainVerifier::resume(head.size, &head.last_hash);
         let mut frontier = cached.frontier.clone();
         // This process's own commits come from memory; the rest is read from the log.
-        let links = self.inner.store.sealed().take_from(head.size + 1, BATCH);
+        let feed = self.inner.store.sealed();
+        let links = feed.take_from(head.size + 1, BATCH);
+        let source = if links.is_empty() {
+            Source::Log
+        } else {
+            Source::Memory
+        };
         let completed = if links.is_empty() {
-            let events = self.inner.store.read_all(head.size + 1, BATCH).await?;
+            let limit = match feed.first_from(head.size + 1) {
+                Some(local) => {
+                    usize::try_from(local - head.size - 1).map_or(BATCH, |gap| gap.min(BATCH))
+                }
+                None if read_on => BATCH,
+                None => return Ok(None),
+            };
+            let events = self.inner.store.read_all(head.size + 1, limit).await?;
             let contiguous = events
                 .iter()
                 .zip(head.size + 1..)
@@ -358,7 +393,7 @@ impl Notary {
             if contiguous == 0 {
                 if events.is_empty() {
                     cached.gap_since = None;
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let since = *cached.gap_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= GAP_GRACE && self.inner.store.head().await?.0 > head.size {
@@ -368,7 +403,7 @@ impl Notary {
                     })
                     .into());
                 }
-                return Ok(false);
+                return Ok(None);
             }
             let events = &events[..contiguous];
             let completed = rules::extend(&mut verifier, &mut frontier, events);
@@ -402,7 +437,7 @@ impl Notary {
         tree.advance(&cached.generation, &new_head).await?;
         cached.head = new_head;
         cached.frontier = frontier;
-        Ok(true)
+        Ok(Some(source))
     }
 
     /// A tree to extend, trusting nothing stored that no signature vouches for: the latest

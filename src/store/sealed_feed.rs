@@ -67,6 +67,13 @@ impl SealedFeed {
         }
     }
 
+    /// The first position at or after `next` held here: every position before it is committed
+    /// (the log commits in position order), so a gap up to it is other processes' events.
+    pub fn first_from(&self, next: u64) -> Option<u64> {
+        let links = self.links.lock().ok()?;
+        links.range(next..).next().map(|(position, _)| *position)
+    }
+
     /// Removes and returns the links from position `next` on, as long as they are contiguous,
     /// at most `limit`; links before `next` are dropped (the consumer is past them). Empty when
     /// `next` itself is not here.
@@ -132,6 +139,7 @@ mod tests {
             "1 is behind, 4 is missing (another process's event)"
         );
         assert!(feed.take_from(4, 10).is_empty());
+        assert_eq!(feed.first_from(4), Some(5));
         let taken = feed.take_from(5, 1);
         assert_eq!(taken[0].position, 5);
         assert_eq!(taken[0].prev_hash, "h4");
