@@ -841,3 +841,72 @@ async fn deleted_checkpoints_are_a_rollback_and_nothing_is_signed() {
     );
     app.finish().await;
 }
+
+/// `count` deposits at once, spread over `users` and alternately over both instances.
+async fn interleaved_deposits(bases: [&str; 2], users: &[TestUser], count: usize) {
+    let calls = (0..count).map(|i| {
+        let base = bases[i % 2];
+        let user = &users[i % users.len()];
+        async move {
+            let (status, body) = post(
+                base,
+                user,
+                "/api/wallet/deposits",
+                json!({ "asset": "USD", "amount": format!("{}", i + 1) }),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+    });
+    futures::future::join_all(calls).await;
+}
+
+#[tokio::test]
+async fn concurrent_appends_on_two_instances_give_each_notary_the_logs_own_tree() {
+    // Each notary takes its own process's commits from memory and reads the other's from the
+    // log; with their appends interleaved, each signs the root of the whole log, and each
+    // signature extends the other's.
+    let a = TestApp::spawn("checkpoints_interleaved").await;
+    let b = spawn_app(&a.db, &[]).await;
+    let mut users = Vec::new();
+    for i in 0..6 {
+        users.push(a.user(&format!("user{i}@example.com")).await);
+    }
+    let audit = auditor(&a, "audit@example.com").await;
+    let key = test_checkpoint_key().verifier();
+    let mut signed = Vec::new();
+    for (round, signer) in [&a.base, &b, &a.base, &b].into_iter().enumerate() {
+        interleaved_deposits([&a.base, &b], &users, 60).await;
+        let (status, checkpoint) = sign_now(signer, &audit).await;
+        assert_eq!(status, StatusCode::CREATED, "round {round}: {checkpoint}");
+        let (size, root) = open(checkpoint["note"].as_str().unwrap(), &key).unwrap();
+        assert_eq!(size, a.event_count().await, "round {round}: the whole log");
+        assert_eq!(
+            root,
+            root_of_log(&a.base, &audit, size).await,
+            "round {round}: the log's own root"
+        );
+        signed.push((size, root));
+    }
+    for pair in signed.windows(2) {
+        let [(old_size, old_root), (new_size, new_root)] = pair else {
+            unreachable!()
+        };
+        let (status, proof) = get_json(
+            &a.base,
+            &audit,
+            &format!("/api/audit/proofs/consistency?from={old_size}&to={new_size}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{proof}");
+        merkle::verify_consistency(
+            *old_size,
+            *new_size,
+            old_root,
+            new_root,
+            &hashes(&proof["proof"]),
+        )
+        .unwrap();
+    }
+    a.finish().await;
+}
