@@ -285,5 +285,69 @@ async fn verifiable_statements_json_and_csv_digest_verify_offline_across_two_ins
             assert!(message.starts_with(&format!("{field}:")), "{error}");
         }
     }
+
+    // The same from the command line (`cryptovault export --verifiable`, its own process and
+    // notary): a JSON statement with proofs, and a CSV with its signed digest file; both
+    // verify offline, and a CSV of another user does not match the digest.
+    let as_str = |p: &Path| p.to_str().unwrap().to_owned();
+    let (json_file, csv_file, digest_file) =
+        (path("cli.json"), path("cli.csv"), path("cli-digest.json"));
+    let exported = |args: Vec<String>| {
+        let db = &a.db;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = db.cli(&args).await;
+            assert!(out.status.success(), "{}", described(&out));
+        }
+    };
+    exported(
+        [
+            "export",
+            "--email",
+            "alice@example.com",
+            "--format",
+            "json",
+            "--verifiable",
+        ]
+        .map(str::to_owned)
+        .into_iter()
+        .chain(["--output".to_owned(), as_str(&json_file)])
+        .collect(),
+    )
+    .await;
+    let out = verify(&[&json_file], None, &key);
+    assert_eq!(out.status.code(), Some(0), "{}", described(&out));
+    let statement: Value = serde_json::from_slice(&std::fs::read(&json_file).unwrap()).unwrap();
+    assert_eq!(statement["format"], "cryptovault.statement.v1");
+    let movements: usize = statement["statement"]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["movements"].as_array().unwrap().len())
+        .sum();
+    assert!(movements >= 3, "{statement}");
+    for (email, file) in [
+        ("alice@example.com", &csv_file),
+        ("bob@example.com", &path("bob.csv")),
+    ] {
+        let mut args: Vec<String> = [
+            "export", "--email", email, "--format", "csv", "--asset", "BTC",
+        ]
+        .map(str::to_owned)
+        .into();
+        args.extend(["--output".to_owned(), as_str(file)]);
+        if email.starts_with("alice") {
+            args.extend([
+                "--verifiable".to_owned(),
+                "--digest".to_owned(),
+                as_str(&digest_file),
+            ]);
+        }
+        exported(args).await;
+    }
+    let out = verify(&[&csv_file], Some(&digest_file), &key);
+    assert_eq!(out.status.code(), Some(0), "{}", described(&out));
+    let out = verify(&[&path("bob.csv")], Some(&digest_file), &key);
+    assert_eq!(out.status.code(), Some(1), "{}", described(&out));
     a.db.drop_database().await;
 }
