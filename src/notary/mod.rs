@@ -49,9 +49,9 @@ const FORCED_SPACING: Duration = Duration::from_secs(1);
 /// The background task's pause when the tree is caught up.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 /// The background task's syncs start at least this far apart, so their fixed queries (about
-/// six) are paid at most 20 times a second however fast the log grows; the tree follows the
+/// five) are paid at most 10 times a second however fast the log grows; the tree follows the
 /// log within about this much.
-const FOLLOW_SPACING: Duration = Duration::from_millis(50);
+const FOLLOW_SPACING: Duration = Duration::from_millis(100);
 
 /// Where a tree extension's events came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +109,8 @@ struct Inner {
     known: std::sync::Mutex<Option<(u64, Hash)>>,
     /// When this process last signed on demand.
     last_forced: Mutex<Option<Instant>>,
+    /// Leaves of this process's tree (for the gauges).
+    tree_size: std::sync::atomic::AtomicU64,
 }
 
 /// This process's tree: built from position 1 or from a checkpoint whose signature and root it
@@ -142,6 +144,7 @@ impl Notary {
                 refusal: std::sync::Mutex::new(None),
                 known: std::sync::Mutex::new(None),
                 last_forced: Mutex::new(None),
+                tree_size: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         notary.inner.store.sealed().enable();
@@ -275,18 +278,39 @@ impl Notary {
     /// latest checkpoint.
     pub async fn sync(&self, forced: bool) -> Result<Option<StoredCheckpoint>, NotaryError> {
         let mut cache = self.inner.work.lock().await;
+        let tree = &self.inner.tree;
+        let state = tree.state().await?;
+        let cached = match cache.take() {
+            // A new generation (a rebuild began): start again.
+            Some(c) if c.generation == state.generation => c,
+            _ => self.bootstrap(&state).await?,
+        };
+        let cached = cache.insert(cached);
         let batches = if forced { FORCED_BATCHES } else { 200 };
         // A background sync reads the log past the links in memory once: a position beyond
         // them is usually this process's next group, committed but not yet handed over, and
         // the next sync takes it from memory. A forced one reads on to the log's head.
         let mut from_memory = false;
+        let mut extended = Ok(());
         for _ in 0..batches {
-            match self.extend_once(&mut cache, forced || !from_memory).await? {
-                Some(Source::Memory) => from_memory = true,
-                Some(Source::Log) => {}
-                None => break,
+            match self.extend_once(cached, forced || !from_memory).await {
+                Ok(Some(Source::Memory)) => from_memory = true,
+                Ok(Some(Source::Log)) => {}
+                Ok(None) => break,
+                Err(error) => {
+                    extended = Err(error);
+                    break;
+                }
             }
         }
+        // What was stored is recorded even when a later batch failed.
+        if cached.head.size > state.head.size {
+            tree.advance(&cached.generation, &cached.head).await?;
+        }
+        self.inner
+            .tree_size
+            .store(cached.head.size, std::sync::atomic::Ordering::Relaxed);
+        extended?;
         let latest = self.sign_if_due(&mut cache, forced).await?;
         if let Ok(mut last) = self.inner.refusal.lock() {
             *last = None;
@@ -333,10 +357,10 @@ impl Notary {
     }
 
     async fn record_gauges(&self, latest: Option<&StoredCheckpoint>) {
-        let tree_size = match self.inner.tree.head().await {
-            Ok(head) => head.size,
-            Err(_) => return,
-        };
+        let tree_size = self
+            .inner
+            .tree_size
+            .load(std::sync::atomic::Ordering::Relaxed);
         let log_head = self.inner.store.known_head();
         metrics::gauge!("ledger_tree_size").set(tree_size as f64);
         metrics::gauge!("ledger_tree_behind_events").set(log_head.saturating_sub(tree_size) as f64);
@@ -347,24 +371,18 @@ impl Notary {
         }
     }
 
-    /// Extends this process's tree by one batch of events and stores what it completed;
+    /// Extends this process's tree by one batch of events and stores the subtrees it completed
+    /// (the caller records the new size in `merkle_state`);
     /// where the batch came from if it grew. The batch is this process's own commits from
     /// memory when the next position is there; else the log up to the next link in memory
     /// (another process's events: certainly committed, as a later position is), or when
     /// `read_on`, up to [`BATCH`] events.
     async fn extend_once(
         &self,
-        cache: &mut Option<Cache>,
+        cached: &mut Cache,
         read_on: bool,
     ) -> Result<Option<Source>, NotaryError> {
         let tree = &self.inner.tree;
-        let state = tree.state().await?;
-        let cached = match cache.take() {
-            // A new generation (a rebuild began): start again.
-            Some(c) if c.generation == state.generation => c,
-            _ => self.bootstrap(&state).await?,
-        };
-        let cached = cache.insert(cached);
         let head = cached.head.clone();
         let mut verifier = ChainVerifier::resume(head.size, &head.last_hash);
         let mut frontier = cached.frontier.clone();
@@ -434,7 +452,6 @@ impl Notary {
             }
             .into());
         }
-        tree.advance(&cached.generation, &new_head).await?;
         cached.head = new_head;
         cached.frontier = frontier;
         Ok(Some(source))
@@ -639,9 +656,15 @@ impl Notary {
         size: u64,
         root: &Hash,
     ) -> Result<(), NotaryError> {
-        let proof = self.consistency_proof(old_size, size).await?;
-        let stored_nodes = self.stored(&merkle::root_nodes(size), size).await?;
-        let stored_root = merkle::tree_root(&stored_nodes, size)
+        // This process stored its tree's subtrees up to `size` itself: one read of them.
+        let mut nodes = merkle::consistency_proof_nodes(old_size, size)
+            .map_err(|e| NotaryError::BadRange(e.to_string()))?;
+        nodes.extend(merkle::root_nodes(size));
+        nodes.sort_unstable();
+        nodes.dedup();
+        let stored = self.inner.tree.subtrees(&nodes).await?;
+        let proof = merkle::consistency_proof(&stored, old_size, size).map_err(proof_error)?;
+        let stored_root = merkle::tree_root(&stored, size)
             .map_err(|missing| NotaryError::MissingSubtree(missing.0))?;
         if stored_root != *root {
             return Err(Refusal::Diverged {
