@@ -19,22 +19,14 @@ pub const HEAD_SLOTS: [&str; 4] = ["head", "head-1", "head-2", "head-3"];
 /// do not exist. Safe to run concurrently from several processes and on every start.
 pub async fn ensure(db: &Database) -> Result<(), StoreError> {
     let existing = db.list_collection_names().await?;
-    for name in [EVENTS, META, super::tree::SUBTREES] {
+    for name in [EVENTS, META] {
         if !existing.iter().any(|n| n == name) {
-            let created = match name {
-                EVENTS => {
-                    db.create_collection(name)
-                        .validator(event_validator())
-                        .await
-                }
-                // Clustered on `_id`: its documents live in the `_id` index itself, so an
-                // insert writes one B-tree, not two (the notary inserts one per 16 events).
-                super::tree::SUBTREES => {
-                    db.create_collection(name)
-                        .clustered_index(mongodb::options::ClusteredIndex::default())
-                        .await
-                }
-                _ => db.create_collection(name).await,
+            let created = if name == EVENTS {
+                db.create_collection(name)
+                    .validator(event_validator())
+                    .await
+            } else {
+                db.create_collection(name).await
             };
             // Another process may have created it between the listing and now.
             if let Err(e) = created {
