@@ -8,13 +8,17 @@
 //! back-to-back (raw, store) pairs.
 //!
 //! `CV_BENCH_CHECKPOINTS=alternate` (issue 16) measures instead the Merkle tree's cost: the
-//! store's append rate at 256 callers with a [`Notary`] following the log (it reads the new
-//! events, stores their subtrees and signs checkpoints) against the same without one,
+//! store's append rate at 256 callers with a [`Notary`] following the log (it takes the new
+//! events from the writer, stores their subtrees and signs checkpoints) against the same
+//! without one,
 //! alternated round by round on the same mongod (`CV_BENCH_ROUNDS` pairs, default 10), each
 //! mode on its own database. After every "on" round it reports how far the stored tree is
 //! behind the log and how long it takes to catch up (the next round starts only then), so a
 //! tree that falls behind cannot pass for a cheap one. With `CV_BENCH_MONGOD_PID` it also
 //! reports the CPU seconds the bench process and mongod spent per round.
+//! `CV_BENCH_PER_CALLER` (default 100) sets the appends per caller and round;
+//! `CV_BENCH_CHECKPOINT_EVERY` (default 1000, the production default) the notary's
+//! `CHECKPOINT_EVERY_EVENTS`.
 
 use std::time::{Duration, Instant};
 
@@ -125,6 +129,7 @@ async fn compare_depths(client: &Client, db: &str, depths: &str) {
 
 /// Callers and events per caller of one round of the checkpoint comparison.
 const TREE_CALLERS: usize = 256;
+/// Appends per caller and round (`CV_BENCH_PER_CALLER` overrides: longer rounds, less noise).
 const TREE_PER_CALLER: usize = 100;
 /// The longest a round waits for the tree to catch up with the log.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(120);
@@ -166,6 +171,10 @@ async fn compare_checkpoints(client: &Client, db: &str) {
         .map(|r| r.parse().expect("CV_BENCH_ROUNDS: a number"))
         .unwrap_or(10);
     let mongod = std::env::var("CV_BENCH_MONGOD_PID").ok();
+    let per_caller: usize = std::env::var("CV_BENCH_PER_CALLER")
+        .ok()
+        .map(|n| n.parse().expect("CV_BENCH_PER_CALLER: a number"))
+        .unwrap_or(TREE_PER_CALLER);
     let db_on = format!("{db}_on");
     let db_off = format!("{db}_off");
     let on = EventStore::open(client, &db_on, StoreConfig::default())
@@ -179,7 +188,12 @@ async fn compare_checkpoints(client: &Client, db: &str) {
             SignerKey::from_seed("bench.local/ledger", [1; 32]).unwrap(),
         )),
         retired: Vec::new(),
-        every_events: 1000,
+        // `CV_BENCH_CHECKPOINT_EVERY` overrides the production default, to see what signing
+        // costs apart from the tree.
+        every_events: std::env::var("CV_BENCH_CHECKPOINT_EVERY")
+            .ok()
+            .map(|n| n.parse().expect("CV_BENCH_CHECKPOINT_EVERY: a number"))
+            .unwrap_or(1000),
         every: Duration::from_secs(10),
     };
     let notary = Notary::start(on.clone(), &client.database(&db_on), &settings)
@@ -209,7 +223,7 @@ async fn compare_checkpoints(client: &Client, db: &str) {
     }
     catch_up(on.clone(), notary.clone()).await;
     println!(
-        "checkpoints on vs off: {rounds} pairs of rounds, {TREE_CALLERS} callers x {TREE_PER_CALLER} single events each, order alternating (on-off, off-on, ...)"
+        "checkpoints on vs off: {rounds} pairs of rounds, {TREE_CALLERS} callers x {per_caller} single events each, order alternating (on-off, off-on, ...)"
     );
     let (mut rates_on, mut rates_off, mut ratios, mut with_catch_up) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -223,7 +237,7 @@ async fn compare_checkpoints(client: &Client, db: &str) {
             let cpu_self = cpu_seconds("self");
             let cpu_mongod = mongod.as_deref().and_then(cpu_seconds);
             let started = Instant::now();
-            let (rate, latencies) = store_appends(store, TREE_CALLERS, TREE_PER_CALLER).await;
+            let (rate, latencies) = store_appends(store, TREE_CALLERS, per_caller).await;
             let appended = started.elapsed();
             let mut line = format!(
                 "round {round:>2} checkpoints {:<3}: {rate:>7.0} events/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
@@ -233,7 +247,7 @@ async fn compare_checkpoints(client: &Client, db: &str) {
             );
             if checkpoints {
                 let (behind, took) = catch_up(on.clone(), notary.clone()).await;
-                let events = (TREE_CALLERS * TREE_PER_CALLER) as f64;
+                let events = (TREE_CALLERS * per_caller) as f64;
                 let overall = events / (appended + took).as_secs_f64();
                 line.push_str(&format!(
                     "  tree behind at the end {behind:>6} events, caught up in {:>6.0} ms ({overall:.0} events/s counting the catch-up)",
