@@ -19,7 +19,8 @@ pub struct CheckpointSettings {
     /// that signed earlier checkpoints (key rotation): published beside the current one and
     /// accepted for the checkpoints already stored.
     pub retired: Vec<VerifierKey>,
-    /// `CHECKPOINT_EVERY_EVENTS` (default 1000): sign once the tree grew by this many leaves.
+    /// `CHECKPOINT_EVERY_EVENTS` (default 1000): sign once the tree grew by this many leaves (at
+    /// most once a second: `notary::rules::COUNT_SIGNING_SPACING`).
     pub every_events: u64,
     /// `CHECKPOINT_EVERY_SECS` (default 10): sign once the last checkpoint is this old and the
     /// tree grew at all.
