@@ -402,6 +402,9 @@ impl Notary {
                 None if read_on => BATCH,
                 None => return Ok(None),
             };
+            // While a position is missing, look for it alone: re-reading a whole batch behind
+            // it every sync cost seconds of CPU in both processes (issue 16's benchmark).
+            let limit = if cached.gap_since.is_some() { 1 } else { limit };
             let events = self.inner.store.read_all(head.size + 1, limit).await?;
             let contiguous = events
                 .iter()
