@@ -372,11 +372,11 @@ impl Notary {
     }
 
     /// Extends this process's tree by one batch of events and stores the subtrees it completed
-    /// (the caller records the new size in `merkle_state`);
-    /// where the batch came from if it grew. The batch is this process's own commits from
-    /// memory when the next position is there; else the log up to the next link in memory
-    /// (another process's events: certainly committed, as a later position is), or when
-    /// `read_on`, up to [`BATCH`] events.
+    /// (the caller records the new size in `merkle_state`). Returns where the batch came from,
+    /// `None` if the tree did not grow. The batch is this process's own commits from memory
+    /// when the next position is there; else the log up to the next link in memory (another
+    /// process's events: certainly committed, as a later position is), or, when `read_on`, up
+    /// to [`BATCH`] events.
     async fn extend_once(
         &self,
         cached: &mut Cache,
