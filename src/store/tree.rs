@@ -228,7 +228,7 @@ impl TreeStore {
             .filter_map(|d| {
                 let position = to_u64(d.get_i64("position").ok()?);
                 let leaf = cryptovault_events::bundle::event_leaf(d.get_str("hash").ok()?)?;
-                Some((position - 1, merkle::leaf_hash(&leaf)))
+                Some((position.checked_sub(1)?, merkle::leaf_hash(&leaf)))
             })
             .collect();
         Ok(wanted
