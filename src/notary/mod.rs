@@ -62,6 +62,16 @@ enum Source {
     Log,
 }
 
+impl Source {
+    /// The `source` label of `ledger_tree_events_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Log => "log",
+        }
+    }
+}
+
 /// Why a notary operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NotaryError {
@@ -389,12 +399,7 @@ impl Notary {
         // This process's own commits come from memory; the rest is read from the log.
         let feed = self.inner.store.sealed();
         let links = feed.take_from(head.size + 1, BATCH);
-        let source = if links.is_empty() {
-            Source::Log
-        } else {
-            Source::Memory
-        };
-        let completed = if links.is_empty() {
+        let (completed, source) = if links.is_empty() {
             let limit = match feed.first_from(head.size + 1) {
                 Some(local) => {
                     usize::try_from(local - head.size - 1).map_or(BATCH, |gap| gap.min(BATCH))
@@ -427,16 +432,19 @@ impl Notary {
                 return Ok(None);
             }
             let events = &events[..contiguous];
-            let completed = rules::extend(&mut verifier, &mut frontier, events);
-            metrics::counter!("ledger_tree_events_total", "source" => "log")
-                .increment(events.len() as u64);
-            completed
+            (
+                rules::extend(&mut verifier, &mut frontier, events),
+                Source::Log,
+            )
         } else {
-            metrics::counter!("ledger_tree_events_total", "source" => "memory")
-                .increment(links.len() as u64);
-            rules::extend_sealed(&mut verifier, &mut frontier, &links)
-        }
-        .map_err(Refusal::Chain)?;
+            (
+                rules::extend_sealed(&mut verifier, &mut frontier, &links),
+                Source::Memory,
+            )
+        };
+        let completed = completed.map_err(Refusal::Chain)?;
+        metrics::counter!("ledger_tree_events_total", "source" => source.label())
+            .increment(verifier.verified() - head.size);
         cached.gap_since = None;
         let new_head = TreeHead {
             size: verifier.verified(),

@@ -13,8 +13,13 @@ use crate::store::sealed_feed::SealedLink;
 /// chain hash commits to the event's canonical bytes and to `prev_hash`, so a verifier holding
 /// the envelope recomputes it, and from it the leaf hash `SHA-256(0x00 ‖ hash)`.
 pub fn leaf_bytes(event: &EventEnvelope) -> Result<Hash, ChainBreak> {
-    cryptovault_events::bundle::event_leaf(&event.hash).ok_or_else(|| ChainBreak {
-        position: event.position,
+    link_leaf_bytes(event.position, &event.hash)
+}
+
+/// The leaf bytes of the event at `position` whose hex chain hash is `hash`.
+fn link_leaf_bytes(position: u64, hash: &str) -> Result<Hash, ChainBreak> {
+    cryptovault_events::bundle::event_leaf(hash).ok_or_else(|| ChainBreak {
+        position,
         kind: ChainBreakKind::Unreadable {
             reason: "hash is not 64 hex digits".into(),
         },
@@ -56,18 +61,8 @@ pub fn extend_sealed(
     let mut completed = Vec::new();
     for link in links {
         verifier.push_link(link.position, &link.prev_hash, &link.hash)?;
-        let leaf =
-            cryptovault_events::bundle::event_leaf(&link.hash).ok_or_else(|| ChainBreak {
-                position: link.position,
-                kind: ChainBreakKind::Unreadable {
-                    reason: "hash is not 64 hex digits".into(),
-                },
-            })?;
-        completed.extend(append_leaf(
-            frontier,
-            link.position,
-            &merkle::leaf_hash(&leaf),
-        )?);
+        let leaf = merkle::leaf_hash(&link_leaf_bytes(link.position, &link.hash)?);
+        completed.extend(append_leaf(frontier, link.position, &leaf)?);
     }
     Ok(completed)
 }
