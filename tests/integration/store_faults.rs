@@ -32,24 +32,39 @@ async fn pipelined_groups_survive_failed_inserts_and_dropped_connections() {
     };
     let store = EventStore::open(&faulty, &t.name, config).await.unwrap();
 
+    // Each fault fires at random, with the probability beside it, so that the failures land
+    // anywhere in the pipeline. A round sends some 60 transactions: at a tenth, the first two
+    // rounds fired about 6 times and none at all in one run of 400 (e^-6), which failed CI by
+    // bad luck; at a quarter they fire 18 to 36 times. The third fails three commands of each
+    // transaction and fires 20 to 30 times at a tenth; more would only slow it down.
     let faults = [
         // A write conflict on the insert: the transaction fails where the pipeline's next one
         // may already have inserted on top of it.
-        doc! { "failCommands": ["insert"], "errorCode": 112_i32,
-        "errorLabels": ["TransientTransactionError"], "appName": &app_name },
+        (
+            0.25,
+            doc! { "failCommands": ["insert"], "errorCode": 112_i32,
+            "errorLabels": ["TransientTransactionError"], "appName": &app_name },
+        ),
         // A commit that is held up and then fails: the transactions behind it in the pipeline
         // have inserted by then, and must abort instead of committing.
-        doc! { "failCommands": ["commitTransaction"], "blockConnection": true,
-        "blockTimeMS": 20_i32, "errorCode": 112_i32,
-        "errorLabels": ["TransientTransactionError"], "appName": &app_name },
+        (
+            0.25,
+            doc! { "failCommands": ["commitTransaction"], "blockConnection": true,
+            "blockTimeMS": 20_i32, "errorCode": 112_i32,
+            "errorLabels": ["TransientTransactionError"], "appName": &app_name },
+        ),
         // The connection drops before the command runs: inserts and head-slot updates fail,
         // commits come back with an unknown outcome and are retried.
-        doc! { "failCommands": ["insert", "update", "commitTransaction"],
-        "closeConnection": true, "appName": &app_name },
+        (
+            0.1,
+            doc! { "failCommands": ["insert", "update", "commitTransaction"],
+            "closeConnection": true, "appName": &app_name },
+        ),
     ];
     let mut sent = HashSet::new();
-    for (round, data) in faults.into_iter().enumerate() {
-        let before = fail_point(&t, doc! { "activationProbability": 0.1 }, data).await;
+    for (round, (probability, data)) in faults.into_iter().enumerate() {
+        let mode = doc! { "activationProbability": probability };
+        let before = fail_point(&t, mode, data).await;
         let results = join_all((0..CALLERS).map(|caller| {
             let store = store.clone();
             async move {
